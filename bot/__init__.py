@@ -1,0 +1,1 @@
+"""binder-prebuild: the prebuild side (webhook -> image)."""

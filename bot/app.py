@@ -1,0 +1,138 @@
+"""The app factory: builds one aiohttp Application holding both flows.
+
+Nothing happens at import; ``create_app(settings)`` wires the store, the one
+ClientSession, the GitHub App client, the builder, the scheduler, the
+dispatcher and every route, and ``on_cleanup`` closes them again.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+import aiohttp
+from aiohttp import web
+
+from bot.appkeys import SERVICES
+from bot.config import Settings
+from bot.events import EventBus
+from bot.metrics import Metrics
+from bot.services import Services
+from bot.store import Database
+from bot.store.builds import BuildStore
+from bot.store.deliveries import DeliveryStore
+from bot.store.github_state import GitHubState
+
+log = logging.getLogger(__name__)
+
+
+def build_router():  # -> gidgethub.routing.Router
+    """The one place where every feature module's Router is merged."""
+    from gidgethub.routing import Router
+
+    from bot.feedback import commands as feedback_commands
+    from bot.github import installations
+    from bot.prebuild import handlers as prebuild_handlers
+
+    return Router(installations.router, prebuild_handlers.router, feedback_commands.router)
+
+
+def make_builder(services: Services):
+    s = services.settings
+    if s.builder == "kubernetes":
+        from bot.builders.kubernetes import KubernetesBuilder
+
+        return KubernetesBuilder(s, services.extras["metrics"])
+    from bot.builders.local import LocalBuilder
+
+    return LocalBuilder(s)
+
+
+def make_image_lookup(services: Services):
+    s = services.settings
+    if s.registry_url:
+        from bot.registry import RegistryClient
+
+        return RegistryClient(services.session, s.registry_url, docker_config=s.docker_config)
+    from bot.builders.local_images import LocalImages
+
+    return LocalImages(s.container_engine)
+
+
+def create_app(settings: Settings, *, start_workers: bool = True) -> web.Application:
+    app = web.Application(client_max_size=25 * 1024 * 1024 + 1)
+    # Objects that need a running loop (session, db) are made in the cleanup context.
+    app.cleanup_ctx.append(_lifecycle(settings, start_workers))
+
+    from bot.web import health, pages
+    from bot.webhooks import receiver
+    from launcher import routes as launcher_routes
+
+    receiver.setup(app)
+    health.setup(app)
+    pages.setup(app)
+    launcher_routes.setup(app)
+    return app
+
+
+def _lifecycle(settings: Settings, start_workers: bool):
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        db = await Database(settings.db_path).open()
+        session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=60, connect=10),
+            headers={"User-Agent": "binder-prebuild"},
+        )
+        services = Services(
+            settings=settings, db=db, session=session, deliveries=DeliveryStore(db), builds=BuildStore(db),
+            gh_state=GitHubState(db), bus=EventBus(),
+        )
+        services.extras["metrics"] = Metrics()
+        services.extras["health_checks"] = []
+        app[SERVICES] = services
+        try:
+            await _start(services, start_workers)
+            yield
+        finally:
+            await _stop(services)
+            await session.close()
+            await db.close()
+
+    return ctx
+
+
+async def _start(services: Services, start_workers: bool) -> None:
+    from bot.github.client import GitHubApp
+    from bot.scheduler import Scheduler
+    from bot.webhooks.dispatcher import Dispatcher
+
+    s = services.settings
+    if s.has_app_credentials:
+        services.github = GitHubApp(services.session, s, metrics=services.extras["metrics"])
+    services.images = make_image_lookup(services)
+    services.builder = make_builder(services)
+    services.scheduler = Scheduler(services)
+    from bot.feedback.reporter import attach as attach_feedback
+    attach_feedback(services)
+    from launcher.setup import attach as attach_launcher
+    await attach_launcher(services)
+    if start_workers:
+        await services.builder.start()
+        await services.scheduler.start()
+        dispatcher = Dispatcher(services, build_router())
+        services.extras["dispatcher"] = dispatcher
+        await dispatcher.start()
+        from bot.github.installations import refresh_installations_soon
+        refresh_installations_soon(services)
+
+
+async def _stop(services: Services) -> None:
+    dispatcher = services.extras.get("dispatcher")
+    if dispatcher is not None:
+        await dispatcher.stop()
+    if services.scheduler is not None:
+        await services.scheduler.stop()
+    if services.builder is not None:
+        await services.builder.close()
+    if services.images is not None:
+        await services.images.close()
+    if services.hub is not None:
+        await services.hub.close()

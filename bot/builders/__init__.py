@@ -1,0 +1,1 @@
+"""Builder backends: KubernetesBuilder (build pods) and LocalBuilder (local Docker/Podman)."""

@@ -1,0 +1,53 @@
+"""What every builder backend provides, so the scheduler treats them alike."""
+from __future__ import annotations
+
+import abc
+from collections.abc import Awaitable, Callable
+
+from bot.model import BuildJob, BuildOutcome, ProgressEvent
+
+Emit = Callable[[ProgressEvent], Awaitable[None]]
+
+
+class Builder(abc.ABC):
+    """Runs repo2docker for one BuildJob at a time per call; many calls may run at once.
+
+    ``run`` either starts the build or, when one for ``job.build_id`` is already
+    running (a restart), re-attaches to it. It emits progress events (phases
+    fetching, building, pushing; log lines as message-only events with the current
+    phase) and returns the outcome: BUILT means repo2docker reported success; the
+    scheduler still confirms the image exists before telling anyone. Cancelling the
+    task running ``run`` stops the build and cleans up after it, then re-raises.
+    """
+
+    name: str = "builder"
+
+    async def start(self) -> None:
+        """Open clients, start shared watches. Called once by the app on startup."""
+
+    async def close(self) -> None:
+        """Release everything ``start`` opened."""
+
+    @abc.abstractmethod
+    async def run(self, job: BuildJob, emit: Emit) -> BuildOutcome: ...
+
+    async def cancel(self, build_id: str) -> None:
+        """Stop a build that this process may not be running (e.g. after a restart)."""
+
+    async def health(self) -> tuple[bool, str]:
+        """(ok, detail) for /health."""
+        return True, "ok"
+
+
+class ImageLookup(abc.ABC):
+    """Where built images are the truth: a registry, or the local engine without one."""
+
+    @abc.abstractmethod
+    async def exists(self, image: str) -> bool | None:
+        """True if present, False if certainly missing, None if the answer is unknown (down)."""
+
+    async def health(self) -> tuple[bool, str]:
+        return True, "ok"
+
+    async def close(self) -> None:
+        pass

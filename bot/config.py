@@ -1,0 +1,171 @@
+"""Settings, read once from the environment (DESIGN.md's names), optionally a YAML file.
+
+A pure function of a mapping, so tests build settings from plain dicts.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A setting has a value we cannot use."""
+
+
+def _bool(value: str) -> bool:
+    v = value.strip().lower()
+    if v in {"1", "true", "yes", "on"}:
+        return True
+    if v in {"0", "false", "no", "off", ""}:
+        return False
+    raise ConfigError(f"not a boolean: {value!r}")
+
+
+def default_engine() -> str:
+    """The first container engine CLI found on PATH (docker, then podman)."""
+    for name in ("docker", "podman"):
+        if shutil.which(name):
+            return name
+    return "docker"
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    github_app_id: str | None = None
+    github_private_key: str | None = dataclasses.field(default=None, repr=False)
+    github_webhook_secret: str | None = dataclasses.field(default=None, repr=False)
+    github_api_url: str = "https://api.github.com"
+    public_url: str = "http://127.0.0.1:8080"
+    data_dir: Path = Path("./data")
+    builder: str = "local"
+    registry_url: str | None = None
+    image_prefix: str = "binder-prebuild/"
+    kube_namespace: str = "binder-prebuild"
+    repo2docker_image: str = "quay.io/jupyterhub/repo2docker:2024.07.0"
+    build_timeout: int = 3600
+    max_concurrent_builds: int = 8
+    container_engine: str = dataclasses.field(default_factory=default_engine)
+    jupyterhub_api_url: str | None = None
+    jupyterhub_api_token: str | None = dataclasses.field(default=None, repr=False)
+    jupyterhub_url: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8080
+    # behaviour switches
+    build_tags: bool = False
+    build_on_launch: bool = True
+    launch_allow: tuple[str, ...] = ()
+    launch_timeout: int = 300
+    max_servers: int = 100
+    max_servers_per_repo: int = 20
+    launch_rate_per_minute: int = 30
+    docker_config: str | None = None
+    build_socket: str = "/var/run/docker.sock"
+
+    @property
+    def has_app_credentials(self) -> bool:
+        return bool(self.github_app_id and self.github_private_key)
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "binder-prebuild.sqlite"
+
+
+_ENV_FIELDS: dict[str, tuple[str, Any]] = {
+    "GITHUB_APP_ID": ("github_app_id", str),
+    "GITHUB_WEBHOOK_SECRET": ("github_webhook_secret", str),
+    "GITHUB_API_URL": ("github_api_url", str),
+    "PUBLIC_URL": ("public_url", str),
+    "DATA_DIR": ("data_dir", Path),
+    "BUILDER": ("builder", str),
+    "REGISTRY_URL": ("registry_url", str),
+    "IMAGE_PREFIX": ("image_prefix", str),
+    "KUBE_NAMESPACE": ("kube_namespace", str),
+    "REPO2DOCKER_IMAGE": ("repo2docker_image", str),
+    "BUILD_TIMEOUT": ("build_timeout", int),
+    "MAX_CONCURRENT_BUILDS": ("max_concurrent_builds", int),
+    "CONTAINER_ENGINE": ("container_engine", str),
+    "JUPYTERHUB_API_URL": ("jupyterhub_api_url", str),
+    "JUPYTERHUB_API_TOKEN": ("jupyterhub_api_token", str),
+    "JUPYTERHUB_URL": ("jupyterhub_url", str),
+    "HOST": ("host", str),
+    "PORT": ("port", int),
+    "BUILD_TAGS": ("build_tags", _bool),
+    "BUILD_ON_LAUNCH": ("build_on_launch", _bool),
+    "LAUNCH_ALLOW": ("launch_allow", lambda v: tuple(x.strip() for x in v.split(",") if x.strip())),
+    "LAUNCH_TIMEOUT": ("launch_timeout", int),
+    "MAX_SERVERS": ("max_servers", int),
+    "MAX_SERVERS_PER_REPO": ("max_servers_per_repo", int),
+    "LAUNCH_RATE_PER_MINUTE": ("launch_rate_per_minute", int),
+    "DOCKER_CONFIG": ("docker_config", str),
+    "BUILD_SOCKET": ("build_socket", str),
+}
+
+
+def load_settings(env: Mapping[str, str] | None = None, config_file: str | None = None) -> Settings:
+    """Build Settings from an environment mapping (default os.environ).
+
+    A YAML config file (``config_file`` or ``BINDER_PREBUILD_CONFIG``) may add
+    values, keyed by the same variable names; the environment wins.
+    Stored App credentials in DATA_DIR (from the manifest flow) fill in what the
+    environment leaves unset.
+    """
+    env = dict(os.environ if env is None else env)
+    merged: dict[str, str] = {}
+    path = config_file or env.get("BINDER_PREBUILD_CONFIG")
+    if path:
+        try:
+            data = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as e:
+            raise ConfigError(f"cannot read config file {path}: {e}") from e
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {path} must be a mapping")
+        merged.update({str(k).upper(): str(v) for k, v in data.items() if v is not None})
+    merged.update({k: v for k, v in env.items() if k in _ENV_FIELDS or k.startswith("GITHUB_PRIVATE_KEY")})
+
+    kwargs: dict[str, Any] = {}
+    for var, (field, conv) in _ENV_FIELDS.items():
+        if var in merged and merged[var] != "":
+            try:
+                kwargs[field] = conv(merged[var])
+            except (ValueError, ConfigError) as e:
+                raise ConfigError(f"{var}: {e}") from e
+
+    key = merged.get("GITHUB_PRIVATE_KEY") or None
+    key_path = merged.get("GITHUB_PRIVATE_KEY_PATH") or None
+    if key is None and key_path:
+        try:
+            key = Path(key_path).read_text()
+        except OSError as e:
+            raise ConfigError(f"GITHUB_PRIVATE_KEY_PATH: cannot read {key_path}: {e}") from e
+    if key:
+        kwargs["github_private_key"] = key.replace("\\n", "\n")
+
+    settings = Settings(**kwargs)
+    if "public_url" not in kwargs:
+        settings = dataclasses.replace(settings, public_url=f"http://{settings.host}:{settings.port}")
+    if settings.builder not in {"kubernetes", "local"}:
+        raise ConfigError(f"BUILDER must be 'kubernetes' or 'local', not {settings.builder!r}")
+    return _with_stored_credentials(settings)
+
+
+def _with_stored_credentials(settings: Settings) -> Settings:
+    """Fill App credentials saved by the manifest flow (DATA_DIR/github-app.json)."""
+    from bot.github.manifest import load_stored_credentials
+
+    stored = load_stored_credentials(settings.data_dir)
+    if not stored:
+        return settings
+    changes: dict[str, Any] = {}
+    if not settings.github_app_id and stored.get("id"):
+        changes["github_app_id"] = str(stored["id"])
+    if not settings.github_private_key and stored.get("pem"):
+        changes["github_private_key"] = stored["pem"]
+    if not settings.github_webhook_secret and stored.get("webhook_secret"):
+        changes["github_webhook_secret"] = stored["webhook_secret"]
+    return dataclasses.replace(settings, **changes) if changes else settings

@@ -1,0 +1,58 @@
+"""In-process fan-out of build progress: the launcher's streams and GitHub feedback listen here."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import defaultdict
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING
+
+from bot.model import ProgressEvent
+
+if TYPE_CHECKING:
+    from bot.store.builds import BuildRecord
+
+log = logging.getLogger(__name__)
+
+Listener = Callable[["BuildRecord", ProgressEvent], Awaitable[None]]
+
+
+class EventBus:
+    """Per-image subscriber queues (bounded, drop-oldest) plus whole-bus listeners."""
+
+    def __init__(self, queue_size: int = 1000) -> None:
+        self._subs: dict[str, set[asyncio.Queue[ProgressEvent]]] = defaultdict(set)
+        self._listeners: list[Listener] = []
+        self._queue_size = queue_size
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def add_listener(self, listener: Listener) -> None:
+        """Called for every event of every build (check runs, comments, metrics)."""
+        self._listeners.append(listener)
+
+    @contextlib.asynccontextmanager
+    async def subscribe(self, image: str) -> AsyncIterator[asyncio.Queue[ProgressEvent]]:
+        q: asyncio.Queue[ProgressEvent] = asyncio.Queue(self._queue_size)
+        self._subs[image].add(q)
+        try:
+            yield q
+        finally:
+            self._subs[image].discard(q)
+            if not self._subs[image]:
+                del self._subs[image]
+
+    def subscribers(self, image: str) -> int:
+        return len(self._subs.get(image, ()))
+
+    async def publish(self, record: "BuildRecord", event: ProgressEvent) -> None:
+        for q in list(self._subs.get(record.image, ())):
+            if q.full():
+                with contextlib.suppress(asyncio.QueueEmpty):
+                    q.get_nowait()
+            q.put_nowait(event)
+        for listener in self._listeners:
+            try:
+                await listener(record, event)
+            except Exception:  # a listener's failure must not stop the build
+                log.exception("build %s: listener %r failed", record.id, listener)

@@ -1,0 +1,192 @@
+"""Build records: one row per build attempt of an image."""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+from typing import Any
+
+from bot.model import BuildRequest, BuildState, Phase, Trigger
+from bot.store.db import Database, register_schema
+
+register_schema(
+    """
+CREATE TABLE IF NOT EXISTS builds (
+    id TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    repo TEXT NOT NULL,
+    sha TEXT NOT NULL,
+    image TEXT NOT NULL,
+    supersede_key TEXT NOT NULL,
+    attempt INTEGER NOT NULL DEFAULT 1,
+    state TEXT NOT NULL,
+    phase TEXT NOT NULL,
+    request TEXT NOT NULL,
+    cache_from TEXT,
+    from_cache INTEGER NOT NULL DEFAULT 0,
+    reason TEXT,
+    log_tail TEXT,
+    superseded_by TEXT,
+    created_at REAL NOT NULL,
+    started_at REAL,
+    finished_at REAL
+);
+CREATE INDEX IF NOT EXISTS builds_by_image ON builds(image, attempt);
+CREATE INDEX IF NOT EXISTS builds_by_state ON builds(state, created_at);
+CREATE INDEX IF NOT EXISTS builds_by_key ON builds(supersede_key, created_at);
+CREATE INDEX IF NOT EXISTS builds_by_repo ON builds(owner, repo, sha);
+"""
+)
+
+
+def build_id(owner: str, repo: str, sha: str, attempt: int) -> str:
+    """Deterministic and DNS-label safe, so the pod name doubles as a lock across restarts."""
+    digest = hashlib.sha256(f"{owner}/{repo}".lower().encode()).hexdigest()[:8]
+    return f"{digest}-{sha[:12].lower()}-{attempt}"
+
+
+@dataclasses.dataclass(frozen=True)
+class BuildRecord:
+    id: str
+    owner: str
+    repo: str
+    sha: str
+    image: str
+    supersede_key: str
+    attempt: int
+    state: BuildState
+    phase: Phase
+    request: BuildRequest
+    cache_from: str | None
+    from_cache: bool
+    reason: str | None
+    log_tail: tuple[str, ...]
+    superseded_by: str | None
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+
+    @property
+    def duration(self) -> float | None:
+        if self.started_at and self.finished_at:
+            return self.finished_at - self.started_at
+        return None
+
+
+def request_to_json(req: BuildRequest) -> str:
+    d = dataclasses.asdict(req)
+    d["trigger"] = req.trigger.value
+    return json.dumps(d)
+
+
+def request_from_json(text: str) -> BuildRequest:
+    d = json.loads(text)
+    d["trigger"] = Trigger(d.get("trigger", "push"))
+    return BuildRequest(**d)
+
+
+def _record(row: Any) -> BuildRecord:
+    return BuildRecord(
+        id=row["id"], owner=row["owner"], repo=row["repo"], sha=row["sha"], image=row["image"],
+        supersede_key=row["supersede_key"], attempt=row["attempt"], state=BuildState(row["state"]),
+        phase=Phase(row["phase"]), request=request_from_json(row["request"]), cache_from=row["cache_from"],
+        from_cache=bool(row["from_cache"]), reason=row["reason"],
+        log_tail=tuple(json.loads(row["log_tail"] or "[]")), superseded_by=row["superseded_by"],
+        created_at=row["created_at"], started_at=row["started_at"], finished_at=row["finished_at"],
+    )
+
+
+class BuildStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def create(
+        self, req: BuildRequest, image: str, *, state: BuildState = BuildState.QUEUED,
+        phase: Phase = Phase.WAITING, from_cache: bool = False, cache_from: str | None = None,
+        reason: str | None = None,
+    ) -> BuildRecord:
+        """A new attempt for ``image`` (attempt = previous + 1)."""
+        now = time.time()
+        async with self.db.transaction() as conn:
+            cur = await conn.execute("SELECT MAX(attempt) AS a FROM builds WHERE image=?", (image,))
+            row = await cur.fetchone()
+            attempt = (row["a"] or 0) + 1
+            bid = build_id(req.owner, req.repo, req.sha, attempt)
+            finished = now if state.finished else None
+            await conn.execute(
+                "INSERT INTO builds (id, owner, repo, sha, image, supersede_key, attempt, state, phase, request,"
+                " cache_from, from_cache, reason, created_at, finished_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (bid, req.owner, req.repo, req.sha, image, req.supersede_key, attempt, state.value, phase.value,
+                 request_to_json(req), cache_from, int(from_cache), reason, now, finished),
+            )
+        rec = await self.get(bid)
+        assert rec is not None
+        return rec
+
+    async def get(self, bid: str) -> BuildRecord | None:
+        row = await self.db.fetchone("SELECT * FROM builds WHERE id=?", (bid,))
+        return _record(row) if row else None
+
+    async def latest_for_image(self, image: str) -> BuildRecord | None:
+        row = await self.db.fetchone(
+            "SELECT * FROM builds WHERE image=? ORDER BY attempt DESC LIMIT 1", (image,)
+        )
+        return _record(row) if row else None
+
+    async def latest_for_sha(self, owner: str, repo: str, sha: str) -> BuildRecord | None:
+        row = await self.db.fetchone(
+            "SELECT * FROM builds WHERE owner=? COLLATE NOCASE AND repo=? COLLATE NOCASE AND sha=?"
+            " ORDER BY created_at DESC, attempt DESC LIMIT 1",
+            (owner, repo, sha),
+        )
+        return _record(row) if row else None
+
+    async def active_for_key(self, key: str) -> list[BuildRecord]:
+        rows = await self.db.fetchall(
+            "SELECT * FROM builds WHERE supersede_key=? AND state IN ('queued','running') ORDER BY created_at",
+            (key,),
+        )
+        return [_record(r) for r in rows]
+
+    async def in_state(self, *states: BuildState) -> list[BuildRecord]:
+        marks = ",".join("?" for _ in states)
+        rows = await self.db.fetchall(
+            f"SELECT * FROM builds WHERE state IN ({marks}) ORDER BY created_at, rowid",
+            tuple(s.value for s in states),
+        )
+        return [_record(r) for r in rows]
+
+    async def newest_built(self, owner: str, repo: str, branch: str | None = None) -> BuildRecord | None:
+        """The newest built image of a repo (on ``branch`` if given): the --cache-from source."""
+        if branch is None:
+            rows = await self.db.fetchall(
+                "SELECT * FROM builds WHERE owner=? COLLATE NOCASE AND repo=? COLLATE NOCASE AND state='built'"
+                " ORDER BY finished_at DESC LIMIT 1", (owner, repo))
+        else:
+            rows = await self.db.fetchall(
+                "SELECT * FROM builds WHERE owner=? COLLATE NOCASE AND repo=? COLLATE NOCASE AND state='built'"
+                " AND supersede_key=? ORDER BY finished_at DESC LIMIT 1",
+                (owner, repo, f"{owner}/{repo}".lower() + f"#branch/{branch}"))
+        return _record(rows[0]) if rows else None
+
+    async def update(self, bid: str, **fields: Any) -> None:
+        """Set columns; enums are stored by value, log_tail as JSON."""
+        if not fields:
+            return
+        cols, vals = [], []
+        for k, v in fields.items():
+            if isinstance(v, (BuildState, Phase)):
+                v = v.value
+            elif k == "log_tail":
+                v = json.dumps(list(v))
+            elif isinstance(v, bool):
+                v = int(v)
+            cols.append(f"{k}=?")
+            vals.append(v)
+        vals.append(bid)
+        await self.db.execute(f"UPDATE builds SET {', '.join(cols)} WHERE id=?", vals)
+
+    async def recent(self, limit: int = 20) -> list[BuildRecord]:
+        rows = await self.db.fetchall("SELECT * FROM builds ORDER BY created_at DESC LIMIT ?", (limit,))
+        return [_record(r) for r in rows]

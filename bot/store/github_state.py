@@ -1,0 +1,138 @@
+"""What we keep about GitHub: installations, their repositories, PR comment ids, check run ids."""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from bot.store.db import Database, register_schema
+
+register_schema(
+    """
+CREATE TABLE IF NOT EXISTS installations (
+    id INTEGER PRIMARY KEY,
+    account TEXT NOT NULL,
+    account_type TEXT,
+    suspended INTEGER NOT NULL DEFAULT 0,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS installation_repos (
+    installation_id INTEGER NOT NULL REFERENCES installations(id) ON DELETE CASCADE,
+    full_name TEXT NOT NULL COLLATE NOCASE,
+    private INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (installation_id, full_name)
+);
+CREATE INDEX IF NOT EXISTS installation_repos_name ON installation_repos(full_name);
+CREATE TABLE IF NOT EXISTS pr_comments (
+    full_name TEXT NOT NULL COLLATE NOCASE,
+    pr_number INTEGER NOT NULL,
+    comment_id INTEGER NOT NULL,
+    body_hash TEXT,
+    PRIMARY KEY (full_name, pr_number)
+);
+CREATE TABLE IF NOT EXISTS check_runs (
+    full_name TEXT NOT NULL COLLATE NOCASE,
+    sha TEXT NOT NULL,
+    check_run_id INTEGER NOT NULL,
+    status TEXT,
+    updated_at REAL,
+    PRIMARY KEY (full_name, sha)
+);
+"""
+)
+
+
+class GitHubState:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # installations -------------------------------------------------------
+    async def upsert_installation(self, inst_id: int, account: str, account_type: str | None = None,
+                                  suspended: bool = False) -> None:
+        await self.db.execute(
+            "INSERT INTO installations (id, account, account_type, suspended, updated_at) VALUES (?,?,?,?,?)"
+            " ON CONFLICT(id) DO UPDATE SET account=excluded.account, account_type=excluded.account_type,"
+            " suspended=excluded.suspended, updated_at=excluded.updated_at",
+            (inst_id, account, account_type, int(suspended), time.time()),
+        )
+
+    async def set_suspended(self, inst_id: int, suspended: bool) -> None:
+        await self.db.execute("UPDATE installations SET suspended=?, updated_at=? WHERE id=?",
+                              (int(suspended), time.time(), inst_id))
+
+    async def delete_installation(self, inst_id: int) -> None:
+        async with self.db.transaction() as conn:
+            await conn.execute("DELETE FROM installation_repos WHERE installation_id=?", (inst_id,))
+            await conn.execute("DELETE FROM installations WHERE id=?", (inst_id,))
+
+    async def add_repos(self, inst_id: int, repos: list[tuple[str, bool]]) -> None:
+        async with self.db.transaction() as conn:
+            for full_name, private in repos:
+                await conn.execute(
+                    "INSERT INTO installation_repos (installation_id, full_name, private) VALUES (?,?,?)"
+                    " ON CONFLICT DO UPDATE SET private=excluded.private",
+                    (inst_id, full_name, int(private)),
+                )
+
+    async def remove_repos(self, inst_id: int, names: list[str]) -> None:
+        async with self.db.transaction() as conn:
+            for name in names:
+                await conn.execute(
+                    "DELETE FROM installation_repos WHERE installation_id=? AND full_name=?", (inst_id, name))
+
+    async def replace_repos(self, inst_id: int, repos: list[tuple[str, bool]]) -> None:
+        async with self.db.transaction() as conn:
+            await conn.execute("DELETE FROM installation_repos WHERE installation_id=?", (inst_id,))
+            for full_name, private in repos:
+                await conn.execute(
+                    "INSERT OR REPLACE INTO installation_repos (installation_id, full_name, private) VALUES (?,?,?)",
+                    (inst_id, full_name, int(private)),
+                )
+
+    async def installation_for(self, full_name: str) -> int | None:
+        """The active installation covering a repository, or None (not installed or suspended)."""
+        row = await self.db.fetchone(
+            "SELECT r.installation_id AS id FROM installation_repos r JOIN installations i"
+            " ON i.id = r.installation_id WHERE r.full_name=? AND i.suspended=0",
+            (full_name,),
+        )
+        return int(row["id"]) if row else None
+
+    async def installations(self) -> list[dict[str, Any]]:
+        rows = await self.db.fetchall(
+            "SELECT i.id, i.account, i.account_type, i.suspended, COUNT(r.full_name) AS repos"
+            " FROM installations i LEFT JOIN installation_repos r ON r.installation_id=i.id"
+            " GROUP BY i.id ORDER BY i.account")
+        return [dict(r) for r in rows]
+
+    async def repos(self, inst_id: int) -> list[str]:
+        rows = await self.db.fetchall(
+            "SELECT full_name FROM installation_repos WHERE installation_id=? ORDER BY full_name", (inst_id,))
+        return [r["full_name"] for r in rows]
+
+    # PR comments ---------------------------------------------------------
+    async def comment_id(self, full_name: str, pr: int) -> tuple[int, str | None] | None:
+        row = await self.db.fetchone(
+            "SELECT comment_id, body_hash FROM pr_comments WHERE full_name=? AND pr_number=?", (full_name, pr))
+        return (int(row["comment_id"]), row["body_hash"]) if row else None
+
+    async def set_comment(self, full_name: str, pr: int, comment_id: int, body_hash: str | None) -> None:
+        await self.db.execute(
+            "INSERT INTO pr_comments (full_name, pr_number, comment_id, body_hash) VALUES (?,?,?,?)"
+            " ON CONFLICT DO UPDATE SET comment_id=excluded.comment_id, body_hash=excluded.body_hash",
+            (full_name, pr, comment_id, body_hash))
+
+    async def forget_comment(self, full_name: str, pr: int) -> None:
+        await self.db.execute("DELETE FROM pr_comments WHERE full_name=? AND pr_number=?", (full_name, pr))
+
+    # check runs ----------------------------------------------------------
+    async def check_run(self, full_name: str, sha: str) -> int | None:
+        row = await self.db.fetchone(
+            "SELECT check_run_id FROM check_runs WHERE full_name=? AND sha=?", (full_name, sha))
+        return int(row["check_run_id"]) if row else None
+
+    async def set_check_run(self, full_name: str, sha: str, check_run_id: int, status: str) -> None:
+        await self.db.execute(
+            "INSERT INTO check_runs (full_name, sha, check_run_id, status, updated_at) VALUES (?,?,?,?,?)"
+            " ON CONFLICT DO UPDATE SET check_run_id=excluded.check_run_id, status=excluded.status,"
+            " updated_at=excluded.updated_at",
+            (full_name, sha, check_run_id, status, time.time()))

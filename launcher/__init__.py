@@ -1,0 +1,1 @@
+"""binder-prebuild: the launch side (badge click -> server)."""
