@@ -1,0 +1,64 @@
+"""``GET /health`` (one entry per dependency) and ``GET /metrics`` (Prometheus text)."""
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from bot.appkeys import SERVICES
+from bot.services import Services
+
+log = logging.getLogger(__name__)
+
+HealthCheck = Callable[[], Awaitable[tuple[bool, str]]]
+
+
+def add_check(services: Services, name: str, check: HealthCheck) -> None:
+    """Register a dependency; every module that brings one adds its check here."""
+    services.extras.setdefault("health_checks", []).append((name, check))
+
+
+async def _run(name: str, check: HealthCheck, timeout: float) -> dict[str, object]:
+    try:
+        ok, detail = await asyncio.wait_for(check(), timeout)
+    except asyncio.TimeoutError:
+        ok, detail = False, f"no answer within {timeout:g} s"
+    except Exception as e:  # a failing check is a result, not a crash
+        ok, detail = False, f"{type(e).__name__}: {e}"
+    return {"name": name, "ok": bool(ok), "detail": detail}
+
+
+async def health(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+
+    async def store() -> tuple[bool, str]:
+        await services.db.ping()
+        depth = await services.deliveries.depth()
+        return True, f"sqlite ok, {depth} deliveries pending"
+
+    checks: list[tuple[str, HealthCheck]] = [("store", store)]
+    checks += services.extras.get("health_checks", [])
+    results = await asyncio.gather(*(_run(n, c, 5.0) for n, c in checks))
+    ok = all(r["ok"] for r in results)
+    return web.json_response({"ok": ok, "checks": list(results)}, status=200 if ok else 503)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    m = services.extras["metrics"]
+    try:
+        m.queue_depth.set(await services.deliveries.depth())
+    except Exception:  # the gauge keeps its last value when the store is busy
+        log.warning("could not read queue depth for /metrics")
+    body = generate_latest(m.registry)
+    resp = web.Response(body=body)
+    resp.headers["Content-Type"] = CONTENT_TYPE_LATEST
+    return resp
+
+
+def setup(app: web.Application) -> None:
+    app.router.add_get("/health", health)
+    app.router.add_get("/metrics", metrics)
