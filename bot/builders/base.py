@@ -16,8 +16,15 @@ class Builder(abc.ABC):
     running (a restart), re-attaches to it. It emits progress events (phases
     fetching, building, pushing; log lines as message-only events with the current
     phase) and returns the outcome: BUILT means repo2docker reported success; the
-    scheduler still confirms the image exists before telling anyone. Cancelling the
-    task running ``run`` stops the build and cleans up after it, then re-raises.
+    scheduler still confirms the image exists before telling anyone.
+
+    Stopping a build on purpose (superseded, PR closed) is ``cancel(build_id)``,
+    which stops it and cleans up after it (pod and secret deleted; local process
+    stopped and its leftovers removed); the scheduler calls it, then cancels the
+    task running ``run``. Cancelling that task alone means "this process is going
+    away": a backend whose builds outlive the process (Kubernetes pods) leaves
+    them running so a restart re-attaches; a backend whose builds cannot outlive
+    it (a local child process) stops them.
     """
 
     name: str = "builder"
@@ -32,7 +39,7 @@ class Builder(abc.ABC):
     async def run(self, job: BuildJob, emit: Emit) -> BuildOutcome: ...
 
     async def cancel(self, build_id: str) -> None:
-        """Stop a build that this process may not be running (e.g. after a restart)."""
+        """Stop the build ``build_id`` and clean up after it (also one this process only re-attached to)."""
 
     async def health(self) -> tuple[bool, str]:
         """(ok, detail) for /health."""

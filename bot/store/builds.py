@@ -19,6 +19,7 @@ CREATE TABLE IF NOT EXISTS builds (
     sha TEXT NOT NULL,
     image TEXT NOT NULL,
     supersede_key TEXT NOT NULL,
+    job_id TEXT NOT NULL,
     attempt INTEGER NOT NULL DEFAULT 1,
     state TEXT NOT NULL,
     phase TEXT NOT NULL,
@@ -34,6 +35,7 @@ CREATE TABLE IF NOT EXISTS builds (
 );
 CREATE INDEX IF NOT EXISTS builds_by_image ON builds(image, attempt);
 CREATE INDEX IF NOT EXISTS builds_by_state ON builds(state, created_at);
+CREATE INDEX IF NOT EXISTS builds_by_job ON builds(job_id);
 CREATE INDEX IF NOT EXISTS builds_by_key ON builds(supersede_key, created_at);
 CREATE INDEX IF NOT EXISTS builds_by_repo ON builds(owner, repo, sha);
 """
@@ -54,6 +56,7 @@ class BuildRecord:
     sha: str
     image: str
     supersede_key: str
+    job_id: str
     attempt: int
     state: BuildState
     phase: Phase
@@ -89,7 +92,7 @@ def request_from_json(text: str) -> BuildRequest:
 def _record(row: Any) -> BuildRecord:
     return BuildRecord(
         id=row["id"], owner=row["owner"], repo=row["repo"], sha=row["sha"], image=row["image"],
-        supersede_key=row["supersede_key"], attempt=row["attempt"], state=BuildState(row["state"]),
+        supersede_key=row["supersede_key"], job_id=row["job_id"], attempt=row["attempt"], state=BuildState(row["state"]),
         phase=Phase(row["phase"]), request=request_from_json(row["request"]), cache_from=row["cache_from"],
         from_cache=bool(row["from_cache"]), reason=row["reason"],
         log_tail=tuple(json.loads(row["log_tail"] or "[]")), superseded_by=row["superseded_by"],
@@ -104,9 +107,13 @@ class BuildStore:
     async def create(
         self, req: BuildRequest, image: str, *, state: BuildState = BuildState.QUEUED,
         phase: Phase = Phase.WAITING, from_cache: bool = False, cache_from: str | None = None,
-        reason: str | None = None,
+        reason: str | None = None, job_id: str | None = None, started_at: float | None = None,
     ) -> BuildRecord:
-        """A new attempt for ``image`` (attempt = previous + 1)."""
+        """A new record for ``image`` (attempt = previous + 1).
+
+        ``job_id`` names the build that actually runs (its pod or process); a record
+        that follows another request's running build shares that build's job_id.
+        """
         now = time.time()
         async with self.db.transaction() as conn:
             cur = await conn.execute("SELECT MAX(attempt) AS a FROM builds WHERE image=?", (image,))
@@ -115,10 +122,11 @@ class BuildStore:
             bid = build_id(req.owner, req.repo, req.sha, attempt)
             finished = now if state.finished else None
             await conn.execute(
-                "INSERT INTO builds (id, owner, repo, sha, image, supersede_key, attempt, state, phase, request,"
-                " cache_from, from_cache, reason, created_at, finished_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (bid, req.owner, req.repo, req.sha, image, req.supersede_key, attempt, state.value, phase.value,
-                 request_to_json(req), cache_from, int(from_cache), reason, now, finished),
+                "INSERT INTO builds (id, owner, repo, sha, image, supersede_key, job_id, attempt, state, phase,"
+                " request, cache_from, from_cache, reason, created_at, started_at, finished_at)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (bid, req.owner, req.repo, req.sha, image, req.supersede_key, job_id or bid, attempt, state.value,
+                 phase.value, request_to_json(req), cache_from, int(from_cache), reason, now, started_at, finished),
             )
         rec = await self.get(bid)
         assert rec is not None
@@ -170,10 +178,8 @@ class BuildStore:
                 (owner, repo, f"{owner}/{repo}".lower() + f"#branch/{branch}"))
         return _record(rows[0]) if rows else None
 
-    async def update(self, bid: str, **fields: Any) -> None:
-        """Set columns; enums are stored by value, log_tail as JSON."""
-        if not fields:
-            return
+    @staticmethod
+    def _set_clause(fields: dict[str, Any]) -> tuple[str, list[Any]]:
         cols, vals = [], []
         for k, v in fields.items():
             if isinstance(v, (BuildState, Phase)):
@@ -184,9 +190,33 @@ class BuildStore:
                 v = int(v)
             cols.append(f"{k}=?")
             vals.append(v)
-        vals.append(bid)
-        await self.db.execute(f"UPDATE builds SET {', '.join(cols)} WHERE id=?", vals)
+        return ", ".join(cols), vals
+
+    async def update(self, bid: str, **fields: Any) -> None:
+        """Set columns; enums are stored by value, log_tail as JSON."""
+        if not fields:
+            return
+        clause, vals = self._set_clause(fields)
+        await self.db.execute(f"UPDATE builds SET {clause} WHERE id=?", [*vals, bid])
 
     async def recent(self, limit: int = 20) -> list[BuildRecord]:
         rows = await self.db.fetchall("SELECT * FROM builds ORDER BY created_at DESC LIMIT ?", (limit,))
         return [_record(r) for r in rows]
+
+    async def active_for_job(self, job_id: str) -> list[BuildRecord]:
+        rows = await self.db.fetchall(
+            "SELECT * FROM builds WHERE job_id=? AND state IN ('queued','running') ORDER BY created_at", (job_id,))
+        return [_record(r) for r in rows]
+
+    async def active_for_image(self, image: str) -> list[BuildRecord]:
+        rows = await self.db.fetchall(
+            "SELECT * FROM builds WHERE image=? AND state IN ('queued','running') ORDER BY created_at", (image,))
+        return [_record(r) for r in rows]
+
+    async def update_job(self, job_id: str, **fields: Any) -> None:
+        """Set columns on every active record of one job, in one statement."""
+        if not fields:
+            return
+        clause, vals = self._set_clause(fields)
+        await self.db.execute(
+            f"UPDATE builds SET {clause} WHERE job_id=? AND state IN ('queued','running')", [*vals, job_id])
