@@ -4,6 +4,7 @@ from __future__ import annotations
 import enum
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +29,18 @@ CREATE TABLE IF NOT EXISTS deliveries (
     finished_at REAL
 );
 CREATE INDEX IF NOT EXISTS deliveries_ready ON deliveries(state, next_attempt_at);
+-- One row per finished attempt, written in the same transaction as the state
+-- change it records: the audit trail of retries, and the proof of exactly-once
+-- completion (one 'done' row per delivery). Deliberately no UNIQUE constraint:
+-- a double completion must be visible, not silently swallowed.
+CREATE TABLE IF NOT EXISTS delivery_attempts (
+    delivery_id TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    outcome TEXT NOT NULL,
+    error TEXT,
+    finished_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS delivery_attempts_id ON delivery_attempts(delivery_id);
 """
 )
 
@@ -51,6 +64,19 @@ class Delivery:
 
     def payload(self) -> dict[str, Any]:
         return json.loads(self.body)
+
+
+@dataclass(frozen=True)
+class NewDelivery:
+    """A verified delivery about to be stored (what the receiver hands over)."""
+
+    id: str
+    event: str
+    headers: dict[str, str]
+    body: bytes
+    action: str | None = None
+    installation_id: int | None = None
+    repo: str | None = None
 
 
 class DeliveryStore:
@@ -78,6 +104,41 @@ class DeliveryStore:
         )
         return changed == 1
 
+    async def add_many(self, items: Sequence[NewDelivery]) -> list[bool]:
+        """Insert several deliveries in one transaction (one fsync: group commit).
+
+        Returns, per item, True if it was new; False if its id was already stored
+        (or appeared earlier in ``items``). Durable on return.
+        """
+        if not items:
+            return []
+        now = time.time()
+        async with self.db.transaction() as conn:
+            seen: set[str] = set()
+            ids = list({it.id for it in items})
+            for i in range(0, len(ids), 500):
+                chunk = ids[i:i + 500]
+                cur = await conn.execute(
+                    f"SELECT id FROM deliveries WHERE id IN ({','.join('?' * len(chunk))})", chunk)
+                seen.update(r[0] for r in await cur.fetchall())
+            results: list[bool] = []
+            rows = []
+            for it in items:
+                if it.id in seen:
+                    results.append(False)
+                    continue
+                seen.add(it.id)
+                results.append(True)
+                rows.append((it.id, it.event, it.action, it.installation_id, it.repo, json.dumps(it.headers),
+                             it.body, now, DeliveryState.PENDING.value, now))
+            if rows:
+                await conn.executemany(
+                    "INSERT INTO deliveries (id, event, action, installation_id, repo, headers, body,"
+                    " received_at, state, next_attempt_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    rows,
+                )
+        return results
+
     async def claim(self, *, limit: int, lease_seconds: float) -> list[Delivery]:
         """Take up to ``limit`` due deliveries (pending, failed-and-due, or with an expired lease)."""
         now = time.time()
@@ -102,24 +163,89 @@ class DeliveryStore:
                 )
             return out
 
-    async def finish(self, delivery_id: str) -> None:
-        await self.db.execute(
-            "UPDATE deliveries SET state='done', finished_at=?, lease_until=NULL, error=NULL WHERE id=?",
-            (time.time(), delivery_id),
-        )
+    async def finish(self, delivery_id: str, attempt: int | None = None) -> bool:
+        """Mark a claimed delivery done; see :meth:`finish_many`."""
+        return (await self.finish_many([(delivery_id, attempt)]))[0]
 
-    async def fail(self, delivery_id: str, error: str, *, retry_at: float | None) -> None:
-        """Record the error; retry at ``retry_at`` or give up (dead) when it is None."""
-        if retry_at is None:
-            await self.db.execute(
-                "UPDATE deliveries SET state='dead', error=?, finished_at=?, lease_until=NULL WHERE id=?",
-                (error, time.time(), delivery_id),
+    async def finish_many(self, done: Sequence[tuple[str, int | None]]) -> list[bool]:
+        """Mark claimed deliveries done, in one transaction, each with its attempt record.
+
+        ``attempt`` (the claim's attempt number) fences the update: a claim whose
+        lease was lost to a newer claim finishes nothing and gets False, so a
+        delivery is completed exactly once even if two workers ran it.
+        """
+        now = time.time()
+        out: list[bool] = []
+        async with self.db.transaction() as conn:
+            for delivery_id, attempt in done:
+                cur = await conn.execute(
+                    "UPDATE deliveries SET state='done', finished_at=?, lease_until=NULL, error=NULL"
+                    " WHERE id=? AND state='processing' AND (? IS NULL OR attempts=?)",
+                    (now, delivery_id, attempt, attempt),
+                )
+                ok = cur.rowcount == 1
+                if ok:
+                    await conn.execute(
+                        "INSERT INTO delivery_attempts (delivery_id, attempt, outcome, error, finished_at)"
+                        " SELECT id, attempts, 'done', NULL, ? FROM deliveries WHERE id=?",
+                        (now, delivery_id),
+                    )
+                out.append(ok)
+        return out
+
+    async def fail(self, delivery_id: str, error: str, *, retry_at: float | None,
+                   attempt: int | None = None) -> bool:
+        """Record the error; retry at ``retry_at`` or give up (dead) when it is None.
+
+        Fenced by ``attempt`` like :meth:`finish_many`; False if the claim was lost.
+        """
+        now = time.time()
+        state = DeliveryState.DEAD if retry_at is None else DeliveryState.FAILED
+        async with self.db.transaction() as conn:
+            cur = await conn.execute(
+                "UPDATE deliveries SET state=?, error=?, next_attempt_at=COALESCE(?, next_attempt_at),"
+                " finished_at=CASE WHEN ?='dead' THEN ? ELSE finished_at END, lease_until=NULL"
+                " WHERE id=? AND state='processing' AND (? IS NULL OR attempts=?)",
+                (state.value, error, retry_at, state.value, now, delivery_id, attempt, attempt),
             )
-        else:
-            await self.db.execute(
-                "UPDATE deliveries SET state='failed', error=?, next_attempt_at=?, lease_until=NULL WHERE id=?",
-                (error, retry_at, delivery_id),
+            ok = cur.rowcount == 1
+            if ok:
+                await conn.execute(
+                    "INSERT INTO delivery_attempts (delivery_id, attempt, outcome, error, finished_at)"
+                    " SELECT id, attempts, ?, ?, ? FROM deliveries WHERE id=?",
+                    (state.value, error, now, delivery_id),
+                )
+        return ok
+
+    async def recover_interrupted(self) -> int:
+        """At start-up: every 'processing' row was interrupted by a crash; make it due now.
+
+        Only one process owns DATA_DIR, so nothing else can be running these.
+        The interrupted attempt stays counted (a delivery that kills the process
+        every time still ends up dead) and is recorded as 'interrupted'.
+        """
+        now = time.time()
+        async with self.db.transaction() as conn:
+            await conn.execute(
+                "INSERT INTO delivery_attempts (delivery_id, attempt, outcome, error, finished_at)"
+                " SELECT id, attempts, 'interrupted', 'process stopped while processing', ?"
+                " FROM deliveries WHERE state='processing'",
+                (now,),
             )
+            cur = await conn.execute(
+                "UPDATE deliveries SET state='pending', lease_until=NULL, next_attempt_at=?"
+                " WHERE state='processing'",
+                (now,),
+            )
+            return cur.rowcount
+
+    async def attempts_of(self, delivery_id: str) -> list[dict[str, Any]]:
+        rows = await self.db.fetchall(
+            "SELECT attempt, outcome, error, finished_at FROM delivery_attempts WHERE delivery_id=?"
+            " ORDER BY rowid",
+            (delivery_id,),
+        )
+        return [dict(r) for r in rows]
 
     async def depth(self) -> int:
         row = await self.db.fetchone(
