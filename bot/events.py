@@ -45,8 +45,13 @@ class EventBus:
     def subscribers(self, image: str) -> int:
         return len(self._subs.get(image, ()))
 
-    async def publish(self, record: "BuildRecord", event: ProgressEvent) -> None:
-        for q in list(self._subs.get(record.image, ())):
+    async def publish(self, record: "BuildRecord", event: ProgressEvent, *, to_subscribers: bool = True) -> None:
+        """Queue ``event`` for the image's subscribers, then tell every listener.
+
+        Records sharing one build publish the same event once per record for the
+        listeners (each has its own PR or branch) but only once to subscribers.
+        """
+        for q in list(self._subs.get(record.image, ()) if to_subscribers else ()):
             if q.full():
                 with contextlib.suppress(asyncio.QueueEmpty):
                     q.get_nowait()

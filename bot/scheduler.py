@@ -1,0 +1,392 @@
+"""The scheduler: names the image, asks the registry, queues and runs builds.
+
+Vocabulary: a *record* is one request's view of a build (a push to a branch, a
+PR's head, a launch); a *job* is the build that actually runs (one pod or one
+process), named by ``job_id``. Several records can share one job: the same sha
+reached through a branch and a PR is built once, and each of them still gets
+its own feedback. Records live in the store; jobs are tasks of this process
+(and, for Kubernetes, pods that outlive it and are re-attached on start).
+
+The decisions (what to do with a request given what exists) are in
+``plan_submit``, a pure function; the class is the I/O shell around it.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import dataclasses
+import enum
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from bot.images import effective_prefix, image_name
+from bot.model import BuildJob, BuildOutcome, BuildRequest, BuildState, Phase, ProgressEvent, Trigger
+from bot.store.builds import BuildRecord
+
+if TYPE_CHECKING:
+    from bot.services import Services
+
+log = logging.getLogger(__name__)
+
+LOG_TAIL_LINES = 200
+REGISTRY_RETRY_SECONDS = 15.0
+
+
+class Action(enum.Enum):
+    RETURN_EXISTING = "return-existing"  # this request already has an active record for the image
+    FOLLOW = "follow"  # another request's build of this image is active: share it
+    READY = "ready"  # the image is already in the registry
+    QUEUE = "queue"  # build it
+
+
+@dataclasses.dataclass(frozen=True)
+class SubmitPlan:
+    action: Action
+    existing: BuildRecord | None = None
+    supersede: tuple[BuildRecord, ...] = ()
+
+
+def plan_submit(
+    req: BuildRequest,
+    image: str,
+    active_same_key: list[BuildRecord],
+    active_same_image: list[BuildRecord],
+    image_exists: bool | None,
+    rebuild: bool,
+) -> SubmitPlan:
+    """Decide what a submit does, from what the store and the registry said.
+
+    - Active records of the same key for another image are superseded (a newer
+      sha for a PR or branch replaces the older one).
+    - An active record of the same key and image is returned as is (dedupe).
+    - Another key's active build of the image is followed, not repeated.
+    - An image the registry has is ready at once, unless a rebuild was asked for.
+    """
+    supersede = tuple(r for r in active_same_key if r.image != image)
+    mine = [r for r in active_same_key if r.image == image]
+    if mine:
+        return SubmitPlan(Action.RETURN_EXISTING, mine[0], supersede)
+    if active_same_image:
+        return SubmitPlan(Action.FOLLOW, active_same_image[0], supersede)
+    if image_exists is True and not rebuild:
+        return SubmitPlan(Action.READY, None, supersede)
+    return SubmitPlan(Action.QUEUE, None, supersede)
+
+
+def verify_outcome(outcome: BuildOutcome, image_exists: bool | None) -> tuple[BuildState, str]:
+    """A build counts as built only once the image is confirmed where images live."""
+    if outcome.phase == Phase.BUILT:
+        if image_exists is True:
+            return BuildState.BUILT, ""
+        if image_exists is False:
+            return BuildState.FAILED, "the build finished but its image is not in the registry (the push failed?)"
+        return BuildState.FAILED, "the build finished but the registry could not be reached to confirm the image"
+    if outcome.phase == Phase.CANCELLED:
+        return BuildState.CANCELLED, outcome.reason or "cancelled"
+    return BuildState.FAILED, outcome.reason or "the build failed"
+
+
+class Scheduler:
+    """Bounded concurrency, arrival order, supersede, restart reconciliation."""
+
+    def __init__(self, services: "Services") -> None:
+        self.services = services
+        self.settings = services.settings
+        self._jobs: dict[str, asyncio.Task[None]] = {}
+        self._job_phase: dict[str, Phase] = {}
+        self._tails: dict[str, collections.deque[str]] = {}
+        self._wake = asyncio.Event()
+        self._submit_lock = asyncio.Lock()
+        self._loop_task: asyncio.Task[None] | None = None
+        self._registry_wait_until: dict[str, float] = {}
+        self._prefix = effective_prefix(self.settings.image_prefix, self.settings.registry_url)
+
+    # -- naming ------------------------------------------------------------
+    def image_for(self, owner: str, repo: str, sha: str) -> str:
+        return image_name(owner, repo, sha, self._prefix)
+
+    @property
+    def image_prefix(self) -> str:
+        """The prefix every image we build starts with (the Hub side checks it)."""
+        return self._prefix
+
+    # -- lifecycle ---------------------------------------------------------
+    async def start(self) -> None:
+        """Re-attach running builds (their jobs re-run ``builder.run``), then start the loop."""
+        running = await self.services.builds.in_state(BuildState.RUNNING)
+        for job_id in dict.fromkeys(r.job_id for r in running):
+            log.info("build %s: re-attaching after restart", job_id)
+            await self._launch(job_id)
+        self._loop_task = asyncio.create_task(self._loop(), name="scheduler")
+
+    async def stop(self) -> None:
+        """Leave builds as they are (pods keep running; a restart re-attaches)."""
+        if self._loop_task:
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+        tasks = list(self._jobs.values())
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        self._jobs.clear()
+
+    # -- queries -----------------------------------------------------------
+    async def status(self, owner: str, repo: str, sha: str) -> BuildRecord | None:
+        return await self.services.builds.latest_for_sha(owner, repo, sha)
+
+    def log_tail(self, job_id: str) -> list[str]:
+        return list(self._tails.get(job_id, ()))
+
+    def running_jobs(self) -> int:
+        return len(self._jobs)
+
+    # -- submit ------------------------------------------------------------
+    async def submit(self, req: BuildRequest, *, rebuild: bool = False) -> BuildRecord:
+        """Turn a build request into a record: ready, following, or queued."""
+        builds = self.services.builds
+        image = self.image_for(req.owner, req.repo, req.sha)
+        if rebuild and req.trigger is not Trigger.RERUN:
+            req = dataclasses.replace(req, trigger=Trigger.RERUN)
+        async with self._submit_lock:
+            same_key = await builds.active_for_key(req.supersede_key)
+            same_image = await builds.active_for_image(image)
+            exists: bool | None = None
+            if not same_image and not any(r.image == image for r in same_key):
+                exists = await self._exists(image)
+            plan = plan_submit(req, image, same_key, same_image, exists, rebuild)
+            if plan.action is Action.RETURN_EXISTING:
+                record = plan.existing
+            elif plan.action is Action.FOLLOW:
+                leader = plan.existing
+                record = await builds.create(
+                    req, image, state=leader.state, phase=leader.phase, job_id=leader.job_id,
+                    cache_from=leader.cache_from, started_at=leader.started_at)
+                log.info("build %s: %s follows running build %s", record.id, req.supersede_key, leader.job_id)
+            elif plan.action is Action.READY:
+                record = await builds.create(req, image, state=BuildState.BUILT, phase=Phase.BUILT, from_cache=True)
+                log.info("build %s: image %s already in the registry", record.id, image)
+            else:
+                record = await builds.create(req, image)
+                log.info("build %s: queued %s at %s", record.id, req.full_name, req.sha[:12])
+            for old in plan.supersede:
+                await self._cancel_record(old, f"superseded by {req.sha[:12]}", superseded_by=record.id)
+        assert record is not None
+        if plan.action is Action.READY:
+            await self._publish(record, ProgressEvent(Phase.BUILT, "image found in the registry", record.id, image))
+        elif plan.action is Action.QUEUE:
+            await self._publish(record, ProgressEvent(Phase.WAITING, "waiting for a build slot", record.id, image))
+            self._wake.set()
+        elif plan.action is Action.FOLLOW:
+            await self._publish(record, ProgressEvent(record.phase, "attached to a running build", record.id, image))
+        return record
+
+    # -- cancel ------------------------------------------------------------
+    async def cancel_key(self, key: str, reason: str, superseded_by: str | None = None) -> list[BuildRecord]:
+        """Cancel every active record of a PR or branch (e.g. the PR was closed)."""
+        async with self._submit_lock:
+            recs = await self.services.builds.active_for_key(key)
+            for r in recs:
+                await self._cancel_record(r, reason, superseded_by=superseded_by)
+        return recs
+
+    async def _cancel_record(self, record: BuildRecord, reason: str, superseded_by: str | None = None) -> None:
+        builds = self.services.builds
+        await builds.update(record.id, state=BuildState.CANCELLED, phase=Phase.CANCELLED, reason=reason,
+                            superseded_by=superseded_by, finished_at=time.time())
+        log.info("build %s: cancelled (%s)", record.id, reason)
+        record = await builds.get(record.id)
+        assert record is not None
+        await self._publish(record, ProgressEvent(Phase.CANCELLED, reason, record.id, record.image))
+        if not await builds.active_for_job(record.job_id):
+            await self._stop_job(record.job_id)
+
+    async def _stop_job(self, job_id: str) -> None:
+        task = self._jobs.pop(job_id, None)
+        builder = self.services.builder
+        if builder is not None:
+            try:
+                await builder.cancel(job_id)
+            except Exception:
+                log.exception("build %s: builder could not cancel", job_id)
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._wake.set()
+
+    # -- the loop ----------------------------------------------------------
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self._fill_slots()
+            except Exception:
+                log.exception("scheduler loop failed; retrying")
+            self._wake.clear()
+            waits = [t - time.time() for t in self._registry_wait_until.values()]
+            timeout = max(0.05, min(waits)) if waits else 30.0
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+
+    async def _fill_slots(self) -> None:
+        cap = max(1, self.settings.max_concurrent_builds)
+        metrics = self.services.extras.get("metrics")
+        queued = await self.services.builds.in_state(BuildState.QUEUED)
+        jobs = list(dict.fromkeys(r.job_id for r in queued if r.job_id not in self._jobs))
+        if metrics is not None:
+            metrics.builds_queued.set(len(jobs))
+        now = time.time()
+        for job_id in jobs:
+            if len(self._jobs) >= cap:
+                break
+            if self._registry_wait_until.get(job_id, 0) > now:
+                continue
+            self._registry_wait_until.pop(job_id, None)
+            await self._launch(job_id)
+
+    async def _launch(self, job_id: str) -> None:
+        task = asyncio.create_task(self._run_job(job_id), name=f"build-{job_id}")
+        self._jobs[job_id] = task
+        task.add_done_callback(lambda t, j=job_id: self._job_done(j, t))
+
+    def _job_done(self, job_id: str, task: asyncio.Task[None]) -> None:
+        if self._jobs.get(job_id) is task:
+            del self._jobs[job_id]
+        self._job_phase.pop(job_id, None)
+        self._wake.set()
+
+    async def _run_job(self, job_id: str) -> None:
+        builds = self.services.builds
+        records = await builds.active_for_job(job_id)
+        if not records:
+            return
+        lead = records[0]
+        image = lead.image
+        metrics = self.services.extras.get("metrics")
+        if lead.state == BuildState.QUEUED:
+            # Someone else (a BinderHub, another sha path) may have built it meanwhile.
+            exists = await self._exists(image)
+            if exists is None:
+                self._registry_wait_until[job_id] = time.time() + REGISTRY_RETRY_SECONDS
+                log.warning("build %s: registry unreachable; waiting before building", job_id)
+                await self._publish_job(job_id, ProgressEvent(
+                    Phase.WAITING, "the registry is not answering; the build will start when it does", job_id, image))
+                return
+            if exists and lead.request.trigger is not Trigger.RERUN:
+                await self._finish_job(job_id, BuildState.BUILT, "image found in the registry", from_cache=True)
+                return
+            cache_from = await self._cache_from(lead)
+            await builds.update_job(job_id, state=BuildState.RUNNING, started_at=time.time(), cache_from=cache_from)
+        else:
+            cache_from = lead.cache_from
+        token = await self._clone_token(lead.request)
+        job = BuildJob(build_id=job_id, request=lead.request, image=image, cache_from=cache_from, clone_token=token)
+        tail = self._tails.setdefault(job_id, collections.deque(maxlen=LOG_TAIL_LINES))
+        self._job_phase[job_id] = lead.phase if lead.state == BuildState.RUNNING else Phase.WAITING
+        if metrics is not None:
+            metrics.builds_running.inc()
+
+        async def emit(event: ProgressEvent) -> None:
+            if event.message and event.phase == self._job_phase.get(job_id):
+                tail.append(event.message)
+            if event.phase != self._job_phase.get(job_id):
+                self._job_phase[job_id] = event.phase
+                if event.phase in (Phase.FETCHING, Phase.BUILDING, Phase.PUSHING):
+                    await builds.update_job(job_id, phase=event.phase)
+                if event.message:
+                    tail.append(event.message)
+            if event.phase.terminal_for_build:
+                return  # the scheduler says built/failed only after it checked
+            await self._publish_job(job_id, dataclasses.replace(event, build_id=job_id, image=image))
+
+        started = time.monotonic()
+        try:
+            async with asyncio.timeout(self.settings.build_timeout + 60):
+                outcome = await self.services.builder.run(job, emit)
+        except TimeoutError:
+            outcome = BuildOutcome(Phase.FAILED, f"build timed out after {self.settings.build_timeout} s")
+            with contextlib.suppress(Exception):
+                await self.services.builder.cancel(job_id)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            log.exception("build %s: builder error", job_id)
+            outcome = BuildOutcome(Phase.FAILED, f"the builder failed: {type(e).__name__}: {e}")
+        finally:
+            if metrics is not None:
+                metrics.builds_running.dec()
+        if outcome.log_tail:
+            for line in outcome.log_tail[-LOG_TAIL_LINES:]:
+                if not tail or line not in tail:
+                    tail.append(line)
+        exists = await self._exists(image, fresh=True) if outcome.phase == Phase.BUILT else None
+        state, reason = verify_outcome(outcome, exists)
+        if metrics is not None:
+            metrics.build_duration.observe(time.monotonic() - started)
+        await self._finish_job(job_id, state, reason)
+
+    async def _finish_job(self, job_id: str, state: BuildState, reason: str, from_cache: bool = False) -> None:
+        builds = self.services.builds
+        records = await builds.active_for_job(job_id)
+        tail = tuple(self._tails.get(job_id, ()))
+        await builds.update_job(
+            job_id, state=state, phase=Phase(state.value) if state != BuildState.SKIPPED else Phase.FAILED,
+            reason=reason or None, finished_at=time.time(), log_tail=tail[-50:], from_cache=from_cache)
+        metrics = self.services.extras.get("metrics")
+        if metrics is not None:
+            metrics.builds.labels(state.value).inc()
+        log.info("build %s: %s%s", job_id, state.value, f" ({reason})" if reason else "")
+        phase = Phase(state.value)
+        message = "image built and in the registry" if state == BuildState.BUILT and not from_cache else (
+            reason or state.value)
+        for r in records:
+            fresh = await builds.get(r.id)
+            if fresh is not None:
+                await self._publish(fresh, ProgressEvent(phase, message, job_id, r.image))
+        self._tails.pop(job_id, None)
+
+    # -- helpers -----------------------------------------------------------
+    async def _publish(self, record: BuildRecord, event: ProgressEvent) -> None:
+        await self.services.bus.publish(record, event)
+
+    async def _publish_job(self, job_id: str, event: ProgressEvent) -> None:
+        """One event to every record sharing the job (image subscribers get it once)."""
+        records = await self.services.builds.active_for_job(job_id)
+        for i, r in enumerate(records):
+            await self.services.bus.publish(r, event, to_subscribers=(i == 0))
+
+    async def _exists(self, image: str, fresh: bool = False) -> bool | None:
+        lookup = self.services.images
+        if lookup is None:
+            return None
+        try:
+            if fresh and hasattr(lookup, "forget"):
+                lookup.forget(image)
+            return await lookup.exists(image)
+        except Exception:
+            log.exception("image lookup failed for %s", image)
+            return None
+
+    async def _cache_from(self, record: BuildRecord) -> str | None:
+        """The newest built image of the repo's default branch (else of the repo)."""
+        req = record.request
+        builds = self.services.builds
+        prev = None
+        if req.default_branch:
+            prev = await builds.newest_built(req.owner, req.repo, req.default_branch)
+        if prev is None:
+            prev = await builds.newest_built(req.owner, req.repo)
+        if prev is None or prev.image == record.image:
+            return None
+        return prev.image
+
+    async def _clone_token(self, req: BuildRequest) -> str | None:
+        """A token scoped to this one repository, contents read: private repos only."""
+        if not req.private or req.installation_id is None or self.services.github is None:
+            return None
+        return await self.services.github.installation_token(
+            req.installation_id, repositories=[req.repo], permissions={"contents": "read"})
