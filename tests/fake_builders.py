@@ -1,0 +1,81 @@
+"""Shared stand-ins for a builder backend and an image lookup (no engine, no registry).
+
+``InstantBuilder`` walks a build through fetching/building/pushing and reports
+success; it "pushes" by adding the image to a ``MemoryImages``. Tests steer it:
+hold builds until released, make them fail, or make the push go nowhere.
+"""
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+
+from bot.builders.base import Builder, Emit, ImageLookup
+from bot.model import BuildJob, BuildOutcome, Phase, ProgressEvent
+
+
+class MemoryImages(ImageLookup):
+    """Images as a set; ``down = True`` makes every answer unknown."""
+
+    def __init__(self, images: Iterable[str] = ()) -> None:
+        self.images = set(images)
+        self.down = False
+        self.lookups: list[str] = []
+
+    async def exists(self, image: str) -> bool | None:
+        self.lookups.append(image)
+        if self.down:
+            return None
+        return image in self.images
+
+    async def health(self) -> tuple[bool, str]:
+        return (not self.down, "down" if self.down else "ok")
+
+
+class InstantBuilder(Builder):
+    name = "instant"
+
+    def __init__(self, images: MemoryImages) -> None:
+        self.images = images
+        self.jobs: list[BuildJob] = []
+        self.running: dict[str, BuildJob] = {}
+        self.cancelled: list[str] = []
+        self.hold = False  # when True, builds wait for release(build_id)
+        self.fail_with: str | None = None
+        self.push = True  # False: report success without the image arriving
+        self.log_lines = ["Step 1/3 : FROM base", "Step 2/3 : COPY . .", "Successfully built"]
+        self._gates: dict[str, asyncio.Event] = {}
+
+    def release(self, build_id: str | None = None) -> None:
+        for bid, gate in self._gates.items():
+            if build_id is None or bid == build_id:
+                gate.set()
+
+    async def wait_running(self, n: int, timeout: float = 10) -> None:
+        async def _w() -> None:
+            while len(self.running) < n:
+                await asyncio.sleep(0.01)
+        await asyncio.wait_for(_w(), timeout)
+
+    async def run(self, job: BuildJob, emit: Emit) -> BuildOutcome:
+        self.jobs.append(job)
+        self.running[job.build_id] = job
+        gate = self._gates.setdefault(job.build_id, asyncio.Event())
+        try:
+            await emit(ProgressEvent(Phase.FETCHING, f"cloning {job.request.clone_url}"))
+            await emit(ProgressEvent(Phase.BUILDING, "building"))
+            for line in self.log_lines:
+                await emit(ProgressEvent(Phase.BUILDING, line))
+            if self.hold:
+                await gate.wait()
+            if self.fail_with:
+                return BuildOutcome(Phase.FAILED, self.fail_with, tuple(self.log_lines))
+            await emit(ProgressEvent(Phase.PUSHING, f"pushing {job.image}"))
+            if self.push:
+                self.images.images.add(job.image)
+            return BuildOutcome(Phase.BUILT, "", tuple(self.log_lines))
+        finally:
+            self.running.pop(job.build_id, None)
+            self._gates.pop(job.build_id, None)
+
+    async def cancel(self, build_id: str) -> None:
+        self.cancelled.append(build_id)
