@@ -1,0 +1,144 @@
+"""``POST /webhooks/github``: verify, store durably, answer. Nothing else.
+
+The request path does no GitHub, Kubernetes or registry I/O: a delivery is
+checked (size, content type, signature, headers, JSON: in that order), written
+to the store through the group-commit writer, and answered 202 (200 for a ping
+or a delivery id already accepted). The dispatcher, woken by an event, does
+the work later. Bad input always gets a 4xx; only a store failure is a 503
+(GitHub then shows the delivery as failed and it can be redelivered).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from bot.appkeys import SERVICES
+from bot.logs import delivery_context
+from bot.services import Services
+from bot.store.deliveries import NewDelivery
+from bot.webhooks import wakeup_event
+from bot.webhooks.signature import (
+    MAX_BODY_BYTES,
+    BadDelivery,
+    Outcome,
+    media_type,
+    parse_delivery,
+    too_large,
+)
+from bot.webhooks.writer import DeliveryWriter
+
+log = logging.getLogger(__name__)
+
+ROUTE = "/webhooks/github"
+_WRITER = "delivery_writer"
+_READ_CHUNK = 256 * 1024
+
+
+def setup(app: web.Application) -> None:
+    """Mount the route; the writer lives as long as the app (after the services exist)."""
+    app.router.add_post(ROUTE, receive)
+    app.cleanup_ctx.append(_writer_ctx)
+
+
+async def _writer_ctx(app: web.Application) -> AsyncIterator[None]:
+    services = app[SERVICES]
+    writer = DeliveryWriter(services.deliveries)
+    writer.start()
+    services.extras[_WRITER] = writer
+    if not services.settings.github_webhook_secret:
+        log.warning("GITHUB_WEBHOOK_SECRET is not set: %s refuses every delivery (401) until it is", ROUTE)
+    from bot.web.health import add_check
+
+    add_check(services, "webhooks", lambda: _health(services))
+    try:
+        yield
+    finally:
+        await writer.close()
+
+
+async def _health(services: Services) -> tuple[bool, str]:
+    if not services.settings.github_webhook_secret:
+        return False, "GITHUB_WEBHOOK_SECRET not configured: webhooks are refused"
+    return True, f"receiving on {ROUTE}"
+
+
+async def receive(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    started = time.perf_counter()
+    event = "unknown"  # a metrics label only once the signature proves GitHub sent it
+    try:
+        status, outcome, body, event = await _receive(request, services)
+    except BadDelivery as e:
+        status, outcome, body = e.status, e.outcome, {"error": e.message}
+        log.info("refused webhook: %d %s", e.status, e.message,
+                 extra={"delivery_id": _safe_id(request), "status": e.status})
+    metrics = services.extras.get("metrics")
+    if metrics is not None:
+        metrics.deliveries.labels(event=event, outcome=outcome.value).inc()
+        metrics.ack_latency.observe(time.perf_counter() - started)
+    return web.json_response(body, status=status)
+
+
+async def _receive(request: web.Request, services: Services) -> tuple[int, Outcome, dict[str, str], str]:
+    secret = services.settings.github_webhook_secret
+    # cheap refusals first, before a byte of the body is read
+    if too_large(request.content_length):
+        raise BadDelivery(413, Outcome.TOO_LARGE, f"payload larger than {MAX_BODY_BYTES} bytes")
+    if not secret:
+        raise BadDelivery(401, Outcome.NO_SECRET,
+                          "webhook secret not configured; this service refuses unsigned webhooks")
+    media_type(request.headers.get("Content-Type"))
+    raw = await _read_capped(request)
+    parsed = parse_delivery(request.headers, raw, secret)
+    with delivery_context(parsed.delivery_id):
+        writer: DeliveryWriter = services.extras[_WRITER]
+        try:
+            new = await writer.add(NewDelivery(
+                id=parsed.delivery_id, event=parsed.event, headers=parsed.headers, body=raw,
+                action=parsed.action, installation_id=parsed.installation_id, repo=parsed.repo,
+            ))
+        except Exception as e:  # the store is down: a dependency failure, not bad input
+            log.error("could not store %s delivery: %s", parsed.event, e)
+            return 503, Outcome.UNAVAILABLE, {"error": "delivery store unavailable; retry later"}, parsed.event
+        if new:
+            wakeup_event(services).set()
+        answer = {"delivery": parsed.delivery_id, "event": parsed.event}
+        if not new:
+            log.info("%s delivery already accepted", parsed.event)
+            return 200, Outcome.DUPLICATE, {**answer, "status": "duplicate"}, parsed.event
+        if parsed.event == "ping":
+            log.info("ping received (zen: %s)", str(parsed.payload.get("zen", ""))[:100])
+            return 200, Outcome.PING, {**answer, "status": "pong"}, parsed.event
+        log.info("accepted %s%s delivery for %s", parsed.event,
+                 f".{parsed.action}" if parsed.action else "", parsed.repo or "-")
+        return 202, Outcome.ACCEPTED, {**answer, "status": "accepted"}, parsed.event
+
+
+async def _read_capped(request: web.Request) -> bytes:
+    """The raw body, never reading more than the cap (chunked bodies have no Content-Length)."""
+    buf = bytearray()
+    try:
+        while True:
+            chunk = await request.content.read(_READ_CHUNK)
+            if not chunk:
+                break
+            buf += chunk
+            if len(buf) > MAX_BODY_BYTES:
+                raise BadDelivery(413, Outcome.TOO_LARGE, f"payload larger than {MAX_BODY_BYTES} bytes")
+    except BadDelivery:
+        raise
+    except Exception as e:  # truncated or broken transfer: the client's fault
+        raise BadDelivery(400, Outcome.BAD_REQUEST, f"could not read request body: {type(e).__name__}") from None
+    return bytes(buf)
+
+
+def _safe_id(request: web.Request) -> str | None:
+    """The delivery header for a log line about a refused request (bounded, printable)."""
+    v = request.headers.get("X-GitHub-Delivery")
+    if not v:
+        return None
+    v = v[:64]
+    return v if v.isprintable() else None
