@@ -66,6 +66,12 @@ class Settings:
     launch_rate_per_minute: int = 30
     docker_config: str | None = None
     build_socket: str = "/var/run/docker.sock"
+    # Kubernetes build pods: a docker config.json Secret for pushing, and resources
+    build_push_secret: str | None = None
+    build_cpu_request: str = "500m"
+    build_cpu_limit: str = "2"
+    build_memory_request: str = "1Gi"
+    build_memory_limit: str = "4Gi"
 
     @property
     def has_app_credentials(self) -> bool:
@@ -104,6 +110,11 @@ _ENV_FIELDS: dict[str, tuple[str, Any]] = {
     "LAUNCH_RATE_PER_MINUTE": ("launch_rate_per_minute", int),
     "DOCKER_CONFIG": ("docker_config", str),
     "BUILD_SOCKET": ("build_socket", str),
+    "BUILD_PUSH_SECRET": ("build_push_secret", str),
+    "BUILD_CPU_REQUEST": ("build_cpu_request", str),
+    "BUILD_CPU_LIMIT": ("build_cpu_limit", str),
+    "BUILD_MEMORY_REQUEST": ("build_memory_request", str),
+    "BUILD_MEMORY_LIMIT": ("build_memory_limit", str),
 }
 
 
