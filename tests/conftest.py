@@ -1,0 +1,178 @@
+"""Shared pytest fixtures. Each engineer adds fixtures in their own delimited block."""
+from __future__ import annotations
+
+# ======================================================================
+# BEGIN registry fixtures (registry client / image lookup engineer)
+#   registry       - a real Debian docker-registry on a free loopback port
+#                    (session-scoped; temp storage), with push helpers
+#   fake_registry  - tests/fake_registry.FakeRegistry served on loopback
+# ======================================================================
+import dataclasses as _reg_dataclasses
+import gzip as _reg_gzip
+import hashlib as _reg_hashlib
+import io as _reg_io
+import json as _reg_json
+import shutil as _reg_shutil
+import socket as _reg_socket
+import subprocess as _reg_subprocess
+import tarfile as _reg_tarfile
+import time as _reg_time
+import urllib.error as _reg_urlerror
+import urllib.parse as _reg_urlparse
+import urllib.request as _reg_urlrequest
+from pathlib import Path as _RegPath
+
+import pytest as _reg_pytest
+
+_REG_OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+_REG_OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+_REG_DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+
+
+def _reg_free_port() -> int:
+    with _reg_socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@_reg_dataclasses.dataclass
+class LocalRegistry:
+    """A running docker-registry; push helpers speak the plain HTTP API (no engine needed)."""
+
+    url: str  # http://127.0.0.1:PORT
+    host: str  # 127.0.0.1:PORT
+    storage: _RegPath
+
+    def _call(self, method: str, url: str, body: bytes = b"", headers: dict | None = None):
+        req = _reg_urlrequest.Request(url, data=body if method in ("PUT", "POST") else None,
+                                      method=method, headers=headers or {})
+        try:
+            with _reg_urlrequest.urlopen(req, timeout=10) as resp:
+                return resp.status, dict(resp.headers), resp.read()
+        except _reg_urlerror.HTTPError as e:
+            return e.code, dict(e.headers), e.read()
+
+    def push_blob(self, name: str, data: bytes) -> str:
+        digest = "sha256:" + _reg_hashlib.sha256(data).hexdigest()
+        status, headers, body = self._call("POST", f"{self.url}/v2/{name}/blobs/uploads/")
+        assert status == 202, (status, body)
+        location = _reg_urlparse.urljoin(self.url, headers["Location"])
+        sep = "&" if "?" in location else "?"
+        status, _, body = self._call(
+            "PUT", f"{location}{sep}digest={_reg_urlparse.quote(digest)}", data,
+            {"Content-Type": "application/octet-stream", "Content-Length": str(len(data))})
+        assert status == 201, (status, body)
+        return digest
+
+    def push_manifest(self, name: str, ref: str, manifest: dict, media_type: str) -> str:
+        data = _reg_json.dumps(manifest).encode()
+        status, headers, body = self._call(
+            "PUT", f"{self.url}/v2/{name}/manifests/{ref}", data, {"Content-Type": media_type})
+        assert status == 201, (status, body)
+        return headers["Docker-Content-Digest"]
+
+    def push_image(self, name: str, tag: str, media_type: str = _REG_OCI_MANIFEST) -> str:
+        """A one-layer image as an OCI (default) or Docker v2 manifest; returns the manifest digest."""
+        tar_bytes = _reg_io.BytesIO()
+        with _reg_tarfile.open(fileobj=tar_bytes, mode="w") as tar:
+            content = f"{name}:{tag}\n".encode()
+            info = _reg_tarfile.TarInfo("hello.txt")
+            info.size = len(content)
+            tar.addfile(info, _reg_io.BytesIO(content))
+        layer = _reg_gzip.compress(tar_bytes.getvalue(), mtime=0)
+        diff_id = "sha256:" + _reg_hashlib.sha256(tar_bytes.getvalue()).hexdigest()
+        config = _reg_json.dumps({
+            "architecture": "amd64", "os": "linux", "config": {},
+            "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+        }).encode()
+        layer_digest = self.push_blob(name, layer)
+        config_digest = self.push_blob(name, config)
+        oci = media_type == _REG_OCI_MANIFEST
+        manifest = {
+            "schemaVersion": 2,
+            "mediaType": media_type,
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json" if oci
+                else "application/vnd.docker.container.image.v1+json",
+                "digest": config_digest, "size": len(config),
+            },
+            "layers": [{
+                "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip" if oci
+                else "application/vnd.docker.image.rootfs.diff.tar.gzip",
+                "digest": layer_digest, "size": len(layer),
+            }],
+        }
+        return self.push_manifest(name, tag, manifest, media_type)
+
+    def push_index(self, name: str, tag: str, manifest_digest: str) -> str:
+        """An OCI image index (multi-platform) pointing at an already pushed OCI manifest."""
+        status, headers, body = self._call(
+            "GET", f"{self.url}/v2/{name}/manifests/{manifest_digest}", headers={"Accept": _REG_OCI_MANIFEST})
+        assert status == 200, (status, body)
+        index = {
+            "schemaVersion": 2, "mediaType": _REG_OCI_INDEX,
+            "manifests": [{"mediaType": _REG_OCI_MANIFEST, "digest": manifest_digest, "size": len(body),
+                           "platform": {"architecture": "amd64", "os": "linux"}}],
+        }
+        return self.push_manifest(name, tag, index, _REG_OCI_INDEX)
+
+
+@_reg_pytest.fixture(scope="session")
+def registry(tmp_path_factory):
+    """A real docker-registry (Debian package ``docker-registry``) on a free loopback port."""
+    binary = _reg_shutil.which("docker-registry")
+    if binary is None:
+        _reg_pytest.fail(
+            "docker-registry is not installed: `apt-get install docker-registry` "
+            "(Debian 12; .ci/run and scripts/local-engine.sh install it)", pytrace=False)
+    root = tmp_path_factory.mktemp("registry")
+    port = _reg_free_port()
+    config = root / "config.yml"
+    config.write_text(
+        "version: 0.1\nlog:\n  level: warn\n"
+        f"storage:\n  filesystem:\n    rootdirectory: {root / 'data'}\n  delete:\n    enabled: true\n"
+        f"http:\n  addr: 127.0.0.1:{port}\n")
+    log_path = root / "registry.log"
+    with open(log_path, "wb") as log_file:
+        proc = _reg_subprocess.Popen([binary, "serve", str(config)], stdout=log_file, stderr=_reg_subprocess.STDOUT,
+                                     stdin=_reg_subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = _reg_time.monotonic() + 20
+    while True:
+        if proc.poll() is not None:
+            _reg_pytest.fail(f"docker-registry exited with {proc.returncode}:\n{log_path.read_text()}", pytrace=False)
+        try:
+            with _reg_urlrequest.urlopen(f"{url}/v2/", timeout=1) as resp:
+                if resp.status == 200:
+                    break
+        except OSError:
+            pass
+        if _reg_time.monotonic() > deadline:
+            proc.kill()
+            _reg_pytest.fail(f"docker-registry did not answer on {url}:\n{log_path.read_text()}", pytrace=False)
+        _reg_time.sleep(0.05)
+    try:
+        yield LocalRegistry(url=url, host=f"127.0.0.1:{port}", storage=root / "data")
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except _reg_subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@_reg_pytest.fixture
+def fake_registry_factory(aiohttp_server):
+    """``await fake_registry_factory(auth="bearer", users={...})`` -> (FakeRegistry, base URL)."""
+    from tests.fake_registry import FakeRegistry
+
+    async def make(**kwargs):
+        fake = FakeRegistry(**kwargs)
+        server = await aiohttp_server(fake.app())
+        return fake, str(server.make_url("")).rstrip("/")
+
+    return make
+# ======================================================================
+# END registry fixtures
+# ======================================================================
