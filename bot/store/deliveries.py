@@ -61,6 +61,7 @@ class Delivery:
     body: bytes
     attempts: int
     received_at: float
+    repo: str | None = None
 
     def payload(self) -> dict[str, Any]:
         return json.loads(self.body)
@@ -144,7 +145,7 @@ class DeliveryStore:
         now = time.time()
         async with self.db.transaction() as conn:
             cur = await conn.execute(
-                "SELECT id, event, headers, body, attempts, received_at FROM deliveries"
+                "SELECT id, event, headers, body, attempts, received_at, repo FROM deliveries"
                 " WHERE (state IN ('pending','failed') AND next_attempt_at <= ?)"
                 " OR (state = 'processing' AND lease_until < ?)"
                 " ORDER BY received_at, rowid LIMIT ?",
@@ -159,7 +160,7 @@ class DeliveryStore:
                 )
                 out.append(
                     Delivery(r["id"], r["event"], json.loads(r["headers"]), bytes(r["body"]),
-                             r["attempts"] + 1, r["received_at"])
+                             r["attempts"] + 1, r["received_at"], r["repo"])
                 )
             return out
 

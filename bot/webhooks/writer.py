@@ -1,53 +1,64 @@
-"""Group commit for accepted deliveries.
+"""Group commit: many small durable writes, few transactions.
 
 Every request must await its own durable commit before it is answered, but one
-fsync per request caps throughput at the disk's fsync rate. The writer queues
-deliveries while a commit is in flight and stores the whole queue in the next
-transaction, so each request still waits for the commit that holds its row,
-and a burst costs a handful of fsyncs instead of one per delivery.
+fsync per request caps throughput at the disk's fsync rate. A ``GroupCommit``
+queues items while a commit is in flight and hands the whole queue to the next
+one, so each caller still waits for the transaction that holds its item, and a
+burst costs a handful of fsyncs instead of one per item. The receiver uses it
+for new deliveries, the dispatcher for completions.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Generic, TypeVar
 
 from bot.store.deliveries import DeliveryStore, NewDelivery
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+R = TypeVar("R")
+
 
 class WriterClosed(RuntimeError):
-    """The service is shutting down; the delivery was not stored."""
+    """The service is shutting down; the item was not written."""
 
 
-class DeliveryWriter:
-    def __init__(self, store: DeliveryStore, *, max_batch: int = 256) -> None:
-        self._store = store
+class GroupCommit(Generic[T, R]):
+    """Batch ``submit`` calls into calls of ``commit(items) -> results`` (one result per item)."""
+
+    def __init__(self, commit: Callable[[Sequence[T]], Awaitable[Sequence[R]]], *, name: str,
+                 max_batch: int = 256) -> None:
+        self._commit_fn = commit
+        self._name = name
         self._max_batch = max_batch
-        self._queue: list[tuple[NewDelivery, asyncio.Future[bool]]] = []
+        self._queue: list[tuple[T, asyncio.Future[R]]] = []
         self._pending = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
-        self.commits = 0  # transactions run (the benchmark reports the batching ratio)
+        self.commits = 0  # transactions run
+        self.items = 0  # items committed
 
     def start(self) -> None:
         if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="delivery-writer")
+            self._task = asyncio.create_task(self._run(), name=self._name)
 
-    async def add(self, item: NewDelivery) -> bool:
-        """Store ``item``; True if new, False if its id was already stored. Durable on return."""
+    async def submit(self, item: T) -> R:
+        """Write ``item``; returns its result once the transaction holding it has committed."""
         if self._closed:
-            raise WriterClosed("delivery writer is closed")
+            raise WriterClosed(f"{self._name} is closed")
         self.start()
-        fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        fut.add_done_callback(_retrieve)  # an abandoned request's error is logged once, not "never retrieved"
+        fut: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        fut.add_done_callback(_retrieve)  # an abandoned caller's error must not warn "never retrieved"
         self._queue.append((item, fut))
         self._pending.set()
-        # shield: a cancelled request must not cancel the future the writer resolves
+        # shield: a cancelled caller must not cancel the future the committer resolves
         return await asyncio.shield(fut)
 
     async def close(self) -> None:
-        """Stop taking deliveries, commit what is queued, stop the task."""
+        """Stop taking items, commit what is queued, stop the task."""
         self._closed = True
         self._pending.set()
         if self._task is not None:
@@ -65,21 +76,32 @@ class DeliveryWriter:
             if self._closed:
                 return
 
-    async def _commit(self, batch: list[tuple[NewDelivery, asyncio.Future[bool]]]) -> None:
+    async def _commit(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
         try:
-            results = await self._store.add_many([item for item, _ in batch])
-        except Exception as e:  # the store is down: every waiting request answers 503
-            log.error("could not store %d deliveries: %s", len(batch), e)
-            for item, fut in batch:
+            results = await self._commit_fn([item for item, _ in batch])
+        except Exception as e:  # the store is down: every waiting caller gets the error
+            log.error("%s: could not commit %d items: %s", self._name, len(batch), e)
+            for _, fut in batch:
                 if not fut.done():
                     fut.set_exception(e)
             return
         self.commits += 1
-        for (_, fut), new in zip(batch, results):
+        self.items += len(batch)
+        for (_, fut), result in zip(batch, results, strict=True):
             if not fut.done():
-                fut.set_result(new)
+                fut.set_result(result)
 
 
-def _retrieve(fut: "asyncio.Future[bool]") -> None:
+class DeliveryWriter(GroupCommit[NewDelivery, bool]):
+    """New deliveries into the store; ``add`` returns False for an id already accepted."""
+
+    def __init__(self, store: DeliveryStore, *, max_batch: int = 256) -> None:
+        super().__init__(store.add_many, name="delivery-writer", max_batch=max_batch)
+
+    async def add(self, item: NewDelivery) -> bool:
+        return await self.submit(item)
+
+
+def _retrieve(fut: "asyncio.Future[object]") -> None:
     if not fut.cancelled():
         fut.exception()
