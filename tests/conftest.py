@@ -176,3 +176,45 @@ def fake_registry_factory(aiohttp_server):
 # ======================================================================
 # END registry fixtures
 # ======================================================================
+
+
+# ======================================================================
+# BEGIN GitHub fixtures (GitHub App identity engineer)
+#   fake_github      - tests/fake_github.FakeGitHub running on loopback (one per test)
+#   github_key       - an RSA private key (PEM), generated once per session
+#   github_settings  - Settings with the App identity and GITHUB_API_URL pointing at
+#                      fake_github, DATA_DIR in tmp_path; call it with overrides:
+#                      github_settings(public_url="http://...")
+# ======================================================================
+import pytest as _gh_pytest
+
+
+@_gh_pytest.fixture(scope="session")
+def github_key() -> str:
+    from tests.fake_github import test_private_key
+
+    return test_private_key()
+
+
+@_gh_pytest.fixture
+async def fake_github(github_key):
+    from tests.fake_github import FakeGitHub
+
+    fake = FakeGitHub(private_key=github_key)
+    await fake.start()
+    try:
+        yield fake
+    finally:
+        await fake.close()
+
+
+@_gh_pytest.fixture
+def github_settings(fake_github, tmp_path):
+    from tests.fake_github import settings_for
+
+    def make(**overrides):
+        return settings_for(fake_github, overrides.pop("data_dir", tmp_path / "data"), **overrides)
+
+    return make
+# END GitHub fixtures
+# ======================================================================
