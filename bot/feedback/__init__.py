@@ -1,0 +1,1 @@
+"""Feedback on GitHub: the `Binder` check run, the one PR comment, and `/binder` commands."""

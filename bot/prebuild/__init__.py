@@ -1,0 +1,1 @@
+"""Prebuild decisions: which pushes and pull requests become builds, and the per-repo config."""
