@@ -218,3 +218,80 @@ def github_settings(fake_github, tmp_path):
     return make
 # END GitHub fixtures
 # ======================================================================
+
+
+# ======================================================================
+# BEGIN webhook fixtures (webhook receiver / dispatcher engineer)
+#   webhook_secret   - the secret the webhook fixtures sign with
+#   make_services    - await make_services(**settings_overrides) -> Services with a real
+#                      SQLite store in tmp_path, Metrics, EventBus; closed at teardown
+#   webhook_client   - await webhook_client(services) -> aiohttp TestClient of an app with
+#                      only the receiver mounted (POST /webhooks/github, plus /health)
+# ======================================================================
+import pytest as _wh_pytest
+
+WEBHOOK_SECRET = "It's a Secret to Everybody"
+
+
+@_wh_pytest.fixture
+def webhook_secret() -> str:
+    return WEBHOOK_SECRET
+
+
+@_wh_pytest.fixture
+async def make_services(tmp_path):
+    import aiohttp
+
+    from bot.config import Settings
+    from bot.events import EventBus
+    from bot.metrics import Metrics
+    from bot.services import Services
+    from bot.store import Database
+    from bot.store.builds import BuildStore
+    from bot.store.deliveries import DeliveryStore
+    from bot.store.github_state import GitHubState
+
+    made = []
+
+    async def make(**overrides):
+        values = dict(github_webhook_secret=WEBHOOK_SECRET, data_dir=tmp_path / f"data{len(made)}")
+        values.update(overrides)
+        settings = Settings(**values)
+        db = await Database(settings.db_path).open()
+        session = aiohttp.ClientSession()
+        services = Services(settings=settings, db=db, session=session, deliveries=DeliveryStore(db),
+                            builds=BuildStore(db), gh_state=GitHubState(db), bus=EventBus())
+        services.extras["metrics"] = Metrics()
+        services.extras["health_checks"] = []
+        made.append(services)
+        return services
+
+    yield make
+    for s in made:
+        await s.session.close()
+        await s.db.close()
+
+
+@_wh_pytest.fixture
+def webhook_client(aiohttp_client):
+    from aiohttp import web
+
+    from bot.appkeys import SERVICES
+    from bot.web import health
+    from bot.webhooks import receiver
+
+    async def make(services):
+        app = web.Application()
+
+        async def ctx(app):
+            app[SERVICES] = services
+            yield
+
+        app.cleanup_ctx.append(ctx)
+        receiver.setup(app)
+        health.setup(app)
+        return await aiohttp_client(app)
+
+    return make
+# END webhook fixtures
+# ======================================================================
