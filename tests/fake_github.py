@@ -341,14 +341,16 @@ class FakeGitHub:
     """See the module docstring. ``url`` is the API base (GITHUB_API_URL); ``web_url`` the web host."""
 
     def __init__(self, *, app_id: int = 4242, private_key: str | None = None, app_slug: str = "binder-prebuild-test",
-                 token_ttl: float = 3600.0) -> None:
+                 token_ttl: float = 3600.0, path_prefix: str = "") -> None:
         self.app_id = app_id
+        self.path_prefix = path_prefix.rstrip("/")  # "/api/v3" to look like GitHub Enterprise Server
         self.app_slug = app_slug
         self.private_key = private_key or test_private_key()
         self.public_key = public_key_of(self.private_key)
         self.webhook_secret = "fake-webhook-secret"
         self.token_ttl = token_ttl
-        self.url = ""  # set by start()
+        self.url = ""  # the API base (GITHUB_API_URL), set by start()
+        self.host_url = ""
         self.requests: list[Recorded] = []
         self.rejected: list[tuple[Recorded, str]] = []
         self.installations: dict[int, FakeInstallation] = {}
@@ -378,7 +380,8 @@ class FakeGitHub:
         site = web.TCPSite(self._runner, host, port)
         await site.start()
         sock = site._server.sockets[0]  # type: ignore[union-attr]
-        self.url = f"http://{host}:{sock.getsockname()[1]}"
+        self.host_url = f"http://{host}:{sock.getsockname()[1]}"
+        self.url = self.host_url + self.path_prefix
         return self.url
 
     async def close(self) -> None:
@@ -389,7 +392,7 @@ class FakeGitHub:
     @property
     def web_url(self) -> str:
         """Where html_url / clone_url point (the fake serves the API only)."""
-        return self.url
+        return self.host_url
 
     # extension -----------------------------------------------------------------
     def add_route(self, method: str, template: str, handler: Handler, *, auth: str = "token",
@@ -557,7 +560,10 @@ class FakeGitHub:
             body = json.loads(raw) if raw else None
         except ValueError:
             body = None
-        rec = Recorded(request.method, request.path, dict(request.query),
+        path = request.path
+        if self.path_prefix and path.startswith(self.path_prefix + "/"):
+            path = path[len(self.path_prefix):]
+        rec = Recorded(request.method, path, dict(request.query),
                        {k.lower(): v for k, v in request.headers.items()}, body, raw)
         self.requests.append(rec)
         request[RECORD] = rec
@@ -588,9 +594,11 @@ class FakeGitHub:
 
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
         rec: Recorded = request[RECORD]
-        r, params, known = self._match(request.method, request.path)
+        if self.path_prefix and not request.path.startswith(self.path_prefix + "/"):
+            return error(404, "Not Found")  # GHES serves the API under /api/v3 only
+        r, params, known = self._match(request.method, rec.path)
         rec.route = r.template if r else None
-        fault = self._take_fault(request.method, request.path, rec.route)
+        fault = self._take_fault(request.method, rec.path, rec.route)
         if fault is not None:
             rec.fault = fault
             if fault.delay:
@@ -711,7 +719,7 @@ class FakeGitHub:
             return error(422, "Invalid pagination parameters")
         last = max((len(items) + per_page - 1) // per_page, 1)
         chunk = items[(page - 1) * per_page: page * per_page]
-        base = f"{self.url}{request.path}"
+        base = f"{self.url}{request[RECORD].path}"
 
         def link(p: int) -> str:
             q = dict(request.query)
