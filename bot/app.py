@@ -108,6 +108,8 @@ async def _start(services: Services, start_workers: bool) -> None:
     if s.has_app_credentials:
         services.github = GitHubApp(services.session, s, metrics=services.extras["metrics"])
     services.images = make_image_lookup(services)
+    from bot.web.health import add_check
+    add_check(services, "registry" if s.registry_url else "local images", services.images.health)
     services.builder = make_builder(services)
     services.scheduler = Scheduler(services)
     from bot.feedback.reporter import attach as attach_feedback
