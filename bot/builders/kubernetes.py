@@ -1,0 +1,355 @@
+"""KubernetesBuilder: repo2docker in a build pod, followed through one shared watch.
+
+``run`` creates the pod (named from the build id, so 409 means "already
+building": re-attach, which is also how a restart finds its builds), waits on
+the shared PodWatch, follows the pod's log once the container runs (repo2docker
+JSON lines -> phases, a bounded tail), and turns the pod's end into an outcome.
+Finished pods are deleted. A private repository's clone token travels in a
+Secret that the pod owns (created first, then the pod, then the Secret's
+ownerReferences are set to the pod's uid, so the garbage collector removes it
+with the pod).
+
+Cancelling the task running ``run`` leaves the pod alone (the process is going
+away; a restart re-attaches); ``cancel(build_id)`` deletes the pod and Secret.
+A periodic cleaner deletes build pods older than their deadline (pods that
+never started are not covered by activeDeadlineSeconds) and orphaned Secrets.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+from kubernetes_asyncio import client
+
+from bot.builders import k8s_objects as objs
+from bot.builders.base import Builder, Emit
+from bot.builders.k8s_api import KubeAPI, KubeConflict, KubeError, KubeNotFound, load_configuration
+from bot.builders.k8s_watch import PodStatus, PodWatch, parse_time
+from bot.builders.r2d_logs import LogReader
+from bot.config import Settings
+from bot.model import BuildJob, BuildOutcome, Phase, ProgressEvent
+
+log = logging.getLogger(__name__)
+
+LOG_TAIL_LINES = 200
+ORPHAN_SECRET_AGE = 600.0
+
+
+def outcome_for(st: PodStatus, failure: str | None, timeout: int) -> tuple[Phase, str]:
+    """Pure: how a finished pod ended -> (BUILT or FAILED, reason)."""
+    if st.phase == "Succeeded":
+        return Phase.BUILT, ""
+    if st.reason == "DeadlineExceeded":
+        return Phase.FAILED, f"build timed out after {st.deadline or timeout} s"
+    if failure:
+        return Phase.FAILED, failure
+    if st.reason:
+        return Phase.FAILED, f"{st.reason}: {st.message}" if st.message else st.reason
+    if st.container_state == "terminated":
+        detail = f" ({st.container_reason})" if st.container_reason and st.container_reason != "Error" else ""
+        last = (st.container_message or "").strip().splitlines()[-1:] if st.container_message else []
+        reason = f"repo2docker exited with code {st.exit_code}{detail}"
+        return Phase.FAILED, f"{reason}: {last[0][:300]}" if last else reason
+    return Phase.FAILED, "the build pod failed"
+
+
+def _split_timestamp(raw: bytes) -> tuple[tuple[str, int] | None, str]:
+    """``2024-01-01T00:00:00.123456789Z text`` -> ((seconds part, nanoseconds), text)."""
+    line = raw.decode("utf-8", "replace").rstrip("\n")
+    stamp, sep, text = line.partition(" ")
+    if not sep or not stamp.endswith("Z") or "T" not in stamp:
+        return None, line
+    base, _, frac = stamp[:-1].partition(".")
+    nanos = int((frac + "000000000")[:9]) if frac.isdigit() else 0
+    return (base, nanos), text
+
+
+class KubernetesBuilder(Builder):
+    name = "kubernetes"
+
+    def __init__(
+        self, settings: Settings, metrics: Any = None, *, configuration: client.Configuration | None = None,
+        cleaner_interval: float = 60.0, poll_interval: float = 60.0, delete_grace: float = 60.0,
+        watch_timeout: int = 300,
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.namespace = settings.kube_namespace
+        self.cleaner_interval = cleaner_interval
+        self.poll_interval = poll_interval
+        self.delete_grace = delete_grace
+        self.watch_timeout = watch_timeout
+        self._configuration = configuration
+        self.api: KubeAPI | None = None
+        self.watch: PodWatch | None = None
+        self._cleaner: asyncio.Task[None] | None = None
+        self._start_lock = asyncio.Lock()
+        self._cancelled: dict[str, float] = {}  # pod name -> when cancel() deleted it
+        self._timed_out: dict[str, float] = {}  # pod name -> when the cleaner deleted it
+        self.created = 0
+        self.attached = 0
+
+    # -- lifecycle ------------------------------------------------------------
+    async def start(self) -> None:
+        async with self._start_lock:
+            if self.api is not None:
+                return
+            conf = self._configuration or await load_configuration()
+            pool = max(100, self.settings.max_concurrent_builds * 2 + 20)
+            self.api = KubeAPI(conf, self.namespace, pool_size=pool)
+            self.watch = PodWatch(self.api, objs.BUILD_SELECTOR, timeout_seconds=self.watch_timeout)
+            await self.watch.start()
+            self._cleaner = asyncio.create_task(self._clean_loop(), name="k8s-build-cleaner")
+            log.info("kubernetes builder: namespace %s, builder image %s", self.namespace,
+                     self.settings.repo2docker_image)
+
+    async def close(self) -> None:
+        if self._cleaner is not None:
+            self._cleaner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._cleaner
+            self._cleaner = None
+        if self.watch is not None:
+            await self.watch.stop()
+            self.watch = None
+        if self.api is not None:
+            await self.api.close()
+            self.api = None
+
+    async def health(self) -> tuple[bool, str]:
+        if self.api is None:
+            return False, "not started"
+        try:
+            v = await self.api.version()
+        except KubeError as e:
+            return False, f"kubernetes API not answering: {e}"
+        watch = "watching" if self.watch and self.watch.connected else "watch reconnecting"
+        return True, f"kubernetes {v.get('gitVersion', '?')}, {watch}"
+
+    def known_builds(self) -> dict[str, PodStatus]:
+        """Build pods the watch sees now, by build id (for reconciliation)."""
+        if self.watch is None:
+            return {}
+        return {st.build_id: st for st in self.watch.pods.values() if st.build_id}
+
+    # -- run --------------------------------------------------------------------
+    async def run(self, job: BuildJob, emit: Emit) -> BuildOutcome:
+        await self.start()
+        assert self.watch is not None
+        name = objs.pod_name(job.build_id)
+        waiter = self.watch.subscribe(name)
+        try:
+            st, attached = await self._ensure_pod(job, name)
+            if attached:
+                await emit(ProgressEvent(Phase.FETCHING if st.started else Phase.WAITING,
+                                         f"attached to running build pod {name}"))
+            else:
+                await emit(ProgressEvent(Phase.WAITING, f"build pod {name} created, waiting for it to start"))
+            return await self._follow(job, name, waiter, emit)
+        finally:
+            if self.watch is not None:
+                self.watch.unsubscribe(name, waiter)
+
+    async def _ensure_pod(self, job: BuildJob, name: str) -> tuple[PodStatus, bool]:
+        """Create the pod (and its clone Secret), or find the one already running: (status, attached)."""
+        assert self.api is not None and self.watch is not None
+        secret = objs.clone_secret_name(job.build_id) if job.clone_token else None
+        if secret:
+            await self._put_secret(secret, job)
+        body = objs.build_pod_for_job(job, self.settings)
+        attached = False
+        for _ in range(3):
+            try:
+                obj = await self.api.create_pod(body)
+                self.created += 1
+                log.info("build %s: created pod %s for %s at %s", job.build_id, name, job.request.full_name,
+                         job.request.sha[:12])
+                break
+            except KubeConflict:
+                try:
+                    obj = await self.api.get_pod(name)
+                except KubeNotFound:
+                    continue  # deleted in between: create it again
+                attached = True
+                self.attached += 1
+                log.info("build %s: pod %s already exists; attaching", job.build_id, name)
+                break
+        else:
+            raise KubeError(409, "Conflict", f"pod {name} keeps conflicting")
+        st = self.watch.seed(obj, fresh=attached)
+        if secret:
+            try:
+                await self.api.patch_secret(secret, {"metadata": {"ownerReferences": [
+                    objs.owner_reference(name, st.uid)]}})
+            except KubeError as e:  # the cleaner still removes it; the build goes on
+                log.warning("build %s: could not set the owner of secret %s: %s", job.build_id, secret, e)
+        return st, attached
+
+    async def _put_secret(self, secret: str, job: BuildJob) -> None:
+        assert self.api is not None and job.clone_token
+        body = objs.make_clone_secret(name=secret, namespace=self.namespace, token=job.clone_token,
+                                      build_id=job.build_id)
+        try:
+            await self.api.create_secret(body)
+        except KubeConflict:  # an earlier attempt's: refresh the token (the old one may have expired)
+            await self.api.patch_secret(secret, {"stringData": {objs.TOKEN_KEY: job.clone_token}})
+
+    async def _follow(self, job: BuildJob, name: str, waiter: asyncio.Event, emit: Emit) -> BuildOutcome:
+        assert self.api is not None and self.watch is not None
+        reader = LogReader(LOG_TAIL_LINES, secrets=[job.clone_token])
+        log_task: asyncio.Task[None] | None = None
+        announced: set[str] = set()
+        try:
+            while True:
+                st = self.watch.get(name)
+                if st is None or (st.deleting and (name in self._cancelled or name in self._timed_out)):
+                    return self._vanished(job, name, reader)
+                if st.started and log_task is None:
+                    if not st.finished:
+                        await emit(ProgressEvent(Phase.FETCHING, f"build pod {name} running"
+                                                 + (f" on {st.node}" if st.node else "")))
+                    log_task = asyncio.create_task(self._follow_logs(job, name, reader, emit),
+                                                   name=f"log-{job.build_id}")
+                waiting = st.container_reason if st.container_state == "waiting" else st.reason
+                if not st.finished and waiting and waiting not in announced and waiting != "ContainerCreating":
+                    announced.add(waiting)
+                    detail = st.container_message or st.message
+                    await emit(ProgressEvent(Phase.WAITING, f"build pod waiting: {waiting}"
+                                             + (f": {detail}" if detail else "")))
+                if st.finished:
+                    break
+                waiter.clear()
+                try:
+                    await asyncio.wait_for(waiter.wait(), self.poll_interval)
+                except asyncio.TimeoutError:
+                    await self._refresh(name)
+            if log_task is not None:
+                try:
+                    await asyncio.wait_for(asyncio.shield(log_task), 30)
+                except asyncio.TimeoutError:
+                    log.warning("build %s: log of %s did not end; using what was read", job.build_id, name)
+            phase, reason = outcome_for(st, reader.failure, self.settings.build_timeout)
+            log.info("build %s: pod %s %s%s", job.build_id, name, st.phase, f" ({reason})" if reason else "")
+            await self._delete(job.build_id, name, secret=bool(job.clone_token))
+            return BuildOutcome(phase, reason, reader.tail.lines())
+        finally:
+            if log_task is not None and not log_task.done():
+                log_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await log_task
+
+    def _vanished(self, job: BuildJob, name: str, reader: LogReader) -> BuildOutcome:
+        if name in self._cancelled:
+            return BuildOutcome(Phase.CANCELLED, "cancelled", reader.tail.lines())
+        if name in self._timed_out:
+            return BuildOutcome(Phase.FAILED, f"build timed out after {self.settings.build_timeout} s",
+                                reader.tail.lines())
+        log.warning("build %s: pod %s was deleted by someone else", job.build_id, name)
+        return BuildOutcome(Phase.FAILED, "the build pod was deleted before it finished", reader.tail.lines())
+
+    async def _refresh(self, name: str) -> None:
+        """No word from the watch for a while: ask for the pod directly."""
+        assert self.api is not None and self.watch is not None
+        try:
+            self.watch.seed(await self.api.get_pod(name), fresh=True)
+        except KubeNotFound:
+            self.watch.forget(name)
+        except KubeError as e:
+            log.warning("pod %s: could not refresh status: %s", name, e)
+
+    async def _follow_logs(self, job: BuildJob, name: str, reader: LogReader, emit: Emit) -> None:
+        """Stream the pod's log into ``reader`` and ``emit``; resume after a dropped connection."""
+        assert self.api is not None and self.watch is not None
+        last: tuple[str, int] | None = None
+        last_at = 0.0
+        for attempt in range(8):
+            since = max(1, int(time.time() - last_at) + 2) if last is not None else None
+            try:
+                resp = await self.api.pod_log(name, since_seconds=since)
+            except KubeNotFound:
+                return
+            except KubeError as e:
+                log.info("build %s: log of %s not available yet (%s)", job.build_id, name, e)
+                resp = None
+            if resp is not None:
+                try:
+                    async for raw in resp.content:
+                        stamp, text = _split_timestamp(raw)
+                        if stamp is not None:
+                            if last is not None and stamp <= last:
+                                continue  # already read before the reconnect
+                            last, last_at = stamp, parse_time(stamp[0] + "Z") or time.time()
+                        item = reader.feed(text)
+                        if item is not None:
+                            await emit(ProgressEvent(item[0], item[1]))
+                except (OSError, asyncio.TimeoutError, ValueError) as e:
+                    log.info("build %s: log stream of %s broke (%s)", job.build_id, name, e)
+                except Exception as e:  # aiohttp payload errors
+                    log.info("build %s: log stream of %s broke (%s)", job.build_id, name, e)
+                finally:
+                    resp.release()
+            st = self.watch.get(name)
+            if st is None or st.finished or st.container_state == "terminated":
+                return
+            await asyncio.sleep(min(0.2 * 2 ** attempt, 5.0))
+
+    # -- cancel and clean -------------------------------------------------------
+    async def cancel(self, build_id: str) -> None:
+        await self.start()
+        name = objs.pod_name(build_id)
+        self._cancelled[name] = time.time()
+        self._trim(self._cancelled)
+        log.info("build %s: cancelling (deleting pod %s)", build_id, name)
+        await self._delete(build_id, name, secret=True)
+
+    async def _delete(self, build_id: str, name: str, *, secret: bool) -> None:
+        assert self.api is not None
+        try:
+            await self.api.delete_pod(name)
+        except KubeError as e:
+            log.warning("build %s: could not delete pod %s: %s", build_id, name, e)
+        if secret:
+            try:
+                await self.api.delete_secret(objs.clone_secret_name(build_id))
+            except KubeError as e:
+                log.warning("build %s: could not delete its clone secret: %s", build_id, e)
+
+    @staticmethod
+    def _trim(marks: dict[str, float]) -> None:
+        if len(marks) > 5000:
+            for key in sorted(marks, key=marks.__getitem__)[: len(marks) - 5000]:
+                del marks[key]
+
+    async def _clean_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.cleaner_interval)
+            try:
+                await self.clean()
+            except Exception:
+                log.exception("build pod cleaner failed")
+
+    async def clean(self, now: float | None = None) -> list[str]:
+        """Delete build pods older than their deadline (plus grace) and unowned clone Secrets."""
+        assert self.api is not None and self.watch is not None
+        now = time.time() if now is None else now
+        deleted = []
+        for st in list(self.watch.pods.values()):
+            limit = (st.deadline or self.settings.build_timeout) + self.delete_grace
+            if st.created is not None and now - st.created > limit and not st.deleting:
+                log.warning("build %s: pod %s older than %d s; deleting", st.build_id, st.name, limit)
+                self._timed_out[st.name] = now
+                self._trim(self._timed_out)
+                if await self.api.delete_pod(st.name):
+                    deleted.append(st.name)
+        secrets = await self.api.list_secrets(objs.CLONE_SECRET_SELECTOR)
+        for s in secrets.get("items") or []:
+            meta = s.get("metadata") or {}
+            created = parse_time(meta.get("creationTimestamp"))
+            if not meta.get("ownerReferences") and created is not None and now - created > ORPHAN_SECRET_AGE:
+                log.info("deleting orphaned clone secret %s", meta.get("name"))
+                if await self.api.delete_secret(meta["name"]):
+                    deleted.append(meta["name"])
+        return deleted
