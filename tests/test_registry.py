@@ -436,3 +436,42 @@ async def test_cancelled_caller_does_not_cancel_others(fake_registry_factory, se
     assert await second is True
     with pytest.raises(asyncio.CancelledError):
         await first
+
+
+async def test_real_registry_finds_what_podman_pushed(registry, session, no_docker_config, tmp_path):
+    """What Podman pushes (OCI manifests by default) is found by the client: the local builder's path."""
+    import io
+    import os
+    import shutil
+    import subprocess
+    import tarfile
+    import tempfile
+
+    if shutil.which("podman") is None:
+        pytest.fail("podman is not installed: `apt-get install podman runc` (.ci/run installs it)", pytrace=False)
+    runroot = tempfile.mkdtemp(prefix="rg-run-", dir="/tmp")
+    conf = tmp_path / "storage.conf"
+    conf.write_text(f'[storage]\ndriver = "vfs"\ngraphroot = "{tmp_path / "graph"}"\nrunroot = "{runroot}"\n')
+    env = {k: v for k, v in os.environ.items() if k not in ("CONTAINER_HOST", "DOCKER_HOST", "DOCKER_CONFIG")}
+    env["CONTAINERS_STORAGE_CONF"] = str(conf)
+    (tmp_path / "auth.json").write_text("{}")
+    env["REGISTRY_AUTH_FILE"] = str(tmp_path / "auth.json")
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        info = tarfile.TarInfo("hello")
+        info.size = 3
+        tar.addfile(info, io.BytesIO(b"hi\n"))
+    (tmp_path / "img.tar").write_bytes(buf.getvalue())
+    image = f"{registry.host}/binder-prebuild/podman-pushed-abc123:{SHA}"
+    try:
+        for argv in (["podman", "import", str(tmp_path / "img.tar"), image],
+                     ["podman", "push", "--tls-verify=false", image]):
+            proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
+            assert proc.returncode == 0, proc.stderr
+    finally:
+        subprocess.run(["podman", "rmi", "--all", "--force"], env=env, capture_output=True, timeout=60)
+        shutil.rmtree(runroot, ignore_errors=True)
+    assert await fast(session, registry.url).exists(image) is True
+    url = f"{registry.url}/v2/binder-prebuild/podman-pushed-abc123/manifests/{SHA}"
+    async with session.head(url, headers={"Accept": MANIFEST_ACCEPT}) as r:
+        assert r.headers["Content-Type"] == OCI_MANIFEST
