@@ -295,3 +295,46 @@ def webhook_client(aiohttp_client):
     return make
 # END webhook fixtures
 # ======================================================================
+
+
+# ======================================================================
+# BEGIN Kubernetes fixtures (Kubernetes builder engineer)
+#   fake_k8s     - tests/fake_k8s.FakeKubernetes running on loopback (one per test)
+#   k8s_builder  - await k8s_builder(settings=None, **builder_kwargs) -> a started
+#                  KubernetesBuilder talking to fake_k8s; closed at teardown
+# ======================================================================
+import pytest as _k8s_pytest
+
+
+@_k8s_pytest.fixture
+async def fake_k8s():
+    from tests.fake_k8s import FakeKubernetes
+
+    fake = FakeKubernetes()
+    await fake.start()
+    try:
+        yield fake
+    finally:
+        await fake.stop()
+
+
+@_k8s_pytest.fixture
+async def k8s_builder(fake_k8s, tmp_path):
+    from bot.builders.kubernetes import KubernetesBuilder
+    from bot.config import Settings
+
+    made = []
+
+    async def make(settings=None, **kwargs):
+        settings = settings or Settings(builder="kubernetes", data_dir=tmp_path / "data",
+                                        registry_url="http://127.0.0.1:5000")
+        builder = KubernetesBuilder(settings, None, configuration=fake_k8s.configuration(), **kwargs)
+        await builder.start()
+        made.append(builder)
+        return builder
+
+    yield make
+    for b in made:
+        await b.close()
+# END Kubernetes fixtures
+# ======================================================================

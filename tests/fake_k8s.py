@@ -192,6 +192,7 @@ class FakeKubernetes:
         self.open_watches = 0
         self.max_open_watches = 0
         self.watch_requests = 0
+        self.expired_watches = 0
         self.open_logs = 0
         self.autopilot: Callable[[dict[str, Any]], Awaitable[None]] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -505,6 +506,7 @@ class FakeKubernetes:
             initial = [{"type": "ADDED", "object": o} for (k, n, _), o in self.objects.items()
                        if k == kind and n == ns and matches(o["metadata"].get("labels") or {}, terms)]
         elif int(rv_param) < self.oldest_rv:
+            self.expired_watches += 1
             err = status(410, "Expired", f"too old resource version: {rv_param} ({self.oldest_rv})")
             await resp.write(json.dumps({"type": "ERROR", "object": err}).encode() + b"\n")
             await resp.write_eof()

@@ -291,10 +291,18 @@ class KubernetesBuilder(Builder):
                     log.info("build %s: log stream of %s broke (%s)", job.build_id, name, e)
                 finally:
                     resp.release()
-            st = self.watch.get(name)
-            if st is None or st.finished or st.container_state == "terminated":
-                return
-            await asyncio.sleep(min(0.2 * 2 ** attempt, 5.0))
+            # The stream ends when the container does; the watch usually says so a moment later.
+            changed = self.watch.subscribe(name)
+            try:
+                for _ in range(2):
+                    st = self.watch.get(name)
+                    if st is None or st.finished or st.container_state == "terminated":
+                        return
+                    changed.clear()
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(changed.wait(), min(0.5 * 2 ** attempt, 5.0))
+            finally:
+                self.watch.unsubscribe(name, changed)
 
     # -- cancel and clean -------------------------------------------------------
     async def cancel(self, build_id: str) -> None:
