@@ -1,0 +1,629 @@
+"""Build events -> the `Binder` check run on each sha and the one comment on each PR.
+
+The bus calls our listener inline while a build runs, so the listener only
+updates in-memory targets and wakes per-key workers (one per sha for check runs,
+one per PR for the comment). Each worker makes GitHub show the newest target,
+so a burst of events becomes one call: status changes go out at once, log-only
+changes at most every ``min_interval`` seconds, and a comment is edited only
+when its text changes. Ids live in ``services.gh_state``; with the store lost,
+the check run is found by name on the sha and the comment by its marker.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import hashlib
+import inspect
+import logging
+import time
+from collections.abc import Awaitable, Callable, Hashable
+from typing import TYPE_CHECKING, Any
+
+import cachetools
+import gidgethub
+from gidgethub.abc import GitHubAPI
+
+from bot.feedback import render
+from bot.feedback.render import CHECK_NAME, COMMENT_MARKER, CheckRunView, CheckStatus, CommentState, Conclusion
+from bot.model import Phase, ProgressEvent
+
+if TYPE_CHECKING:
+    from bot.prebuild.decisions import Candidate, Skip
+    from bot.prebuild.repo_config import ConfigError
+    from bot.services import Services
+    from bot.store.builds import BuildRecord
+
+log = logging.getLogger(__name__)
+
+MIN_EDIT_INTERVAL = 10.0
+MAX_RETRIES = 5
+_BUILDER_PHASES = (Phase.FETCHING, Phase.BUILDING, Phase.PUSHING)
+_TRACKED_PHASES = (Phase.WAITING, *_BUILDER_PHASES, Phase.BUILT, Phase.FAILED, Phase.CANCELLED)
+
+
+def _status_of(phase: Phase) -> CheckStatus:
+    if phase is Phase.WAITING:
+        return CheckStatus.QUEUED
+    if phase in _BUILDER_PHASES:
+        return CheckStatus.IN_PROGRESS
+    return CheckStatus.COMPLETED
+
+
+class KeyedWorkers:
+    """Run jobs one at a time per key; different keys run concurrently."""
+
+    def __init__(self) -> None:
+        self._queues: dict[Hashable, collections.deque] = {}
+        self._tasks: dict[Hashable, asyncio.Task[None]] = {}
+
+    def submit(self, key: Hashable, job: Callable[[], Awaitable[Any]], *, wait: bool = False) -> asyncio.Future | None:
+        fut = asyncio.get_running_loop().create_future() if wait else None
+        self._queues.setdefault(key, collections.deque()).append((job, fut))
+        if key not in self._tasks:
+            self._tasks[key] = asyncio.create_task(self._run(key), name=f"feedback:{key}")
+        return fut
+
+    async def _run(self, key: Hashable) -> None:
+        try:
+            while self._queues.get(key):
+                job, fut = self._queues[key].popleft()
+                try:
+                    result = await job()
+                except asyncio.CancelledError:
+                    if fut is not None and not fut.done():
+                        fut.cancel()
+                    raise
+                except Exception as e:
+                    if fut is not None and not fut.done():
+                        fut.set_exception(e)
+                    else:
+                        log.exception("feedback job for %s failed", key)
+                else:
+                    if fut is not None and not fut.done():
+                        fut.set_result(result)
+        finally:
+            self._tasks.pop(key, None)
+            if not self._queues.get(key):
+                self._queues.pop(key, None)
+
+    def busy(self) -> bool:
+        return bool(self._tasks)
+
+    async def join(self) -> None:
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks.values()), return_exceptions=True)
+
+    async def close(self) -> None:
+        for task in list(self._tasks.values()):
+            task.cancel()
+        await asyncio.gather(*list(self._tasks.values()), return_exceptions=True)
+        self._tasks.clear()
+        self._queues.clear()
+
+
+@dataclasses.dataclass
+class _ShaState:
+    owner: str
+    repo: str
+    sha: str
+    installation_id: int | None = None
+    urlpath: str | None = None
+    # the target: what GitHub should show
+    record: "BuildRecord | None" = None
+    phase: Phase | None = None
+    logs: collections.deque = dataclasses.field(default_factory=lambda: collections.deque(maxlen=60))
+    override: CheckRunView | None = None  # skipped / invalid config, when no build exists
+    # what GitHub shows
+    resolved: bool = False
+    run_id: int | None = None
+    run_status: str | None = None
+    run_conclusion: str | None = None
+    run_record: str | None = None  # the build id the run reports (its external_id)
+    sent: dict[str, Any] | None = None
+    last_edit: float = float("-inf")
+    # scheduling
+    flush_queued: bool = False
+    timer: asyncio.TimerHandle | None = None
+    failures: int = 0
+
+    @property
+    def full_name(self) -> str:
+        return f"{self.owner}/{self.repo}"
+
+
+@dataclasses.dataclass
+class _PrState:
+    owner: str
+    repo: str
+    number: int
+    installation_id: int | None = None
+    head_sha: str | None = None
+    branch: str | None = None
+    urlpath: str | None = None
+    comment: bool = True
+    config_known: bool = False
+    closed: bool = False
+    merged: bool = False
+    state: CommentState | None = None
+    reason: str | None = None
+    may_create: bool = False  # only a build creates the comment; skips and closing only edit it
+    resolved: bool = False
+    comment_id: int | None = None
+    body_hash: str | None = None
+    flush_queued: bool = False
+    failures: int = 0
+
+    @property
+    def full_name(self) -> str:
+        return f"{self.owner}/{self.repo}"
+
+
+def _key(owner: str, repo: str) -> str:
+    return f"{owner}/{repo}".lower()
+
+
+def _hash(body: str) -> str:
+    return hashlib.sha256(body.encode("utf-8")).hexdigest()
+
+
+class Reporter:
+    def __init__(self, services: "Services", *, min_interval: float = MIN_EDIT_INTERVAL,
+                 retry_base: float = 5.0) -> None:
+        self.services = services
+        self.min_interval = min_interval
+        self.retry_base = retry_base
+        self._shas: cachetools.LRUCache = cachetools.LRUCache(maxsize=4096)
+        self._prs: cachetools.LRUCache = cachetools.LRUCache(maxsize=4096)
+        self._prs_by_sha: cachetools.LRUCache = cachetools.LRUCache(maxsize=8192)
+        self._workers = KeyedWorkers()
+        self._timers: dict[asyncio.TimerHandle, Callable[[], None]] = {}
+
+    # state ----------------------------------------------------------------
+    def _sha(self, owner: str, repo: str, sha: str) -> _ShaState:
+        k = (_key(owner, repo), sha)
+        st = self._shas.get(k)
+        if st is None:
+            st = self._shas[k] = _ShaState(owner, repo, sha)
+        return st
+
+    def _pr(self, owner: str, repo: str, number: int, *, create: bool = True) -> _PrState | None:
+        k = (_key(owner, repo), number)
+        pr = self._prs.get(k)
+        if pr is None and create:
+            pr = self._prs[k] = _PrState(owner, repo, number)
+        return pr
+
+    def _details_url(self, owner: str, repo: str, sha: str) -> str:
+        return render.launch_url(self.services.settings.public_url, owner, repo, sha)
+
+    async def _client(self, installation_id: int | None) -> GitHubAPI | None:
+        app = self.services.github
+        if app is None or installation_id is None:
+            return None
+        client = app.installation_client(installation_id)
+        if inspect.isawaitable(client):
+            client = await client
+        return client
+
+    # inputs from handlers -----------------------------------------------------
+    def track_pr(self, owner: str, repo: str, number: int, sha: str, *, installation_id: int | None,
+                 branch: str | None, urlpath: str | None, comment: bool) -> None:
+        """A PR now points at ``sha`` (opened, synchronize, reopened, or a command)."""
+        pr = self._pr(owner, repo, number)
+        assert pr is not None
+        if pr.head_sha != sha:
+            pr.head_sha = sha
+            pr.state = pr.reason = None
+        pr.closed = False
+        pr.installation_id = installation_id or pr.installation_id
+        pr.branch, pr.urlpath, pr.comment, pr.config_known = branch, urlpath, comment, True
+        shas = self._prs_by_sha.get((_key(owner, repo), sha)) or set()
+        shas.add(number)
+        self._prs_by_sha[(_key(owner, repo), sha)] = shas
+        st = self._sha(owner, repo, sha)
+        st.urlpath = urlpath
+        st.installation_id = installation_id or st.installation_id
+
+    def submitted(self, record: "BuildRecord", *, urlpath: str | None = None) -> None:
+        """The scheduler answered: make sure feedback reflects ``record`` even if it published nothing new."""
+        st = self._sha(record.owner, record.repo, record.sha)
+        if urlpath is not None:
+            st.urlpath = urlpath
+        if st.record is None or st.record.id != record.id:
+            self._on_event(record, ProgressEvent(phase=record.phase, build_id=record.id))
+        else:
+            self._update_comments(record, st.phase or record.phase)
+
+    async def skipped(self, gh: GitHubAPI, skip: "Skip") -> None:
+        """A sha we do not build: a skipped check run (unless one already reports on it)."""
+        st = self._sha(skip.owner, skip.repo, skip.sha)
+        st.installation_id = skip.installation_id or st.installation_id
+        st.override = render.check_skipped(skip.reason, None)
+        if skip.pr_number is not None:
+            self._set_pr_state(skip.owner, skip.repo, skip.pr_number, skip.sha, CommentState.SKIPPED, skip.reason,
+                               may_create=False)
+        await self._flush_now(st, gh)
+
+    async def config_error(self, gh: GitHubAPI, c: "Candidate", error: "ConfigError") -> None:
+        """An invalid .github/binder.yml: a failed check run naming the key and the problem."""
+        st = self._sha(c.owner, c.repo, c.sha)
+        st.installation_id = c.installation_id or st.installation_id
+        st.override = render.check_config_error(key=error.key, problem=error.problem, line=error.line,
+                                                column=error.column)
+        if c.pr_number is not None:
+            self.track_pr(c.owner, c.repo, c.pr_number, c.sha, installation_id=c.installation_id,
+                          branch=c.branch, urlpath=None, comment=True)
+            self._set_pr_state(c.owner, c.repo, c.pr_number, c.sha, CommentState.FAILED,
+                               f"`.github/binder.yml` is invalid: {error.describe()}", may_create=False)
+        await self._flush_now(st, gh)
+
+    def pr_closed(self, owner: str, repo: str, number: int, *, merged: bool, installation_id: int | None,
+                  head_sha: str | None) -> None:
+        pr = self._pr(owner, repo, number)
+        assert pr is not None
+        pr.closed, pr.merged = True, merged
+        pr.installation_id = installation_id or pr.installation_id
+        if head_sha and pr.head_sha is None:
+            pr.head_sha = head_sha
+        self._queue_comment(pr)
+
+    # the bus listener -----------------------------------------------------------
+    async def on_event(self, record: "BuildRecord", event: ProgressEvent) -> None:
+        self._on_event(record, event)
+
+    def _on_event(self, record: "BuildRecord", event: ProgressEvent) -> None:
+        if event.phase not in _TRACKED_PHASES:
+            return
+        st = self._sha(record.owner, record.repo, record.sha)
+        st.installation_id = record.request.installation_id or st.installation_id
+        if st.record is not None and record.id != st.record.id and record.attempt < st.record.attempt:
+            return  # a late event of an older attempt at this sha
+        if st.record is None or st.record.id != record.id:
+            st.logs.clear()
+            st.phase = None
+        prev = st.phase
+        st.record = record
+        if event.message and not event.phase.terminal_for_build:
+            st.logs.extend(line for line in event.message.splitlines() or [""])
+        # a message-only event after a terminal one must not reopen the check run
+        if prev is not None and prev.terminal_for_build and not event.phase.terminal_for_build:
+            return
+        st.phase = event.phase
+        urgent = prev is None or _status_of(prev) is not _status_of(event.phase) or event.phase.terminal_for_build
+        self._schedule_check(st, urgent=urgent)
+        self._update_comments(record, event.phase)
+
+    # check runs ------------------------------------------------------------------
+    def _schedule_check(self, st: _ShaState, *, urgent: bool) -> None:
+        if st.flush_queued:
+            return  # the queued flush will read the newest target
+        loop = asyncio.get_running_loop()
+        delay = 0.0 if urgent else st.last_edit + self.min_interval - loop.time()
+        if delay <= 0:
+            if st.timer is not None:
+                st.timer.cancel()
+                self._timers.pop(st.timer, None)
+                st.timer = None
+            st.flush_queued = True
+            self._workers.submit(("check", _key(st.owner, st.repo), st.sha), lambda: self._flush_background(st))
+        elif st.timer is None:
+            def fire() -> None:
+                st.timer = None
+                self._schedule_check(st, urgent=True)
+
+            st.timer = self._later(delay, fire)
+
+    async def _flush_now(self, st: _ShaState, gh: GitHubAPI) -> None:
+        fut = self._workers.submit(("check", _key(st.owner, st.repo), st.sha), lambda: self._flush_check(st, gh),
+                                   wait=True)
+        assert fut is not None
+        await fut
+
+    async def _flush_background(self, st: _ShaState) -> None:
+        st.flush_queued = False
+        try:
+            await self._flush_check(st, None)
+            st.failures = 0
+        except Exception as e:
+            st.failures += 1
+            build = st.record.id if st.record else "-"
+            if st.failures > MAX_RETRIES:
+                log.error("build %s: giving up on check run for %s@%s: %s", build, st.full_name, st.sha[:12], e)
+                st.failures = 0
+                return
+            delay = min(self.retry_base * 2 ** (st.failures - 1), 300.0)
+            log.warning("build %s: check run update for %s@%s failed (%s); retry in %.0f s", build,
+                        st.full_name, st.sha[:12], e, delay)
+            self._later(delay, lambda: self._schedule_check(st, urgent=True))
+
+    def _later(self, delay: float, fn: Callable[[], None]) -> asyncio.TimerHandle:
+        """call_later that ``drain`` can fire early and ``close`` can cancel."""
+        handle: asyncio.TimerHandle
+
+        def fire() -> None:
+            self._timers.pop(handle, None)
+            fn()
+
+        handle = asyncio.get_running_loop().call_later(max(0.0, delay), fire)
+        self._timers[handle] = fire
+        return handle
+
+    async def _render_check(self, st: _ShaState) -> tuple[CheckRunView | None, str | None]:
+        rec, phase = st.record, st.phase
+        if rec is None or phase is None:
+            return st.override, None
+        details = self._details_url(st.owner, st.repo, st.sha)
+        if phase is Phase.WAITING:
+            return render.check_queued(details), rec.id
+        if phase in _BUILDER_PHASES:
+            return render.check_in_progress(phase, list(st.logs), details, rec.image), rec.id
+        if phase is Phase.BUILT:
+            launch = render.launch_url(self.services.settings.public_url, st.owner, st.repo, st.sha, st.urlpath)
+            return render.check_success(image=rec.image, launch=launch, duration=rec.duration,
+                                        from_cache=rec.from_cache, details_url=details), rec.id
+        if phase is Phase.FAILED:
+            return render.check_failure(reason=rec.reason, log_tail=list(rec.log_tail) or list(st.logs),
+                                        details_url=details), rec.id
+        # cancelled
+        new = await self.services.builds.get(rec.superseded_by) if rec.superseded_by else None
+        if new is not None and new.sha == rec.sha:
+            return None, None  # a new attempt at this same sha takes the check run over
+        return render.check_cancelled(
+            new_sha=new.sha if new else None,
+            new_commit_url=render.commit_url(new.request.clone_url, new.sha) if new else None,
+            reason=rec.reason, details_url=details), rec.id
+
+    async def _flush_check(self, st: _ShaState, gh: GitHubAPI | None) -> None:
+        view, record_id = await self._render_check(st)
+        if view is None:
+            return
+        fields = view.as_fields()
+        if st.resolved and fields == st.sent and record_id == st.run_record:
+            return
+        client = gh or await self._client(st.installation_id)
+        if client is None:
+            log.info("build %s: no GitHub client for %s (installation %s); check run not updated",
+                     record_id, st.full_name, st.installation_id)
+            return
+        await self._resolve_run(client, st)
+        create = st.run_id is None
+        if not create and record_id is None:
+            return  # a skip or config error never replaces a run that already reports on this sha
+        if not create and st.run_record != record_id and st.run_status == CheckStatus.COMPLETED.value:
+            if view.conclusion is Conclusion.SUCCESS and st.run_conclusion == Conclusion.SUCCESS.value:
+                st.run_record, st.sent = record_id, fields  # already says ready: nothing new to tell
+                return
+            create = True  # a new attempt at a finished sha gets a new run (as GitHub advises for re-runs)
+        if not create and fields == st.sent and record_id == st.run_record:
+            return
+        body = dict(fields)
+        if record_id is not None:
+            body["external_id"] = record_id
+        if view.status is CheckStatus.COMPLETED:
+            body["completed_at"] = _now_iso()
+        if create:
+            data = await client.post("/repos/{owner}/{repo}/check-runs", {"owner": st.owner, "repo": st.repo},
+                                     data={"name": CHECK_NAME, "head_sha": st.sha, **body})
+            st.run_id = int(data["id"])
+            log.info("build %s: created check run %s on %s@%s (%s)", record_id, st.run_id, st.full_name,
+                     st.sha[:12], view.status.value)
+        else:
+            try:
+                await client.patch("/repos/{owner}/{repo}/check-runs/{id}",
+                                   {"owner": st.owner, "repo": st.repo, "id": st.run_id}, data=body)
+            except gidgethub.BadRequest as e:
+                if e.status_code != 404:
+                    raise
+                st.run_id, st.resolved = None, True  # gone: make a new one
+                data = await client.post("/repos/{owner}/{repo}/check-runs", {"owner": st.owner, "repo": st.repo},
+                                         data={"name": CHECK_NAME, "head_sha": st.sha, **body})
+                st.run_id = int(data["id"])
+        st.run_status = view.status.value
+        st.run_conclusion = view.conclusion.value if view.conclusion else None
+        st.run_record = record_id
+        st.sent = fields
+        st.last_edit = asyncio.get_running_loop().time()
+        status_text = st.run_status if not st.run_conclusion else f"{st.run_status}:{st.run_conclusion}"
+        await self.services.gh_state.set_check_run(st.full_name, st.sha, st.run_id, status_text)
+
+    async def _resolve_run(self, client: GitHubAPI, st: _ShaState) -> None:
+        """Find the run that already reports on this sha: the store, else GitHub by name."""
+        if st.resolved:
+            return
+        run: dict[str, Any] | None = None
+        stored = await self.services.gh_state.check_run(st.full_name, st.sha)
+        if stored is not None:
+            try:
+                run = await client.getitem("/repos/{owner}/{repo}/check-runs/{id}",
+                                           {"owner": st.owner, "repo": st.repo, "id": stored})
+            except gidgethub.BadRequest as e:
+                if e.status_code != 404:
+                    raise
+        if run is None:
+            listing = await client.getitem(
+                "/repos/{owner}/{repo}/commits/{sha}/check-runs{?check_name,filter,per_page}",
+                {"owner": st.owner, "repo": st.repo, "sha": st.sha, "check_name": CHECK_NAME,
+                 "filter": "latest", "per_page": 100})
+            app_id = self.services.settings.github_app_id
+            runs = [r for r in (listing or {}).get("check_runs", [])
+                    if r.get("name") == CHECK_NAME
+                    and (not app_id or str((r.get("app") or {}).get("id")) == str(app_id))]
+            run = max(runs, key=lambda r: int(r["id"])) if runs else None
+        if run is not None:
+            st.run_id = int(run["id"])
+            st.run_status = run.get("status")
+            st.run_conclusion = run.get("conclusion")
+            st.run_record = run.get("external_id") or None
+        st.resolved = True
+
+    # the PR comment --------------------------------------------------------------
+    def _set_pr_state(self, owner: str, repo: str, number: int, sha: str, state: CommentState,
+                      reason: str | None, *, may_create: bool) -> None:
+        pr = self._pr(owner, repo, number)
+        assert pr is not None
+        if pr.head_sha is None:
+            pr.head_sha = sha
+        if pr.head_sha != sha or pr.closed:
+            return
+        if (pr.state, pr.reason) == (state, reason):
+            return
+        pr.state, pr.reason = state, reason
+        pr.may_create = pr.may_create or may_create
+        self._queue_comment(pr)
+
+    def _update_comments(self, record: "BuildRecord", phase: Phase) -> None:
+        k = (_key(record.owner, record.repo), record.sha)
+        numbers = set(self._prs_by_sha.get(k) or ())
+        req_pr = record.request.pr_number
+        if req_pr is not None:
+            numbers.add(req_pr)
+        for n in numbers:
+            pr = self._pr(record.owner, record.repo, n, create=False)
+            if pr is None:
+                if phase is Phase.CANCELLED or n != req_pr:
+                    continue
+                # after a restart: the request tells us enough to keep its comment current
+                pr = self._pr(record.owner, record.repo, n)
+                assert pr is not None
+                pr.head_sha, pr.branch = record.sha, record.request.branch
+                pr.installation_id = record.request.installation_id
+            if phase is Phase.BUILT:
+                state, reason = CommentState.READY, None
+            elif phase is Phase.FAILED:
+                state, reason = CommentState.FAILED, record.reason
+            elif phase is Phase.CANCELLED:
+                continue  # superseded (the new head speaks) or closed (pr_closed speaks)
+            else:
+                state, reason = CommentState.BUILDING, None
+            self._set_pr_state(record.owner, record.repo, n, record.sha, state, reason, may_create=True)
+
+    def _queue_comment(self, pr: _PrState) -> None:
+        if pr.flush_queued:
+            return
+        pr.flush_queued = True
+        self._workers.submit(("comment", _key(pr.owner, pr.repo), pr.number), lambda: self._flush_comment_bg(pr))
+
+    async def _flush_comment_bg(self, pr: _PrState) -> None:
+        pr.flush_queued = False
+        try:
+            await self._flush_comment(pr)
+            pr.failures = 0
+        except Exception as e:
+            pr.failures += 1
+            if pr.failures > MAX_RETRIES:
+                log.error("PR %s#%s: giving up on the comment: %s", pr.full_name, pr.number, e)
+                pr.failures = 0
+                return
+            delay = min(self.retry_base * 2 ** (pr.failures - 1), 300.0)
+            log.warning("PR %s#%s: comment update failed (%s); retry in %.0f s", pr.full_name, pr.number, e, delay)
+            self._later(delay, lambda: self._queue_comment(pr))
+
+    async def _flush_comment(self, pr: _PrState) -> None:
+        if pr.head_sha is None or (pr.state is None and not pr.closed):
+            return
+        client = await self._client(pr.installation_id)
+        if client is None:
+            log.info("PR %s#%s: no GitHub client (installation %s); comment not updated", pr.full_name, pr.number,
+                     pr.installation_id)
+            return
+        if not pr.config_known:
+            await self._load_pr_config(client, pr)
+        if not pr.comment:
+            return
+        view = render.CommentView(
+            public_url=self.services.settings.public_url, owner=pr.owner, repo=pr.repo, sha=pr.head_sha,
+            state=CommentState.CLOSED if pr.closed else pr.state or CommentState.BUILDING,
+            branch=pr.branch, urlpath=pr.urlpath, reason=pr.reason, merged=pr.merged)
+        body = render.comment_body(view)
+        digest = _hash(body)
+        await self._resolve_comment(client, pr)
+        if pr.comment_id is not None and digest == pr.body_hash:
+            return
+        if pr.comment_id is None:
+            if not pr.may_create or pr.closed:
+                return
+            data = await client.post("/repos/{owner}/{repo}/issues/{number}/comments",
+                                     {"owner": pr.owner, "repo": pr.repo, "number": pr.number}, data={"body": body})
+            pr.comment_id = int(data["id"])
+            log.info("PR %s#%s: created comment %s (%s)", pr.full_name, pr.number, pr.comment_id, view.state.value)
+        else:
+            try:
+                await client.patch("/repos/{owner}/{repo}/issues/comments/{id}",
+                                   {"owner": pr.owner, "repo": pr.repo, "id": pr.comment_id}, data={"body": body})
+            except gidgethub.BadRequest as e:
+                if e.status_code != 404:
+                    raise
+                # deleted by someone: look again (it may have been re-posted), else start over
+                await self.services.gh_state.forget_comment(pr.full_name, pr.number)
+                pr.resolved, pr.comment_id, pr.body_hash = False, None, None
+                self._queue_comment(pr)
+                return
+            log.info("PR %s#%s: edited comment %s (%s)", pr.full_name, pr.number, pr.comment_id, view.state.value)
+        pr.body_hash = digest
+        await self.services.gh_state.set_comment(pr.full_name, pr.number, pr.comment_id, digest)
+
+    async def _resolve_comment(self, client: GitHubAPI, pr: _PrState) -> None:
+        if pr.resolved:
+            return
+        stored = await self.services.gh_state.comment_id(pr.full_name, pr.number)
+        if stored is not None:
+            pr.comment_id, pr.body_hash = stored
+        else:
+            bot_login = getattr(self.services.github, "bot_login", None)
+            async for c in client.getiter("/repos/{owner}/{repo}/issues/{number}/comments{?per_page}",
+                                          {"owner": pr.owner, "repo": pr.repo, "number": pr.number,
+                                           "per_page": 100}):
+                user = c.get("user") or {}
+                body = c.get("body") or ""
+                if not body.lstrip().startswith(COMMENT_MARKER):
+                    continue
+                if bot_login and user.get("login") != bot_login:
+                    continue
+                if not bot_login and user.get("type") != "Bot":
+                    continue
+                pr.comment_id, pr.body_hash = int(c["id"]), _hash(body)
+                await self.services.gh_state.set_comment(pr.full_name, pr.number, pr.comment_id, pr.body_hash)
+                break
+        pr.resolved = True
+
+    async def _load_pr_config(self, client: GitHubAPI, pr: _PrState) -> None:
+        """After a restart we may not know `comment`/`urlpath`: read them at the head sha."""
+        from bot.prebuild.handlers import load_repo_config
+        from bot.prebuild.repo_config import ConfigError
+
+        try:
+            cfg = await load_repo_config(client, self.services, pr.owner, pr.repo, pr.head_sha or "")
+        except ConfigError:
+            pr.config_known = True
+            return
+        pr.comment, pr.urlpath, pr.config_known = cfg.comment, cfg.urlpath, True
+
+    # lifecycle ----------------------------------------------------------------------
+    async def drain(self) -> None:
+        """Send everything pending now, coalescing timers included (tests, shutdown)."""
+        for _ in range(100):
+            for handle, fire in list(self._timers.items()):
+                handle.cancel()
+                fire()  # now instead of later
+            await self._workers.join()
+            if not self._timers and not self._workers.busy():
+                return
+
+    async def close(self) -> None:
+        for handle in list(self._timers):
+            handle.cancel()
+        self._timers.clear()
+        await self._workers.close()
+
+
+def _now_iso() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def attach(services: "Services", **kwargs: Any) -> Reporter:
+    """Listen to every build's events; the reporter is ``services.extras["feedback"]``."""
+    reporter = Reporter(services, **kwargs)
+    services.bus.add_listener(reporter.on_event)
+    services.extras["feedback"] = reporter
+    return reporter

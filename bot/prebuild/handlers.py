@@ -1,0 +1,273 @@
+"""push and pull_request -> build requests (thin I/O around bot.prebuild.decisions).
+
+Each handler reads what the pure decision needs (the repo config at the sha, the
+head commit message), decides, and hands the result on: a BuildRequest to the
+scheduler, a Skip or a config error to the feedback reporter. A GitHub error
+propagates, so the dispatcher retries the delivery.
+"""
+from __future__ import annotations
+
+import base64
+import dataclasses
+import enum
+import logging
+from typing import TYPE_CHECKING, Any
+
+import cachetools
+import gidgethub
+from gidgethub.abc import GitHubAPI
+from gidgethub.routing import Router
+from gidgethub.sansio import Event
+
+from bot.model import BuildRequest, BuildState, Trigger
+from bot.prebuild.decisions import (
+    PR_BUILD_ACTIONS,
+    Candidate,
+    Skip,
+    SkipKind,
+    decide,
+    has_skip_marker,
+    pull_request_candidate,
+    push_candidate,
+)
+from bot.prebuild.repo_config import CONFIG_PATH, DEFAULT, ConfigError, RepoConfig, parse_repo_config
+
+if TYPE_CHECKING:
+    from bot.feedback.reporter import Reporter
+    from bot.services import Services
+    from bot.store.builds import BuildRecord
+
+log = logging.getLogger(__name__)
+router = Router()
+
+CONFIG_CACHE_SIZE = 4096
+CONFIG_CACHE_TTL = 6 * 3600  # a file at a sha never changes; the bound is for memory
+
+
+def _cache(services: "Services", name: str) -> cachetools.TTLCache:
+    """Per-app caches (not module globals, so two apps in one process never share answers)."""
+    caches = services.extras.setdefault("prebuild_caches", {})
+    if name not in caches:
+        caches[name] = cachetools.TTLCache(maxsize=CONFIG_CACHE_SIZE, ttl=CONFIG_CACHE_TTL)
+    return caches[name]
+
+
+def reporter_of(services: "Services") -> "Reporter | None":
+    return services.extras.get("feedback")
+
+
+# Reading what the decisions need ---------------------------------------------------
+
+
+async def load_repo_config(gh: GitHubAPI, services: "Services", owner: str, repo: str, sha: str) -> RepoConfig:
+    """``.github/binder.yml`` at ``sha`` (404: defaults); cached per sha, errors included."""
+    cache = _cache(services, "repo_config")
+    key = (f"{owner}/{repo}".lower(), sha)
+    if key in cache:
+        hit = cache[key]
+        if isinstance(hit, ConfigError):
+            raise hit
+        return hit
+    try:
+        data = await gh.getitem("/repos/{owner}/{repo}/contents/{+path}{?ref}",
+                                {"owner": owner, "repo": repo, "path": CONFIG_PATH, "ref": sha})
+    except gidgethub.BadRequest as e:
+        if e.status_code != 404:
+            raise
+        result: RepoConfig | ConfigError = DEFAULT
+    else:
+        result = _parse_contents(data)
+    cache[key] = result
+    if isinstance(result, ConfigError):
+        raise result
+    return result
+
+
+def _parse_contents(data: Any) -> RepoConfig | ConfigError:
+    if not isinstance(data, dict) or data.get("type") != "file":
+        return ConfigError(f"`{CONFIG_PATH}` must be a file")
+    encoding = data.get("encoding")
+    if encoding == "none" or (encoding == "base64" and not data.get("content") and data.get("size")):
+        return ConfigError("the file is too large to read through the GitHub API")
+    try:
+        raw = base64.b64decode(data.get("content") or "") if encoding == "base64" else str(data.get("content") or "").encode()
+    except (ValueError, TypeError):
+        return ConfigError("GitHub returned the file in an unreadable encoding")
+    try:
+        return parse_repo_config(raw)
+    except ConfigError as e:
+        return e
+
+
+async def head_commit_message(gh: GitHubAPI, services: "Services", owner: str, repo: str, sha: str) -> str | None:
+    """The commit message at ``sha`` (PR payloads carry none); None if GitHub has no such commit."""
+    cache = _cache(services, "commit_message")
+    key = (f"{owner}/{repo}".lower(), sha)
+    if key in cache:
+        return cache[key]
+    try:
+        data = await gh.getitem("/repos/{owner}/{repo}/git/commits/{sha}", {"owner": owner, "repo": repo, "sha": sha})
+    except gidgethub.BadRequest as e:
+        if e.status_code not in (404, 422):
+            raise
+        return None
+    message = data.get("message") if isinstance(data, dict) else None
+    cache[key] = message
+    return message
+
+
+# The shared path: candidate -> decision -> scheduler or feedback ----------------------
+
+
+class OutcomeKind(str, enum.Enum):
+    SUBMITTED = "submitted"
+    SKIPPED = "skipped"
+    CONFIG_ERROR = "config_error"
+    IGNORED = "ignored"
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    kind: OutcomeKind
+    record: "BuildRecord | None" = None
+    skip: Skip | None = None
+    error: ConfigError | None = None
+
+
+async def process_candidate(c: Candidate, gh: GitHubAPI, services: "Services", *, approved: bool = False,
+                            rebuild: bool = False) -> Outcome:
+    """Decide for one sha and act on it; used by the event handlers and by commands."""
+    tag = f"delivery {c.delivery_id}: {c.full_name}@{c.sha[:12]}"
+    reporter = reporter_of(services)
+    message = c.head_message
+    if message is None:
+        message = await head_commit_message(gh, services, c.owner, c.repo, c.sha)
+    if not approved and has_skip_marker(message):
+        skip = decide(c, DEFAULT, head_message=message)  # the marker wins before any config is read
+        assert isinstance(skip, Skip)
+        return await _skipped(skip, c, gh, services, DEFAULT, tag)
+
+    try:
+        config = await load_repo_config(gh, services, c.owner, c.repo, c.sha)
+        policy = config
+        if c.policy_sha != c.sha:
+            try:
+                policy = await load_repo_config(gh, services, c.owner, c.repo, c.policy_sha)
+            except ConfigError as e:
+                raise ConfigError(f"{e.problem} (in the base branch's copy)", key=e.key, line=e.line,
+                                  column=e.column) from None
+    except ConfigError as e:
+        log.info("%s: invalid %s: %s", tag, CONFIG_PATH, e)
+        if reporter is not None:
+            await reporter.config_error(gh, c, e)
+        return Outcome(OutcomeKind.CONFIG_ERROR, error=e)
+
+    decision = decide(c, config, policy=policy, head_message=message, approved=approved)
+    if decision is None:
+        log.info("%s: nothing to build (filtered by config or event)", tag)
+        return Outcome(OutcomeKind.IGNORED)
+    if isinstance(decision, Skip):
+        return await _skipped(decision, c, gh, services, policy, tag, config)
+
+    return await submit(decision, gh, services, config=config, policy=policy, rebuild=rebuild)
+
+
+async def submit(req: BuildRequest, gh: GitHubAPI, services: "Services", *,
+                 config: RepoConfig, policy: RepoConfig, rebuild: bool = False) -> Outcome:
+    tag = f"delivery {req.delivery_id}: {req.full_name}@{req.sha[:12]}"
+    reporter = reporter_of(services)
+    if reporter is not None and req.pr_number is not None:
+        reporter.track_pr(req.owner, req.repo, req.pr_number, req.sha, installation_id=req.installation_id,
+                          branch=req.branch, urlpath=config.urlpath, comment=policy.comment)
+    if services.scheduler is None:
+        raise RuntimeError("no scheduler is running")
+    record = await services.scheduler.submit(req, rebuild=rebuild)
+    log.info("%s: submitted as build %s (%s)", tag, record.id, record.state.value)
+    if reporter is not None:
+        reporter.submitted(record, urlpath=config.urlpath)
+    return Outcome(OutcomeKind.SUBMITTED, record=record)
+
+
+async def _skipped(skip: Skip, c: Candidate, gh: GitHubAPI, services: "Services", policy: RepoConfig,
+                   tag: str, config: RepoConfig | None = None) -> Outcome:
+    # A fork sha a maintainer already had built is ready: serving it from cache runs no fork code.
+    if skip.kind is SkipKind.FORK and config is not None:
+        rec = await services.builds.latest_for_sha(c.owner, c.repo, c.sha)
+        if rec is not None and rec.state is BuildState.BUILT:
+            req = decide(c, config, policy=policy, approved=True)
+            assert isinstance(req, BuildRequest)
+            return await submit(req, gh, services, config=config, policy=policy)
+    log.info("%s: skipped: %s", tag, skip.reason)
+    reporter = reporter_of(services)
+    if reporter is not None:
+        if skip.pr_number is not None:
+            reporter.track_pr(skip.owner, skip.repo, skip.pr_number, skip.sha,
+                              installation_id=skip.installation_id, branch=c.branch,
+                              urlpath=(config or DEFAULT).urlpath, comment=policy.comment)
+        await reporter.skipped(gh, skip)
+    return Outcome(OutcomeKind.SKIPPED, skip=skip)
+
+
+def pr_supersede_key(owner: str, repo: str, number: int) -> str:
+    return BuildRequest(owner=owner, repo=repo, sha="", clone_url="", pr_number=number).supersede_key
+
+
+# Handlers ---------------------------------------------------------------------------
+
+
+@router.register("push")
+async def on_push(event: Event, gh: GitHubAPI, *, services: "Services") -> None:
+    c = push_candidate(event.data, build_tags=services.settings.build_tags, delivery_id=event.delivery_id)
+    if c is None:
+        log.info("delivery %s: push to %s ignored (deletion, tag or not a branch)", event.delivery_id,
+                 event.data.get("ref"))
+        return
+    await process_candidate(c, gh, services)
+
+
+@router.register("pull_request")
+async def on_pull_request(event: Event, gh: GitHubAPI, *, services: "Services") -> None:
+    action = event.data.get("action")
+    if action == "closed":
+        await _on_closed(event, gh, services)
+        return
+    if action not in PR_BUILD_ACTIONS:
+        return
+    c = pull_request_candidate(event.data, delivery_id=event.delivery_id)
+    if c is None:
+        return
+    if isinstance(c, Skip):
+        reporter = reporter_of(services)
+        log.info("delivery %s: %s#%s skipped: %s", event.delivery_id, c.full_name, c.pr_number, c.reason)
+        if reporter is not None:
+            await reporter.skipped(gh, c)
+        return
+    await process_candidate(c, gh, services)
+
+
+async def _on_closed(event: Event, gh: GitHubAPI, services: "Services") -> None:
+    data = event.data
+    pr = data.get("pull_request") or {}
+    repository = data.get("repository") or {}
+    owner = (repository.get("owner") or {}).get("login") or str(repository.get("full_name", "/")).split("/")[0]
+    name = repository.get("name") or str(repository.get("full_name", "/")).split("/")[1]
+    number = int(pr.get("number") or data.get("number"))
+    merged = bool(pr.get("merged"))
+    key = pr_supersede_key(owner, name, number)
+    log.info("delivery %s: %s/%s#%s closed: cancelling its builds", event.delivery_id, owner, name, number)
+    reporter = reporter_of(services)
+    if reporter is not None:  # first, so the cancellations below do not touch the comment
+        reporter.pr_closed(owner, name, number, merged=merged,
+                           installation_id=(data.get("installation") or {}).get("id"),
+                           head_sha=(pr.get("head") or {}).get("sha"))
+    if services.scheduler is not None:
+        await services.scheduler.cancel_key(key, f"The pull request was {'merged' if merged else 'closed'}.")
+
+
+def candidate_from_request(req: BuildRequest, *, trigger: Trigger, delivery_id: str | None) -> Candidate:
+    """Rebuild a Candidate from a stored request (re-runs of a sha we built before)."""
+    return Candidate(
+        owner=req.owner, repo=req.repo, sha=req.sha, clone_url=req.clone_url, trigger=trigger,
+        installation_id=req.installation_id, branch=req.branch, pr_number=req.pr_number,
+        private=req.private, default_branch=req.default_branch, delivery_id=delivery_id,
+    )
