@@ -1,0 +1,179 @@
+"""``GET /``: first-run setup (register the GitHub App from app.yml) or the status page.
+
+Without App credentials, ``/`` offers a "Register GitHub App" form that POSTs the
+manifest straight to GitHub with a one-time ``state``; GitHub sends the browser back
+to ``/setup/callback?code=...&state=...``, where the state is checked (issued here,
+unused, and matching this browser's cookie), the code converted and the credentials
+stored in DATA_DIR, then applied to this process. With credentials, ``/`` shows the
+App, its installations, and recent deliveries and builds. No page shows a secret.
+"""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime as dt
+import json
+import logging
+import secrets
+from pathlib import Path
+from typing import Any
+
+import cachetools
+import jinja2
+from aiohttp import web
+
+from bot.appkeys import SERVICES
+from bot.github import manifest as mf
+from bot.services import Services
+
+log = logging.getLogger(__name__)
+
+TEMPLATES = Path(__file__).parent / "templates"
+STATE_COOKIE = "binder_prebuild_setup"
+STATE_TTL = 3600  # GitHub's manifest codes last an hour too
+
+JINJA = web.AppKey("jinja", jinja2.Environment)
+SETUP_STATES = web.AppKey("setup_states", cachetools.TTLCache)
+
+
+def make_env() -> jinja2.Environment:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
+                             undefined=jinja2.StrictUndefined)
+    env.filters["when"] = _when
+    return env
+
+
+def _when(ts: float | None) -> str:
+    if not ts:
+        return ""
+    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def setup(app: web.Application) -> None:
+    app[JINJA] = make_env()
+    app[SETUP_STATES] = cachetools.TTLCache(maxsize=256, ttl=STATE_TTL)
+    app.router.add_get("/", index)
+    app.router.add_get("/setup/callback", callback)
+
+
+def render(request: web.Request, template: str, status: int = 200, **context: Any) -> web.Response:
+    html = request.app[JINJA].get_template(template).render(**context)
+    resp = web.Response(text=html, status=status, content_type="text/html", charset="utf-8")
+    resp.headers["Cache-Control"] = "no-store"
+    resp.headers["X-Frame-Options"] = "DENY"
+    resp.headers["X-Content-Type-Options"] = "nosniff"
+    return resp
+
+
+# --- GET / ---------------------------------------------------------------------------------
+
+async def index(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    if services.settings.has_app_credentials:
+        return await status_page(request, services)
+    return setup_page(request, services)
+
+
+def setup_page(request: web.Request, services: Services) -> web.Response:
+    settings = services.settings
+    org = (request.query.get("org") or "").strip() or None
+    name = (request.query.get("name") or "").strip() or None
+    public = request.query.get("public") == "on"
+    error = None
+    if org and not mf.valid_login(org):
+        error, org = f"{org!r} is not a GitHub organization name.", None
+    state = secrets.token_urlsafe(24)
+    request.app[SETUP_STATES][state] = True
+    data = mf.manifest(settings, name=name, public=public or None)
+    resp = render(
+        request, "setup.html", status=400 if error else 200, error=error, org=org or "", name=data["name"],
+        public=bool(data.get("public")), action=mf.registration_url(settings, state=state, org=org),
+        manifest_json=json.dumps(data), manifest=data, web_url=mf.web_url(settings.github_api_url),
+        loopback=mf.loopback_public_url(settings), public_url=settings.public_url,
+    )
+    resp.set_cookie(STATE_COOKIE, state, max_age=STATE_TTL, httponly=True, samesite="Lax",
+                    secure=settings.public_url.startswith("https://"))
+    return resp
+
+
+async def _app_summary(services: Services) -> dict[str, Any]:
+    """Name and link of the App: from what the manifest flow stored, else GET /app (briefly)."""
+    app_id = str(services.settings.github_app_id)
+    try:
+        stored = mf.load_stored_credentials(services.settings.data_dir)
+    except Exception:  # a broken file is reported by load_settings; the page still renders
+        stored = None
+    if stored and str(stored.get("id")) == app_id and stored.get("slug"):
+        return mf.public_summary(stored)
+    if services.github is not None:
+        try:
+            return mf.public_summary(await asyncio.wait_for(services.github.app_info(), 3))
+        except Exception as e:
+            log.info("status page: GET /app failed: %s", type(e).__name__)
+    return {"id": app_id, "slug": None, "name": None, "html_url": None, "owner": None}
+
+
+async def status_page(request: web.Request, services: Services) -> web.Response:
+    app = await _app_summary(services)
+    installs = await services.gh_state.installations()
+    deliveries = await services.deliveries.recent(20)
+    builds = await services.builds.recent(20)
+    for d in deliveries:
+        if d.get("error"):
+            d["error"] = str(d["error"])[:300]
+    return render(
+        request, "status.html", app=app, installations=installs, deliveries=deliveries, builds=builds,
+        webhook_secret_set=bool(services.settings.github_webhook_secret),
+        webhook_url=f"{services.settings.public_url.rstrip('/')}/webhooks/github",
+        install_url=f"{app['html_url']}/installations/new" if app.get("html_url") else None,
+    )
+
+
+# --- GET /setup/callback -------------------------------------------------------------------
+
+async def callback(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    settings = services.settings
+    if settings.has_app_credentials:
+        return render(request, "message.html", status=409, title="Already configured",
+                      message="This service already has GitHub App credentials; nothing was changed.")
+    code = request.query.get("code", "")
+    state = request.query.get("state", "")
+    states = request.app[SETUP_STATES]
+    cookie = request.cookies.get(STATE_COOKIE, "")
+    if not state or state not in states or not secrets.compare_digest(state, cookie):
+        return render(request, "message.html", status=400, title="Registration not recognised",
+                      message="This link does not match a registration started from this browser in the "
+                              "last hour. Start again from the setup page.", restart=True)
+    states.pop(state, None)  # one use only
+    try:
+        app = await mf.convert(services.session, settings, code)
+    except mf.ManifestError as e:
+        return render(request, "message.html", status=e.status, title="Registration failed",
+                      message=str(e), restart=e.status != 409)
+    env_secret = settings.github_webhook_secret
+    apply_credentials(services)
+    resp = render(request, "registered.html", app=app, data_dir=str(settings.data_dir),
+                  install_url=f"{app['html_url']}/installations/new" if app.get("html_url") else None,
+                  secret_conflict=bool(env_secret))
+    resp.del_cookie(STATE_COOKIE)
+    return resp
+
+
+def apply_credentials(services: Services) -> bool:
+    """Use the stored credentials in this process at once (the receiver and dispatcher read
+    ``services.settings``/``services.github`` per delivery); a restart picks them up everywhere."""
+    stored = mf.load_stored_credentials(services.settings.data_dir)
+    if not stored:
+        return False
+    s = services.settings
+    services.settings = dataclasses.replace(
+        s, github_app_id=s.github_app_id or str(stored["id"]), github_private_key=s.github_private_key or stored["pem"],
+        github_webhook_secret=s.github_webhook_secret or stored["webhook_secret"])
+    if services.github is None and services.settings.has_app_credentials:
+        from bot.github.client import GitHubApp
+        from bot.github.installations import refresh_installations_soon
+
+        services.github = GitHubApp(services.session, services.settings, metrics=services.extras.get("metrics"))
+        refresh_installations_soon(services)
+    return True

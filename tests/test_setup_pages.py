@@ -1,0 +1,189 @@
+"""GET / (setup or status) and the manifest flow's callback, against FakeGitHub."""
+from __future__ import annotations
+
+import html
+import json
+import re
+import stat
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from aiohttp import web
+
+from bot.appkeys import SERVICES
+from bot.github.client import GitHubApp, RetryPolicy
+from bot.github.installations import stop_refresh
+from bot.model import BuildRequest
+from bot.web import pages
+
+
+@pytest.fixture
+def page_client(aiohttp_client):
+    async def make(services):
+        app = web.Application()
+
+        async def ctx(app):
+            app[SERVICES] = services
+            yield
+            await stop_refresh(services)
+
+        app.cleanup_ctx.append(ctx)
+        pages.setup(app)
+        return await aiohttp_client(app)
+
+    return make
+
+
+@pytest.fixture
+async def bare_services(make_services, fake_github):
+    """No App credentials yet: what a first `serve` has."""
+    return await make_services(github_webhook_secret=None, github_api_url=fake_github.url,
+                               public_url="http://binder.example.org")
+
+
+def form_of(text: str) -> tuple[str, dict]:
+    action = html.unescape(re.search(r'<form method="post" action="([^"]+)"', text).group(1))
+    value = html.unescape(re.search(r'name="manifest" value="([^"]*)"', text).group(1))
+    return action, json.loads(value)
+
+
+def assert_no_secrets(text: str, *secrets: str) -> None:
+    for s in secrets:
+        assert s not in text
+    assert "PRIVATE KEY" not in text
+
+
+async def test_setup_page_offers_registration(bare_services, page_client, fake_github):
+    client = await page_client(bare_services)
+    resp = await client.get("/")
+    assert resp.status == 200
+    text = await resp.text()
+    assert "Register GitHub App" in text
+    action, manifest = form_of(text)
+    assert action.startswith(f"{fake_github.web_url}/settings/apps/new?state=")
+    assert manifest["hook_attributes"]["url"] == "http://binder.example.org/webhooks/github"
+    assert manifest["redirect_url"] == "http://binder.example.org/setup/callback"
+    state = parse_qs(urlsplit(action).query)["state"][0]
+    assert resp.cookies[pages.STATE_COOKIE].value == state
+    assert resp.headers["Cache-Control"] == "no-store"
+
+
+async def test_state_cookie_is_secure_behind_https(make_services, page_client, fake_github):
+    services = await make_services(github_webhook_secret=None, github_api_url=fake_github.url,
+                                   public_url="https://binder.example.org")
+    resp = await (await page_client(services)).get("/")
+    cookie = resp.headers["Set-Cookie"]
+    assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=Lax" in cookie
+
+
+async def test_setup_page_for_an_organization(bare_services, page_client, fake_github):
+    client = await page_client(bare_services)
+    text = await (await client.get("/?org=binder-examples&name=my-binder&public=on")).text()
+    action, manifest = form_of(text)
+    assert action.startswith(f"{fake_github.web_url}/organizations/binder-examples/settings/apps/new?state=")
+    assert manifest["name"] == "my-binder" and manifest["public"] is True
+
+
+async def test_setup_page_refuses_a_bad_org_and_escapes_it(bare_services, page_client):
+    client = await page_client(bare_services)
+    resp = await client.get("/", params={"org": "<script>alert(1)</script>"})
+    assert resp.status == 400
+    text = await resp.text()
+    assert "<script>alert" not in text and "&lt;script&gt;" in text
+
+
+async def test_loopback_public_url_is_warned_about(make_services, page_client, fake_github):
+    services = await make_services(github_webhook_secret=None, github_api_url=fake_github.url,
+                                   public_url="http://127.0.0.1:8080")
+    text = await (await (await page_client(services)).get("/")).text()
+    assert "loopback" in text
+
+
+async def test_full_registration_flow(bare_services, page_client, fake_github, tmp_path):
+    client = await page_client(bare_services)
+    action, _ = form_of(await (await client.get("/")).text())
+    state = parse_qs(urlsplit(action).query)["state"][0]
+    code, app = fake_github.add_manifest_code()  # what GitHub does when the user confirms
+
+    resp = await client.get("/setup/callback", params={"code": code, "state": state})
+    text = await resp.text()
+    assert resp.status == 200, text
+    assert "registered" in text and fake_github.app_slug in text
+    assert_no_secrets(text, app["webhook_secret"], app["client_secret"])
+    data_dir = bare_services.settings.data_dir
+    assert stat.S_IMODE((data_dir / "github-app.pem").stat().st_mode) == 0o600
+    # applied to this process at once
+    assert bare_services.settings.has_app_credentials
+    assert bare_services.settings.github_webhook_secret == app["webhook_secret"]
+    assert isinstance(bare_services.github, GitHubApp)
+    # and / is now the status page
+    status = await (await client.get("/")).text()
+    assert "Register GitHub App" not in status and "Installations" in status
+    assert_no_secrets(status, app["webhook_secret"], app["client_secret"])
+
+
+async def test_callback_with_an_unknown_state_converts_nothing(bare_services, page_client, fake_github):
+    client = await page_client(bare_services)
+    await client.get("/")
+    code, _ = fake_github.add_manifest_code()
+    resp = await client.get("/setup/callback", params={"code": code, "state": "forged"})
+    assert resp.status == 400
+    assert fake_github.calls("POST", "/app-manifests/{code}/conversions") == []
+    assert not (bare_services.settings.data_dir / "github-app.json").exists()
+
+
+async def test_state_is_single_use_and_bound_to_the_browser(bare_services, page_client, fake_github):
+    client = await page_client(bare_services)
+    action, _ = form_of(await (await client.get("/")).text())
+    state = parse_qs(urlsplit(action).query)["state"][0]
+    code, _ = fake_github.add_manifest_code()
+    client.session.cookie_jar.clear()  # another browser
+    resp = await client.get("/setup/callback", params={"code": code, "state": state})
+    assert resp.status == 400
+    assert fake_github.calls("POST", "/app-manifests/{code}/conversions") == []
+
+
+async def test_expired_code_shows_an_error_not_a_crash(bare_services, page_client, fake_github):
+    client = await page_client(bare_services)
+    action, _ = form_of(await (await client.get("/")).text())
+    state = parse_qs(urlsplit(action).query)["state"][0]
+    resp = await client.get("/setup/callback", params={"code": "deadbeef", "state": state})
+    assert resp.status == 400
+    assert "expired" in await resp.text()
+    assert not bare_services.settings.has_app_credentials
+
+
+async def test_callback_when_already_configured(make_services, page_client, github_settings):
+    services = await make_services(**vars(github_settings()))
+    resp = await (await page_client(services)).get("/setup/callback", params={"code": "abc", "state": "x"})
+    assert resp.status == 409
+
+
+async def test_status_page_shows_app_installations_deliveries_builds(make_services, page_client, fake_github,
+                                                                     github_settings):
+    services = await make_services(**vars(github_settings()))
+    services.github = GitHubApp(services.session, services.settings)
+    await services.gh_state.upsert_installation(11, "binder-examples", "Organization")
+    await services.gh_state.add_repos(11, [("binder-examples/requirements", False)])
+    await services.gh_state.upsert_installation(12, "sleepy", "User", suspended=True)
+    await services.deliveries.add("72d3162e-cc78-11e3-81ab-4c9367dc0958", "push", {"x-github-event": "push"},
+                                  b"{}", repo="binder-examples/<b>requirements</b>")
+    await services.builds.create(BuildRequest(owner="binder-examples", repo="requirements", sha="a" * 40,
+                                              clone_url="https://github.com/binder-examples/requirements"),
+                                 "binder-prebuild/binder-2dexamples-2drequirements-55ab5c:" + "a" * 40)
+    resp = await (await page_client(services)).get("/")
+    text = await resp.text()
+    assert resp.status == 200
+    assert fake_github.app_slug in text  # from GET /app
+    assert "binder-examples" in text and "suspended" in text
+    assert "72d3162e-cc78-11e3-81ab-4c9367dc0958" in text and "&lt;b&gt;requirements" in text
+    assert "aaaaaaaaaaaa" in text
+    assert_no_secrets(text, fake_github.webhook_secret)
+
+
+async def test_status_page_renders_when_github_is_down(make_services, page_client, fake_github, github_settings):
+    services = await make_services(**vars(github_settings(github_api_url="http://127.0.0.1:9")))
+    services.github = GitHubApp(services.session, services.settings, policy=RetryPolicy(attempts=1))
+    resp = await (await page_client(services)).get("/")
+    assert resp.status == 200
+    assert f"id {fake_github.app_id}" in await resp.text()
