@@ -127,6 +127,9 @@ async def _start(services: Services, start_workers: bool) -> None:
 
 
 async def _stop(services: Services) -> None:
+    from bot.github.installations import stop_refresh
+
+    await stop_refresh(services)  # the background installations refresh (may have been started by setup too)
     dispatcher = services.extras.get("dispatcher")
     if dispatcher is not None:
         await dispatcher.stop()
