@@ -61,7 +61,7 @@ def launch_url(public_url: str, owner: str, repo: str, ref: str, urlpath: str | 
     """BinderHub's launch URL; ``urlpath`` becomes its query parameter."""
     url = f"{_base(public_url)}/v2/gh/{quote(owner, safe='')}/{quote(repo, safe='')}/{quote(ref, safe='/')}"
     if urlpath:
-        url += "?" + urlencode({"urlpath": urlpath})
+        url += "?" + urlencode({"urlpath": urlpath}, quote_via=quote)
     return url
 
 

@@ -109,9 +109,13 @@ class _ShaState:
     sha: str
     installation_id: int | None = None
     urlpath: str | None = None
-    # the target: what GitHub should show
-    record: "BuildRecord | None" = None
-    phase: Phase | None = None
+    # the target: what GitHub should show. The check run reports one *job* (the build
+    # that runs); several records (a branch, a PR) may share it and each has a phase.
+    job_id: str | None = None
+    job_created: float = 0.0
+    members: dict[str, tuple["BuildRecord", Phase, int]] = dataclasses.field(default_factory=dict)
+    seq: int = 0
+    waiting_note: str = ""
     logs: collections.deque = dataclasses.field(default_factory=lambda: collections.deque(maxlen=60))
     override: CheckRunView | None = None  # skipped / invalid config, when no build exists
     # what GitHub shows
@@ -119,7 +123,7 @@ class _ShaState:
     run_id: int | None = None
     run_status: str | None = None
     run_conclusion: str | None = None
-    run_record: str | None = None  # the build id the run reports (its external_id)
+    run_job: str | None = None  # the job the run reports (its external_id)
     sent: dict[str, Any] | None = None
     last_edit: float = float("-inf")
     # scheduling
@@ -130,6 +134,18 @@ class _ShaState:
     @property
     def full_name(self) -> str:
         return f"{self.owner}/{self.repo}"
+
+    def current(self) -> tuple["BuildRecord | None", Phase | None]:
+        """The job's record and phase: its live records speak; if all were cancelled, the last one."""
+        live = [m for m in self.members.values() if m[1] is not Phase.CANCELLED]
+        pool = live or list(self.members.values())
+        if not pool:
+            return None, None
+        rec, phase, _ = max(pool, key=lambda m: m[2])
+        return rec, phase
+
+    def job_finished(self) -> bool:
+        return all(p.terminal_for_build for _, p, _ in self.members.values())
 
 
 @dataclasses.dataclass
@@ -230,10 +246,10 @@ class Reporter:
         st = self._sha(record.owner, record.repo, record.sha)
         if urlpath is not None:
             st.urlpath = urlpath
-        if st.record is None or st.record.id != record.id:
-            self._on_event(record, ProgressEvent(phase=record.phase, build_id=record.id))
+        if record.id not in st.members:
+            self._on_event(record, ProgressEvent(phase=record.phase, build_id=record.job_id))
         else:
-            self._update_comments(record, st.phase or record.phase)
+            self._update_comments(st)
 
     async def skipped(self, gh: GitHubAPI, skip: "Skip") -> None:
         """A sha we do not build: a skipped check run (unless one already reports on it)."""
@@ -277,22 +293,34 @@ class Reporter:
             return
         st = self._sha(record.owner, record.repo, record.sha)
         st.installation_id = record.request.installation_id or st.installation_id
-        if st.record is not None and record.id != st.record.id and record.attempt < st.record.attempt:
-            return  # a late event of an older attempt at this sha
-        if st.record is None or st.record.id != record.id:
+        if st.job_id != record.job_id:
+            if st.job_id is not None:
+                if event.phase is Phase.CANCELLED:
+                    return  # a late cancellation of a job this sha has moved on from
+                if not st.job_finished() and record.created_at < st.job_created:
+                    return  # an older job's late event
+            st.job_id, st.job_created = record.job_id, record.created_at
+            st.members.clear()
             st.logs.clear()
-            st.phase = None
-        prev = st.phase
-        st.record = record
+            st.waiting_note = ""
+        before_rec, before = st.current()
+        prev = st.members.get(record.id)
+        if prev is not None and prev[1].terminal_for_build and not event.phase.terminal_for_build:
+            return  # a message-only event after the end must not reopen the check run
+        st.seq += 1
+        st.members[record.id] = (record, event.phase, st.seq)
         if event.message and not event.phase.terminal_for_build:
-            st.logs.extend(line for line in event.message.splitlines() or [""])
-        # a message-only event after a terminal one must not reopen the check run
-        if prev is not None and prev.terminal_for_build and not event.phase.terminal_for_build:
+            if event.phase is Phase.WAITING:
+                st.waiting_note = event.message
+            else:
+                st.logs.extend(event.message.splitlines() or [""])
+        _, phase = st.current()
+        if phase is None:
             return
-        st.phase = event.phase
-        urgent = prev is None or _status_of(prev) is not _status_of(event.phase) or event.phase.terminal_for_build
+        urgent = before is None or _status_of(before) is not _status_of(phase) or (
+            phase.terminal_for_build and phase is not before)
         self._schedule_check(st, urgent=urgent)
-        self._update_comments(record, event.phase)
+        self._update_comments(st)
 
     # check runs ------------------------------------------------------------------
     def _schedule_check(self, st: _ShaState, *, urgent: bool) -> None:
@@ -327,7 +355,7 @@ class Reporter:
             st.failures = 0
         except Exception as e:
             st.failures += 1
-            build = st.record.id if st.record else "-"
+            build = st.job_id or "-"
             if st.failures > MAX_RETRIES:
                 log.error("build %s: giving up on check run for %s@%s: %s", build, st.full_name, st.sha[:12], e)
                 st.failures = 0
@@ -350,63 +378,65 @@ class Reporter:
         return handle
 
     async def _render_check(self, st: _ShaState) -> tuple[CheckRunView | None, str | None]:
-        rec, phase = st.record, st.phase
+        rec, phase = st.current()
         if rec is None or phase is None:
             return st.override, None
+        job = st.job_id
         details = self._details_url(st.owner, st.repo, st.sha)
         if phase is Phase.WAITING:
-            return render.check_queued(details), rec.id
+            note = st.waiting_note if st.waiting_note and "slot" not in st.waiting_note else ""
+            return render.check_queued(details, render.trusted(note, 300)), job
         if phase in _BUILDER_PHASES:
-            return render.check_in_progress(phase, list(st.logs), details, rec.image), rec.id
+            return render.check_in_progress(phase, list(st.logs), details, rec.image), job
         if phase is Phase.BUILT:
             launch = render.launch_url(self.services.settings.public_url, st.owner, st.repo, st.sha, st.urlpath)
             return render.check_success(image=rec.image, launch=launch, duration=rec.duration,
-                                        from_cache=rec.from_cache, details_url=details), rec.id
+                                        from_cache=rec.from_cache, details_url=details), job
         if phase is Phase.FAILED:
             return render.check_failure(reason=rec.reason, log_tail=list(rec.log_tail) or list(st.logs),
-                                        details_url=details), rec.id
-        # cancelled
+                                        details_url=details), job
+        # every record of the job was cancelled
         new = await self.services.builds.get(rec.superseded_by) if rec.superseded_by else None
         if new is not None and new.sha == rec.sha:
             return None, None  # a new attempt at this same sha takes the check run over
         return render.check_cancelled(
             new_sha=new.sha if new else None,
             new_commit_url=render.commit_url(new.request.clone_url, new.sha) if new else None,
-            reason=rec.reason, details_url=details), rec.id
+            reason=rec.reason, details_url=details), job
 
     async def _flush_check(self, st: _ShaState, gh: GitHubAPI | None) -> None:
-        view, record_id = await self._render_check(st)
+        view, job = await self._render_check(st)
         if view is None:
             return
         fields = view.as_fields()
-        if st.resolved and fields == st.sent and record_id == st.run_record:
+        if st.resolved and fields == st.sent and job == st.run_job:
             return
         client = gh or await self._client(st.installation_id)
         if client is None:
             log.info("build %s: no GitHub client for %s (installation %s); check run not updated",
-                     record_id, st.full_name, st.installation_id)
+                     job, st.full_name, st.installation_id)
             return
         await self._resolve_run(client, st)
         create = st.run_id is None
-        if not create and record_id is None:
+        if not create and job is None:
             return  # a skip or config error never replaces a run that already reports on this sha
-        if not create and st.run_record != record_id and st.run_status == CheckStatus.COMPLETED.value:
+        if not create and st.run_job != job and st.run_status == CheckStatus.COMPLETED.value:
             if view.conclusion is Conclusion.SUCCESS and st.run_conclusion == Conclusion.SUCCESS.value:
-                st.run_record, st.sent = record_id, fields  # already says ready: nothing new to tell
+                st.run_job, st.sent = job, fields  # already says ready: nothing new to tell
                 return
             create = True  # a new attempt at a finished sha gets a new run (as GitHub advises for re-runs)
-        if not create and fields == st.sent and record_id == st.run_record:
+        if not create and fields == st.sent and job == st.run_job:
             return
         body = dict(fields)
-        if record_id is not None:
-            body["external_id"] = record_id
+        if job is not None:
+            body["external_id"] = job
         if view.status is CheckStatus.COMPLETED:
             body["completed_at"] = _now_iso()
         if create:
             data = await client.post("/repos/{owner}/{repo}/check-runs", {"owner": st.owner, "repo": st.repo},
                                      data={"name": CHECK_NAME, "head_sha": st.sha, **body})
             st.run_id = int(data["id"])
-            log.info("build %s: created check run %s on %s@%s (%s)", record_id, st.run_id, st.full_name,
+            log.info("build %s: created check run %s on %s@%s (%s)", job, st.run_id, st.full_name,
                      st.sha[:12], view.status.value)
         else:
             try:
@@ -421,7 +451,7 @@ class Reporter:
                 st.run_id = int(data["id"])
         st.run_status = view.status.value
         st.run_conclusion = view.conclusion.value if view.conclusion else None
-        st.run_record = record_id
+        st.run_job = job
         st.sent = fields
         st.last_edit = asyncio.get_running_loop().time()
         status_text = st.run_status if not st.run_conclusion else f"{st.run_status}:{st.run_conclusion}"
@@ -454,7 +484,7 @@ class Reporter:
             st.run_id = int(run["id"])
             st.run_status = run.get("status")
             st.run_conclusion = run.get("conclusion")
-            st.run_record = run.get("external_id") or None
+            st.run_job = run.get("external_id") or None
         st.resolved = True
 
     # the PR comment --------------------------------------------------------------
@@ -472,31 +502,29 @@ class Reporter:
         pr.may_create = pr.may_create or may_create
         self._queue_comment(pr)
 
-    def _update_comments(self, record: "BuildRecord", phase: Phase) -> None:
-        k = (_key(record.owner, record.repo), record.sha)
-        numbers = set(self._prs_by_sha.get(k) or ())
-        req_pr = record.request.pr_number
-        if req_pr is not None:
-            numbers.add(req_pr)
-        for n in numbers:
-            pr = self._pr(record.owner, record.repo, n, create=False)
-            if pr is None:
-                if phase is Phase.CANCELLED or n != req_pr:
+    def _update_comments(self, st: _ShaState) -> None:
+        """Tell every PR whose head is this sha what its build is doing now."""
+        rec, phase = st.current()
+        if rec is None or phase is None or phase is Phase.CANCELLED:
+            return  # superseded (the new head speaks) or closed (pr_closed speaks)
+        if phase is Phase.BUILT:
+            state, reason = CommentState.READY, None
+        elif phase is Phase.FAILED:
+            state, reason = CommentState.FAILED, rec.reason
+        else:
+            state, reason = CommentState.BUILDING, None
+        numbers = set(self._prs_by_sha.get((_key(st.owner, st.repo), st.sha)) or ())
+        from_requests = {r.request.pr_number: r for r, _, _ in st.members.values() if r.request.pr_number is not None}
+        for n in numbers | set(from_requests):
+            if self._pr(st.owner, st.repo, n, create=False) is None:
+                if n not in from_requests:
                     continue
                 # after a restart: the request tells us enough to keep its comment current
-                pr = self._pr(record.owner, record.repo, n)
+                pr = self._pr(st.owner, st.repo, n)
                 assert pr is not None
-                pr.head_sha, pr.branch = record.sha, record.request.branch
-                pr.installation_id = record.request.installation_id
-            if phase is Phase.BUILT:
-                state, reason = CommentState.READY, None
-            elif phase is Phase.FAILED:
-                state, reason = CommentState.FAILED, record.reason
-            elif phase is Phase.CANCELLED:
-                continue  # superseded (the new head speaks) or closed (pr_closed speaks)
-            else:
-                state, reason = CommentState.BUILDING, None
-            self._set_pr_state(record.owner, record.repo, n, record.sha, state, reason, may_create=True)
+                req = from_requests[n].request
+                pr.head_sha, pr.branch, pr.installation_id = st.sha, req.branch, req.installation_id
+            self._set_pr_state(st.owner, st.repo, n, st.sha, state, reason, may_create=True)
 
     def _queue_comment(self, pr: _PrState) -> None:
         if pr.flush_queued:

@@ -106,12 +106,12 @@ async def head_commit_message(gh: GitHubAPI, services: "Services", owner: str, r
     if key in cache:
         return cache[key]
     try:
-        data = await gh.getitem("/repos/{owner}/{repo}/git/commits/{sha}", {"owner": owner, "repo": repo, "sha": sha})
+        data = await gh.getitem("/repos/{owner}/{repo}/commits/{sha}", {"owner": owner, "repo": repo, "sha": sha})
     except gidgethub.BadRequest as e:
         if e.status_code not in (404, 422):
             raise
         return None
-    message = data.get("message") if isinstance(data, dict) else None
+    message = ((data.get("commit") or {}).get("message")) if isinstance(data, dict) else None
     cache[key] = message
     return message
 
