@@ -182,3 +182,36 @@ async def test_background_refresh_is_stoppable(make_services, fake_github, githu
 
 async def test_no_credentials_no_refresh(services):
     assert refresh_installations_soon(services) is None
+
+
+# --- through the real receiver and dispatcher -------------------------------------------------
+
+async def test_signed_installation_deliveries_update_the_store(make_services, webhook_client, webhook_secret,
+                                                               fake_github, github_settings):
+    from gidgethub.routing import Router
+
+    from bot.webhooks.dispatcher import Dispatcher
+    from tests import payloads
+
+    services = await make_services(**vars(github_settings(github_webhook_secret=webhook_secret)))
+    services.github = GitHubApp(services.session, services.settings, policy=FAST)
+    client = await webhook_client(services)
+    dispatcher = Dispatcher(services, Router(installations.router), idle_poll=0.05)
+    await dispatcher.start()
+    try:
+        for name in ("installation.created", "installation_repositories.added", "installation.suspend"):
+            headers, raw = payloads.signed(name.split(".")[0], payload(name), webhook_secret)
+            resp = await client.post("/webhooks/github", data=raw, headers=headers)
+            assert resp.status == 202, await resp.text()
+            delivery = headers["X-GitHub-Delivery"]
+            for _ in range(200):
+                row = await services.deliveries.get(delivery)
+                if row["state"] == "done":
+                    break
+                await asyncio.sleep(0.02)
+            assert row["state"] == "done", row
+    finally:
+        await dispatcher.stop(grace=1)
+    assert len(await repos_of(services)) == 3
+    assert (await services.gh_state.installations())[0]["suspended"] == 1
+    assert fake_github.requests == []  # installation events need no GitHub call
