@@ -24,6 +24,7 @@ import base64
 import copy
 import dataclasses
 import datetime
+import functools
 import json
 import re
 import time
@@ -31,7 +32,6 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import kubernetes_validate
 from aiohttp import web
 
 K8S_VERSION = "1.30"
@@ -142,16 +142,34 @@ def check_metadata(obj: dict[str, Any], kind: str) -> list[str]:
     return errors
 
 
+@functools.lru_cache(maxsize=None)
+def _schema_validator(kind: str, version: str) -> Any:
+    """kubernetes-validate's strict schema for ``kind``, loaded once.
+
+    ``kubernetes_validate.validate`` re-reads the (large) definitions file on every
+    call (~20 ms); the fake validates every object it receives, so it builds the
+    same validator the same way (same files, same Draft 2020-12 validator) once.
+    """
+    import jsonschema
+    from kubernetes_validate.utils import schema_contents
+    from referencing import Registry, Resource
+
+    schema_dir = f"kubernetes-json-schema/v{version}.0-local-strict"
+    schema = schema_contents(f"{schema_dir}/{kind.lower()}-v1.json", version)
+    defs = schema_contents(f"{schema_dir}/_definitions.json", version)
+    registry = Resource.from_contents(defs) @ (Resource.from_contents(schema) @ Registry())
+    return jsonschema.validators.Draft202012Validator(schema, registry=registry)
+
+
 def validate(obj: dict[str, Any], kind: str, version: str = K8S_VERSION) -> list[str]:
-    """Schema (kubernetes-validate, strict) and metadata errors; empty when valid."""
+    """Schema (kubernetes-validate's strict schema) and metadata errors; empty when valid."""
     body = dict(obj)
     body.setdefault("apiVersion", "v1")
     body.setdefault("kind", kind)
     errors = check_metadata(body, kind)
-    try:
-        kubernetes_validate.validate(body, version, strict=True)
-    except kubernetes_validate.ValidationError as e:
-        errors.append(str(e).splitlines()[0])
+    error = next(iter(_schema_validator(kind, version).iter_errors(body)), None)
+    if error is not None:
+        errors.append(f"{'.'.join(str(p) for p in error.absolute_path) or '(root)'}: {error.message}")
     return errors
 
 
@@ -284,7 +302,7 @@ class FakeKubernetes:
     def compact(self) -> None:
         """Drop the event history: a watch resuming from an older resourceVersion gets 410."""
         self.history.clear()
-        self.oldest_rv = self._rv
+        self.oldest_rv = self._rv + 1  # every version handed out so far is now too old
 
     def cut_watches(self) -> None:
         """End every open watch (as an API server restart would)."""
