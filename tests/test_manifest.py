@@ -136,12 +136,16 @@ async def test_existing_credentials_are_not_overwritten(fake_github, session, tm
     assert (tmp_path / "github-app.json").read_text() == before
 
 
-async def test_conversion_retries_a_5xx(fake_github, session, tmp_path):
+async def test_conversion_retries_a_5xx_and_logs_no_code(fake_github, session, tmp_path, caplog):
     settings = Settings(github_api_url=fake_github.url, data_dir=tmp_path)
-    code, _ = fake_github.add_manifest_code()
+    code, app = fake_github.add_manifest_code()
     fake_github.inject("POST", "/app-manifests/{code}/conversions", Fault.server_error(502))
+    caplog.set_level("DEBUG")
     await mf.convert(session, settings, code, policy=FAST)
     assert [r.status for r in fake_github.calls("POST", "/app-manifests/{code}/conversions")] == [502, 201]
+    assert "502 on POST" in caplog.text
+    for secret in (code, app["webhook_secret"], app["client_secret"], "PRIVATE KEY"):
+        assert secret not in caplog.text
 
 
 def test_no_stored_credentials(tmp_path):

@@ -21,6 +21,7 @@ import dataclasses
 import email.utils
 import logging
 import random
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
@@ -103,6 +104,14 @@ def exhausted_until(headers: Mapping[str, str]) -> float | None:
     return None
 
 
+_MANIFEST_CODE = re.compile(r"(/app-manifests/)[^/]+")
+
+
+def loggable_url(url: str) -> str:
+    """The URL for a log line: the one-time manifest code (worth an App's secrets) masked."""
+    return _MANIFEST_CODE.sub(r"\1***", url)
+
+
 class RateGate:
     """A shared "do not call before" time for one identity (the App, or one installation)."""
 
@@ -181,6 +190,7 @@ class GitHubClient(gidgethub.aiohttp.GitHubAPI):
     async def _request(self, method: str, url: str, headers: Mapping[str, str],
                        body: bytes = b"") -> tuple[int, Mapping[str, str], bytes]:
         p = self.policy
+        shown = loggable_url(url)
         headers = dict(headers)
         explicit_auth = "authorization" in headers  # a caller passed jwt= / oauth_token=
         auth_value = None
@@ -192,7 +202,7 @@ class GitHubClient(gidgethub.aiohttp.GitHubAPI):
         while True:
             wait = self.gate.wait_time(time.time())
             if 0 < wait <= p.max_rate_wait:
-                log.info("github %s: rate limited, waiting %.1fs before %s %s", self.label, wait, method, url)
+                log.info("github %s: rate limited, waiting %.1fs before %s %s", self.label, wait, method, shown)
                 await self.sleep(wait)
             attempt += 1
             try:
@@ -200,10 +210,10 @@ class GitHubClient(gidgethub.aiohttp.GitHubAPI):
             except (aiohttp.ClientError, asyncio.TimeoutError) as e:
                 self._count("error")
                 if attempt >= p.attempts:
-                    raise GitHubUnreachable(f"{method} {url}: {type(e).__name__}: {e}") from e
+                    raise GitHubUnreachable(f"{method} {shown}: {type(e).__name__}: {e}") from e
                 delay = p.delay(attempt, random.random())
                 log.warning("github %s: %s %s failed (%s: %s); retry %d in %.1fs",
-                            self.label, method, url, type(e).__name__, e, attempt, delay)
+                            self.label, method, shown, type(e).__name__, e, attempt, delay)
                 await self.sleep(delay)
                 continue
             self._count(str(status))
@@ -213,7 +223,7 @@ class GitHubClient(gidgethub.aiohttp.GitHubAPI):
             if status == 401 and self.auth is not None and not explicit_auth and not reauthed:
                 reauthed = True
                 log.info("github %s: 401 on %s %s; dropping the cached credential and retrying once",
-                         self.label, method, url)
+                         self.label, method, shown)
                 assert auth_value is not None
                 self.auth.invalidate(auth_value)
                 auth_value = await self.auth.header()
@@ -223,16 +233,16 @@ class GitHubClient(gidgethub.aiohttp.GitHubAPI):
             if wait is not None:
                 if wait > p.max_rate_wait or rate_waits >= p.rate_retries:
                     log.warning("github %s: rate limited on %s %s for %.0fs; not waiting", self.label,
-                                method, url, wait)
+                                method, shown, wait)
                     return status, rheaders, rbody
                 rate_waits += 1
                 self.gate.block(time.time() + wait)
                 log.warning("github %s: rate limited (%d) on %s %s; waiting %.1fs", self.label, status,
-                            method, url, wait)
+                            method, shown, wait)
                 continue  # the gate makes the wait, shared with other clients of this identity
             if status >= 500 and attempt < p.attempts:
                 delay = p.delay(attempt, random.random())
-                log.warning("github %s: %d on %s %s; retry %d in %.1fs", self.label, status, method, url,
+                log.warning("github %s: %d on %s %s; retry %d in %.1fs", self.label, status, method, shown,
                             attempt, delay)
                 await self.sleep(delay)
                 continue
