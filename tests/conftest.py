@@ -338,3 +338,81 @@ async def k8s_builder(fake_k8s, tmp_path):
         await b.close()
 # END Kubernetes fixtures
 # ======================================================================
+
+
+# ======================================================================
+# BEGIN launcher fixtures (launcher engineer)
+#   real_hub  - a real JupyterHub + configurable-http-proxy on loopback (session-scoped),
+#               spawning real jupyterhub-singleuser processes (tests/real_hub.py)
+#   hub       - real_hub, with every Hub user deleted after the test
+#   launcher  - await launcher(hub=None, **settings) -> tests.real_hub.LauncherHarness:
+#               launcher routes + /health over a real store, scheduler, FakeGitHub
+# ======================================================================
+import pytest as _ln_pytest
+
+
+@_ln_pytest.fixture(scope="session")
+def real_hub(tmp_path_factory):
+    from tests.real_hub import start_hub
+
+    try:
+        hub = start_hub(tmp_path_factory.mktemp("jupyterhub"))
+    except RuntimeError as e:
+        _ln_pytest.fail(f"could not start JupyterHub: {e}", pytrace=False)
+    try:
+        yield hub
+    finally:
+        hub.stop()
+
+
+@_ln_pytest.fixture
+def hub(real_hub):
+    real_hub.delete_all_users()
+    yield real_hub
+    real_hub.delete_all_users()
+
+
+@_ln_pytest.fixture
+async def launcher(aiohttp_client, fake_github, tmp_path):
+    from tests.real_hub import make_harness
+
+    closers = []
+
+    async def make(hub=None, **settings):
+        harness, close = await make_harness(aiohttp_client, fake_github, tmp_path / f"ln{len(closers)}",
+                                            hub=hub, **settings)
+        closers.append(close)
+        return harness
+
+    yield make
+    for close in reversed(closers):
+        await close()
+# END launcher fixtures
+# ======================================================================
+
+
+# ======================================================================
+# BEGIN feedback fixtures (GitHub feedback engineer: check runs, PR comment, commands)
+#   prebuild_bot  - await prebuild_bot(**settings_overrides) -> tests/feedback_harness.Bot:
+#                   the real create_app (webhook route, dispatcher, scheduler, feedback)
+#                   with GitHub faked by fake_github and an InstantBuilder; call it again
+#                   with same_store=True / inst=... to "restart" against the same FakeGitHub
+# ======================================================================
+import pytest as _fb_pytest
+
+
+@_fb_pytest.fixture
+def prebuild_bot(fake_github, github_settings, aiohttp_client, monkeypatch, tmp_path):
+    from tests.feedback_harness import start_bot
+
+    made = []
+
+    async def make(*, data_dir=None, **kwargs):
+        data_dir = data_dir or tmp_path / f"bot{len(made)}"
+        b = await start_bot(fake_github, github_settings, aiohttp_client, monkeypatch, data_dir=data_dir, **kwargs)
+        made.append(b)
+        return b
+
+    return make
+# END feedback fixtures
+# ======================================================================

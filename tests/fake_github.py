@@ -1154,3 +1154,49 @@ class FakeGitHub:
              "_comment": c["id"]}
         self.reactions.append(r)
         return json_response(self._public(r), 201)
+
+
+# ======================================================================
+# BEGIN launcher additions (launcher engineer): conditional requests and the sha media type
+#   GitHub answers GETs of a repository and of a commit with an ETag; a request whose
+#   If-None-Match matches gets 304 (empty body, no rate-limit cost). ``GET
+#   /repos/{owner}/{repo}/commits/{ref}`` with ``Accept: application/vnd.github.sha``
+#   answers the bare 40-hex sha as text. Both wrap the handlers above (whatever they
+#   answer, these rules apply on top), so changes there carry over.
+# ======================================================================
+SHA_MEDIA_TYPE = "application/vnd.github.sha"
+
+
+def _conditional(handler: Any, *, sha_media: bool = False) -> Any:
+    async def wrapped(self: FakeGitHub, request: web.Request, params: dict[str, str], ctx: Ctx) -> web.Response:
+        resp = await handler(self, request, params, ctx)
+        if resp.status != 200:
+            return resp
+        headers: dict[str, str] = {}
+        body = resp.body if isinstance(resp.body, bytes) else b""
+        content_type = resp.headers.get("Content-Type", "application/json; charset=utf-8")
+        if sha_media and SHA_MEDIA_TYPE in request.headers.get("Accept", ""):
+            body = json.loads(body)["sha"].encode()
+            content_type = f"{SHA_MEDIA_TYPE}; charset=utf-8"
+        etag = 'W/"' + hashlib.sha256(content_type.encode() + b"\0" + body).hexdigest()[:40] + '"'
+        headers["ETag"] = etag
+        headers["Cache-Control"] = "private, max-age=60, s-maxage=60"
+        headers["Vary"] = "Accept, Authorization, Cookie, X-GitHub-OTP"
+        tags = [t.strip() for t in request.headers.get("If-None-Match", "").split(",") if t.strip()]
+        if etag in tags or "*" in tags:
+            return web.Response(status=304, headers=headers)
+        out = web.Response(body=body, status=200, headers=headers)
+        out.headers["Content-Type"] = content_type
+        return out
+
+    spec = getattr(handler, "_fake_route")
+    wrapped._fake_route = spec  # type: ignore[attr-defined]
+    wrapped.__name__ = handler.__name__
+    wrapped.__doc__ = handler.__doc__
+    return wrapped
+
+
+FakeGitHub.get_commit = _conditional(FakeGitHub.get_commit, sha_media=True)  # type: ignore[method-assign]
+FakeGitHub.get_repo = _conditional(FakeGitHub.get_repo)  # type: ignore[method-assign]
+# END launcher additions
+# ======================================================================

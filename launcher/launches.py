@@ -1,0 +1,424 @@
+"""Launches in progress: image ready -> start it; build running -> attach; missing -> build.
+
+One ``Launch`` per (browser, image): its events are kept (bounded) and numbered, so
+a client that reconnects (EventSource sends ``Last-Event-ID``) or reloads the page
+replays them and follows the same launch instead of starting a second build or a
+second server. The launch runs as a task of its own, independent of any connection.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import dataclasses
+import enum
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+from bot.images import image_repository
+from bot.model import BuildRequest, BuildState, Phase, Trigger
+from launcher.hub import HubError, HubUnavailable
+from launcher.resolve import Access, GitHubDown, NotServed, RepoInfo, Resolver
+from launcher.spec import RepoSpec, new_launch_token, server_url, username_for
+
+if TYPE_CHECKING:
+    from bot.services import Services
+    from bot.store.builds import BuildRecord
+    from launcher.quotas import ServerCounter
+
+log = logging.getLogger(__name__)
+
+TERMINAL = frozenset({Phase.READY.value, Phase.FAILED.value, Phase.CANCELLED.value})
+HISTORY = 2000  # events kept per launch for replay
+
+
+class Outcome(str, enum.Enum):
+    READY = "ready"
+    FAILED = "failed"  # the build failed, or the server did
+    TIMEOUT = "timeout"
+    CANCELLED = "cancelled"
+    NOT_BUILT = "not_built"
+    QUOTA = "quota"
+    HUB_DOWN = "hub_unavailable"
+    ERROR = "error"
+
+
+@dataclasses.dataclass(frozen=True)
+class LaunchTarget:
+    """Everything the request decided: what to launch and for whom."""
+
+    spec: RepoSpec
+    sha: str
+    image: str
+    access: Access
+    repo: RepoInfo | None  # None: taken from the build record, or fetched when a build is needed
+    launch_host: str  # BINDER_LAUNCH_HOST: our public URL, with a trailing slash
+
+
+class Launch:
+    """A launch's numbered event history plus a wake-up for its followers."""
+
+    def __init__(self, launch_id: str, target: LaunchTarget, client: str | None) -> None:
+        self.id = launch_id
+        self.target = target
+        self.client = client
+        self.created = time.monotonic()
+        self.task: asyncio.Task[None] | None = None
+        self.outcome: Outcome | None = None
+        self._events: collections.deque[tuple[int, dict[str, Any]]] = collections.deque(maxlen=HISTORY)
+        self._seq = 0
+        self._changed = asyncio.Event()
+
+    @property
+    def started(self) -> bool:
+        return self.task is not None
+
+    @property
+    def finished(self) -> bool:
+        return self.outcome is not None
+
+    @property
+    def last_id(self) -> int:
+        return self._seq
+
+    def emit(self, phase: Phase | str, message: str = "", **extra: Any) -> None:
+        msg: dict[str, Any] = {"phase": phase.value if isinstance(phase, Phase) else phase, "message": message}
+        msg.update({k: v for k, v in extra.items() if v is not None})
+        self._seq += 1
+        self._events.append((self._seq, msg))
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    def history(self, after: int = 0) -> list[tuple[int, dict[str, Any]]]:
+        return [(i, m) for i, m in self._events if i > after]
+
+    async def follow(self, after: int = 0, keepalive: float = 15.0
+                     ) -> AsyncIterator[tuple[int, dict[str, Any]] | None]:
+        """Events after ``after`` (replayed, then live) up to a terminal one; None = keepalive time."""
+        while True:
+            changed = self._changed
+            for i, msg in self.history(after):
+                after = i
+                yield i, msg
+                if msg["phase"] in TERMINAL:
+                    return
+            try:
+                await asyncio.wait_for(changed.wait(), keepalive)
+            except asyncio.TimeoutError:
+                yield None
+
+
+def _progress_for(phase: Phase) -> float:
+    """Where the page's bar stands in each phase (0..1)."""
+    return {
+        Phase.WAITING: 0.05, Phase.FETCHING: 0.15, Phase.BUILDING: 0.3, Phase.PUSHING: 0.7,
+        Phase.BUILT: 0.8, Phase.LAUNCHING: 0.85, Phase.READY: 1.0,
+    }.get(phase, 0.0)
+
+
+class LaunchManager:
+    def __init__(self, services: "Services", resolver: Resolver, counter: "ServerCounter | None", *,
+                 keepalive: float = 15.0, keep_ready: float = 120.0, keep_failed: float = 60.0,
+                 reserve_ttl: float = 600.0, status_poll: float = 30.0) -> None:
+        self.services = services
+        self.resolver = resolver
+        self.counter = counter
+        self.keepalive = keepalive
+        self.keep_ready = keep_ready
+        self.keep_failed = keep_failed
+        self.reserve_ttl = reserve_ttl
+        self.status_poll = status_poll
+        self._by_id: dict[str, Launch] = {}
+        self._by_client: dict[tuple[str, str], str] = {}
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._cleanups: set[asyncio.Task[None]] = set()
+
+    # -- bookkeeping ------------------------------------------------------------
+    def get(self, launch_id: str | None) -> Launch | None:
+        return self._by_id.get(launch_id or "")
+
+    def for_client(self, client: str | None, image: str) -> Launch | None:
+        """This browser's launch of this image: in progress, or ready a moment ago (not failed ones)."""
+        if not client:
+            return None
+        launch = self.get(self._by_client.get((client, image)))
+        if launch is None or launch.outcome not in (None, Outcome.READY):
+            return None
+        return launch
+
+    def create(self, target: LaunchTarget, client: str | None) -> Launch:
+        launch = Launch(secrets.token_urlsafe(12), target, client)
+        self._by_id[launch.id] = launch
+        if client:
+            self._by_client[(client, target.image)] = launch.id
+        self._expire_later(launch, self.reserve_ttl, only_unstarted=True)
+        return launch
+
+    def _expire_later(self, launch: Launch, delay: float, only_unstarted: bool = False) -> None:
+        loop = asyncio.get_running_loop()
+        old = self._timers.pop(launch.id, None)
+        if old is not None:
+            old.cancel()
+
+        def expire() -> None:
+            self._timers.pop(launch.id, None)
+            if only_unstarted and launch.started:
+                return
+            self._by_id.pop(launch.id, None)
+            key = (launch.client or "", launch.target.image)
+            if self._by_client.get(key) == launch.id:
+                del self._by_client[key]
+
+        self._timers[launch.id] = loop.call_later(delay, expire)
+
+    def start(self, launch: Launch) -> None:
+        """Run the launch (once, whoever asks first)."""
+        if launch.task is None:
+            launch.task = asyncio.create_task(self._run(launch), name=f"launch-{launch.id}")
+
+    def in_progress(self) -> int:
+        return sum(1 for launch in self._by_id.values() if launch.started and not launch.finished)
+
+    async def close(self) -> None:
+        for handle in self._timers.values():
+            handle.cancel()
+        tasks = [launch.task for launch in self._by_id.values() if launch.task and not launch.task.done()]
+        tasks += list(self._cleanups)
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+
+    # -- the launch -------------------------------------------------------------
+    def _finish(self, launch: Launch, outcome: Outcome) -> None:
+        launch.outcome = outcome
+        metrics = self.services.extras.get("metrics")
+        if metrics is not None:
+            metrics.launches.labels(outcome=outcome.value).inc()
+            if outcome is Outcome.READY:
+                metrics.launch_duration.observe(time.monotonic() - launch.created)
+        self._expire_later(launch, self.keep_ready if outcome is Outcome.READY else self.keep_failed)
+
+    async def _run(self, launch: Launch) -> None:
+        t = launch.target
+        log.info("launch %s: %s@%s (%s)", launch.id, t.spec.full_name, t.sha[:12], t.image)
+        try:
+            record = await self._wait_for_image(launch)
+            if record is None:
+                return
+            await self._start_server(launch, record)
+        except asyncio.CancelledError:
+            if not launch.finished:
+                launch.emit(Phase.CANCELLED, "The service is shutting down; please try again in a moment.")
+                self._finish(launch, Outcome.CANCELLED)
+            raise
+        except (NotServed, GitHubDown) as e:
+            launch.emit(Phase.FAILED, str(e))
+            self._finish(launch, Outcome.ERROR)
+        except Exception:
+            log.exception("launch %s: failed unexpectedly", launch.id)
+            launch.emit(Phase.FAILED, "The launch failed because of an internal error; please try again.")
+            self._finish(launch, Outcome.ERROR)
+        finally:
+            if not launch.finished:  # every path above finishes; this guards against a missed one
+                self._finish(launch, Outcome.ERROR)
+
+    async def _build_request(self, launch: Launch) -> BuildRequest:
+        t = launch.target
+        repo = t.repo or await self.resolver.repo(t.spec, t.access)
+        self.resolver.check_visibility(t.spec, t.access, repo.private)
+        return BuildRequest(
+            owner=t.spec.owner, repo=t.spec.repo, sha=t.sha, clone_url=repo.clone_url,
+            installation_id=t.access.installation_id, private=repo.private,
+            default_branch=repo.default_branch, trigger=Trigger.LAUNCH)
+
+    def _built(self, launch: Launch, record: "BuildRecord | None", message: str) -> None:
+        launch.emit(Phase.BUILT, message, imageName=launch.target.image, progress=_progress_for(Phase.BUILT))
+
+    async def _wait_for_image(self, launch: Launch) -> "BuildRecord | None":
+        """Follow (or start) the image's build; the record that says it is built, or None (failed)."""
+        services = self.services
+        t = launch.target
+        scheduler = services.scheduler
+        assert scheduler is not None
+        async with services.bus.subscribe(t.image) as queue:
+            record = await scheduler.status(t.spec.owner, t.spec.repo, t.sha)
+            submitted = False
+            if record is not None and record.state is BuildState.BUILT:
+                self._built(launch, record, "The image is prebuilt.")
+                return record
+            if record is None or record.state.finished:
+                if not services.settings.build_on_launch:
+                    exists = await services.images.exists(t.image) if services.images is not None else None
+                    if exists:
+                        self._built(launch, None, "The image is in the registry.")
+                        return record or _NO_RECORD
+                    launch.emit(Phase.FAILED, _not_prebuilt(t.spec))
+                    self._finish(launch, Outcome.NOT_BUILT)
+                    return None
+                record = await scheduler.submit(await self._build_request(launch))
+                submitted = True
+                if record.state is BuildState.BUILT:
+                    self._built(launch, record, "The image is in the registry.")
+                    return record
+                launch.emit(record.phase, "Building the image: this repository's environment was not prebuilt "
+                            "for this commit yet.", progress=_progress_for(record.phase))
+            else:
+                launch.emit(record.phase, "A build of this commit is running; following it.",
+                            progress=_progress_for(record.phase))
+            while True:
+                try:
+                    event = await asyncio.wait_for(queue.get(), self.status_poll)
+                except asyncio.TimeoutError:
+                    # a dropped event must not leave us waiting: the store has the outcome
+                    record = await scheduler.status(t.spec.owner, t.spec.repo, t.sha)
+                    if record is not None and record.state is BuildState.BUILT:
+                        self._built(launch, record, "The image is built.")
+                        return record
+                    if record is not None and record.state in (BuildState.FAILED, BuildState.CANCELLED):
+                        event_phase, message = Phase(record.state.value), record.reason or record.state.value
+                    else:
+                        continue
+                else:
+                    event_phase, message = event.phase, event.message
+                    if event_phase is Phase.BUILT:
+                        self._built(launch, None, message or "The image is built.")
+                        return await scheduler.status(t.spec.owner, t.spec.repo, t.sha) or _NO_RECORD
+                if event_phase is Phase.FAILED:
+                    launch.emit(Phase.FAILED, f"The build failed: {message}" if message else "The build failed.")
+                    self._finish(launch, Outcome.FAILED)
+                    return None
+                if event_phase is Phase.CANCELLED:
+                    if services.settings.build_on_launch and not submitted:
+                        # the build we followed was superseded (a newer push): build this commit ourselves
+                        record = await scheduler.submit(await self._build_request(launch))
+                        submitted = True
+                        if record.state is BuildState.BUILT:
+                            self._built(launch, record, "The image is in the registry.")
+                            return record
+                        launch.emit(record.phase, "The build we followed was cancelled; building this commit.")
+                        continue
+                    launch.emit(Phase.CANCELLED, f"The build was cancelled: {message}" if message
+                                else "The build was cancelled.")
+                    self._finish(launch, Outcome.CANCELLED)
+                    return None
+                launch.emit(event_phase, message, progress=_progress_for(event_phase))
+
+    def _user_options(self, launch: Launch, record: "BuildRecord", token: str, repo_url: str) -> dict[str, Any]:
+        t = launch.target
+        html = repo_url.removesuffix(".git")
+        if t.repo is not None:
+            html = t.repo.html_url
+        return {
+            "image": t.image,
+            "token": token,
+            "repo_url": repo_url,
+            "ref": t.sha,
+            "binder_ref_url": f"{html}/tree/{t.sha}",
+            "binder_launch_host": t.launch_host,
+            "binder_request": t.spec.request_path,
+            "binder_persistent_request": t.spec.persistent_path(t.sha),
+        }
+
+    async def _start_server(self, launch: Launch, record: "BuildRecord") -> None:
+        services = self.services
+        t = launch.target
+        hub = services.hub
+        if hub is None:
+            launch.emit(Phase.FAILED, "This service has no JupyterHub configured (JUPYTERHUB_API_URL), "
+                                      "so it cannot start servers.")
+            self._finish(launch, Outcome.HUB_DOWN)
+            return
+        if record is _NO_RECORD or record is None:
+            request = await self._build_request(launch)
+            repo_url = request.clone_url
+        else:
+            repo_url = record.request.clone_url
+            self.resolver.check_visibility(t.spec, t.access, record.request.private)
+        user = username_for(t.spec.owner, t.spec.repo)
+        timeout = services.settings.launch_timeout
+        launch.emit(Phase.LAUNCHING, "Launching a server for you.", progress=_progress_for(Phase.LAUNCHING))
+        created = False
+        admitted = False
+        try:
+            if self.counter is not None:
+                refusal = await self.counter.admit(
+                    user, image_repository(t.image), services.settings.max_servers,
+                    services.settings.max_servers_per_repo, t.spec.full_name)
+                if refusal is not None:
+                    launch.emit(Phase.FAILED, refusal.message, limit=refusal.limit.value,
+                                retryAfter=refusal.retry_after)
+                    self._finish(launch, Outcome.QUOTA)
+                    return
+                admitted = True
+            token = new_launch_token()
+            async with asyncio.timeout(timeout):
+                await hub.create_user(user)
+                created = True
+                await hub.start_server(user, self._user_options(launch, record, token, repo_url))
+                async with contextlib.aclosing(hub.progress(user, timeout=timeout)) as events:
+                    async for event in events:
+                        if event.get("failed"):
+                            raise HubError(500, str(event.get("message") or "the server failed to start"))
+                        if event.get("ready"):
+                            break
+                        if event.get("message"):
+                            hub_progress = event.get("progress")
+                            frac = None
+                            if isinstance(hub_progress, (int, float)):
+                                frac = 0.85 + 0.15 * max(0.0, min(100.0, float(hub_progress))) / 100
+                            launch.emit(Phase.LAUNCHING, str(event["message"]), progress=frac)
+            url = server_url(hub.public_url, user)
+            log.info("launch %s: server of %s is ready", launch.id, user)
+            launch.emit(Phase.READY, f"Server ready at {url}", url=url, token=token, image=t.image,
+                        repo_url=repo_url, progress=1.0)
+            self._finish(launch, Outcome.READY)
+        except TimeoutError:
+            log.warning("launch %s: server of %s not ready after %s s", launch.id, user, timeout)
+            launch.emit(Phase.FAILED, f"The server did not start within {timeout} seconds, so the launch "
+                                      "was given up. Please try again later.")
+            self._finish(launch, Outcome.TIMEOUT)
+        except HubUnavailable as e:
+            log.warning("launch %s: hub unavailable: %s", launch.id, e.message)
+            launch.emit(Phase.FAILED, f"JupyterHub is not reachable right now ({e.message}). "
+                                      "Please try again in a few minutes.")
+            self._finish(launch, Outcome.HUB_DOWN)
+        except HubError as e:
+            log.warning("launch %s: hub refused: %s %s", launch.id, e.status, e.message)
+            launch.emit(Phase.FAILED, f"JupyterHub could not start the server: {e.message}")
+            self._finish(launch, Outcome.FAILED)
+        finally:
+            if admitted and self.counter is not None:
+                self.counter.release(user)
+            if created and launch.outcome is not Outcome.READY:
+                self._cleanup_user(user)
+
+    def _cleanup_user(self, user: str) -> None:
+        """Stop and delete a user whose launch failed (in the background)."""
+        hub = self.services.hub
+
+        async def delete() -> None:
+            try:
+                await hub.delete_user(user)
+            except Exception as e:  # the culler removes it later
+                log.warning("could not delete hub user %s after a failed launch: %s", user, e)
+
+        task = asyncio.create_task(delete(), name=f"delete-{user}")
+        self._cleanups.add(task)
+        task.add_done_callback(self._cleanups.discard)
+
+
+class _NoRecord:
+    """The image exists (found in the registry) but no build record of ours describes it."""
+
+
+_NO_RECORD: Any = _NoRecord()
+
+
+def _not_prebuilt(spec: RepoSpec) -> str:
+    return (f"{spec.full_name} at {spec.ref} has not been prebuilt, and this service does not build on "
+            "launch (BUILD_ON_LAUNCH is off). Push to the repository (or wait for its build) and try again.")

@@ -1,0 +1,176 @@
+"""Which repositories are served, and ref -> sha through the GitHub API (cached, ETag-revalidated).
+
+A full 40-hex sha needs no GitHub call. Other refs are cached for a few seconds
+(bursts of clicks cost one call), then revalidated with ``If-None-Match``:
+gidgethub keeps the ETag and the answer in our bounded cache and a 304 reuses it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import logging
+import re
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+import cachetools
+import gidgethub
+
+from launcher.spec import RepoSpec, is_full_sha
+
+if TYPE_CHECKING:
+    from bot.services import Services
+
+log = logging.getLogger(__name__)
+
+SHA_ACCEPT = "application/vnd.github.sha"
+_SHA = re.compile(r"^[0-9a-f]{40}$")
+
+
+class NotServed(Exception):
+    """A 404 page: this repository is not launched here, and why."""
+
+
+class RefNotFound(Exception):
+    """A 404 page: the repository has no such branch, tag or commit."""
+
+
+class GitHubDown(Exception):
+    """A 503 page: GitHub did not answer."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RepoInfo:
+    full_name: str
+    clone_url: str
+    html_url: str
+    private: bool
+    default_branch: str | None
+
+
+@dataclasses.dataclass(frozen=True)
+class Access:
+    """How a repository is served: through an installation, or listed in LAUNCH_ALLOW."""
+
+    installation_id: int | None
+    allowed: bool  # listed in LAUNCH_ALLOW
+
+
+def allowed_by_list(full_name: str, patterns: tuple[str, ...]) -> bool:
+    """LAUNCH_ALLOW entries are ``owner/repo`` or ``owner/*`` (case-insensitive)."""
+    name = full_name.lower()
+    return any(fnmatch.fnmatchcase(name, p.strip().lower()) for p in patterns if p.strip())
+
+
+def repo_info_from_api(data: dict[str, Any]) -> RepoInfo:
+    """The parts of GitHub's repository object we need (``clone_url`` as GitHub reports it)."""
+    return RepoInfo(
+        full_name=str(data["full_name"]),
+        clone_url=str(data["clone_url"]),
+        html_url=str(data.get("html_url") or str(data["clone_url"]).removesuffix(".git")),
+        private=bool(data.get("private")),
+        default_branch=data.get("default_branch"),
+    )
+
+
+class Resolver:
+    def __init__(self, services: "Services", *, fresh_ttl: float = 5.0, repo_ttl: float = 600.0,
+                 maxsize: int = 4096) -> None:
+        self.services = services
+        self._fresh: cachetools.TTLCache[tuple[str, str], str] = cachetools.TTLCache(maxsize, fresh_ttl) \
+            if fresh_ttl > 0 else cachetools.TTLCache(1, 1e-9)
+        self._repos: cachetools.TTLCache[str, RepoInfo] = cachetools.TTLCache(maxsize, repo_ttl)
+        # gidgethub's conditional-request cache: url -> (etag, last_modified, data, next link)
+        self._etags: cachetools.LRUCache[str, Any] = cachetools.LRUCache(maxsize)
+        self._anonymous: Any = None
+
+    # -- who is served ---------------------------------------------------------
+    async def access(self, spec: RepoSpec) -> Access:
+        settings = self.services.settings
+        inst = await self.services.gh_state.installation_for(spec.full_name)
+        allowed = allowed_by_list(spec.full_name, settings.launch_allow)
+        if inst is None and not allowed:
+            raise NotServed(
+                f"{spec.full_name} is not served here: the binder-prebuild GitHub App is not installed on it "
+                "(or its installation is suspended), and it is not listed in LAUNCH_ALLOW.")
+        return Access(inst, allowed)
+
+    def check_visibility(self, spec: RepoSpec, access: Access, private: bool) -> None:
+        """Private repositories are built, but launched (public links!) only when LAUNCH_ALLOW lists them."""
+        if private and not access.allowed:
+            raise NotServed(
+                f"{spec.full_name} is a private repository: launch links are public, so private "
+                "repositories are only launched when LAUNCH_ALLOW lists them.")
+
+    # -- GitHub calls ----------------------------------------------------------
+    def _client(self, access: Access) -> Any:
+        services = self.services
+        if access.installation_id is not None and services.github is not None:
+            gh = services.github.installation_client(access.installation_id)
+        else:
+            if self._anonymous is None:
+                from bot.github.client import GitHubClient
+
+                self._anonymous = GitHubClient(services.session, base_url=services.settings.github_api_url,
+                                               metrics=services.extras.get("metrics"), label="anonymous launcher")
+            gh = self._anonymous
+        # gidgethub's constructor takes ``cache=``; the App hands out clients without one,
+        # so lend them ours: conditional requests (ETag -> 304) then happen inside gidgethub.
+        if getattr(gh, "_cache", None) is None:
+            gh._cache = self._etags
+        return gh
+
+    async def _get(self, access: Access, url: str, accept: str | None = None) -> Any:
+        gh = self._client(access)
+        try:
+            if accept:
+                return await gh.getitem(url, accept=accept)
+            return await gh.getitem(url)
+        except gidgethub.BadRequest as e:
+            if e.status_code in (404, 422):
+                raise LookupError(str(e)) from e
+            if e.status_code in (401, 403):
+                raise GitHubDown(f"GitHub refused the request ({e.status_code}): {e}") from e
+            raise
+        except gidgethub.GitHubBroken as e:
+            raise GitHubDown(f"GitHub answered {e.status_code}") from e
+        except gidgethub.GitHubException as e:  # unreachable, rate limited
+            raise GitHubDown(f"GitHub is not answering: {e}") from e
+
+    async def resolve(self, spec: RepoSpec, access: Access) -> str:
+        """The commit sha of ``spec.ref``; a full sha is returned as is (no call)."""
+        if is_full_sha(spec.ref):
+            return spec.ref.lower()
+        key = (spec.full_name.lower(), spec.ref)
+        sha = self._fresh.get(key)
+        if sha is not None:
+            return sha
+        url = f"/repos/{quote(spec.owner)}/{quote(spec.repo)}/commits/{quote(spec.ref, safe='/')}"
+        try:
+            data = await self._get(access, url, SHA_ACCEPT)
+        except LookupError as e:
+            raise RefNotFound(f"{spec.full_name} has no branch, tag or commit called {spec.ref!r}.") from e
+        sha = str(data or "").strip().lower()
+        if not _SHA.match(sha):
+            raise GitHubDown(f"GitHub answered an unexpected commit id for {spec.full_name}@{spec.ref}")
+        self._fresh[key] = sha
+        return sha
+
+    async def repo(self, spec: RepoSpec, access: Access) -> RepoInfo:
+        """GitHub's repository object (clone_url, html_url, visibility), cached for minutes."""
+        key = spec.full_name.lower()
+        info = self._repos.get(key)
+        if info is not None:
+            return info
+        try:
+            data = await self._get(access, f"/repos/{quote(spec.owner)}/{quote(spec.repo)}")
+        except LookupError as e:
+            raise NotServed(f"GitHub does not know the repository {spec.full_name} "
+                            "(or it is private and not covered by the App's installation).") from e
+        info = repo_info_from_api(data)
+        self._repos[key] = info
+        return info
+
+    def remember_repo(self, info: RepoInfo) -> None:
+        """What a build record already says about the repository (saves a call)."""
+        self._repos.setdefault(info.full_name.lower(), info)

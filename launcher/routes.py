@@ -1,0 +1,235 @@
+"""The launch routes: BinderHub's ``/v2/gh/...`` page, its event stream, and the status badge."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import secrets
+from urllib.parse import quote, urlencode
+
+from aiohttp import web
+
+from bot.appkeys import SERVICES
+from bot.images import image_repository
+from bot.model import BuildState
+from bot.services import Services
+from launcher import badge as badges
+from launcher import sse
+from launcher.hub import HubError
+from launcher.launches import Launch, LaunchTarget
+from launcher.pages import error_page, html
+from launcher.quotas import check_servers
+from launcher.resolve import GitHubDown, NotServed, RefNotFound
+from launcher.setup import LauncherState, state_of
+from launcher.spec import RepoSpec, SpecError, parse_spec, redirect_url, url_path_from_query
+
+log = logging.getLogger(__name__)
+
+CLIENT_COOKIE = "binder_prebuild_client"
+LAUNCH_QUERY = ("urlpath", "labpath", "filepath")
+
+
+@dataclasses.dataclass
+class Refused(Exception):
+    """A request we answer with an error page (or, on the stream, a failed event)."""
+
+    status: int
+    title: str
+    message: str
+    outcome: str
+    retry_after: int | None = None
+
+
+def _count(services: Services, outcome: str) -> None:
+    metrics = services.extras.get("metrics")
+    if metrics is not None:
+        metrics.launches.labels(outcome=outcome).inc()
+
+
+def _spec(request: web.Request) -> RepoSpec:
+    try:
+        return parse_spec(request.match_info["owner"], request.match_info["repo"], request.match_info["ref"])
+    except SpecError as e:
+        raise Refused(400, "Not a launch link", str(e), "bad_request") from e
+
+
+def _url_path(request: web.Request) -> str:
+    return url_path_from_query(request.query)
+
+
+async def _target(services: Services, state: LauncherState, spec: RepoSpec) -> LaunchTarget:
+    """Who is served, ref -> sha, image name; the refusals say why in words."""
+    try:
+        access = await state.resolver.access(spec)
+        sha = await state.resolver.resolve(spec, access)
+    except NotServed as e:
+        raise Refused(404, "Repository not served here", str(e), "not_served") from e
+    except RefNotFound as e:
+        raise Refused(404, "No such branch, tag or commit", str(e), "not_found") from e
+    except GitHubDown as e:
+        raise Refused(503, "GitHub is not answering", f"Could not resolve {spec.ref!r}: {e}. "
+                      "Please try again in a minute.", "github_unavailable", 30) from e
+    assert services.scheduler is not None
+    image = services.scheduler.image_for(spec.owner, spec.repo, sha)
+    public = services.settings.public_url.rstrip("/") + "/"
+    return LaunchTarget(spec=spec, sha=sha, image=image, access=access, repo=None, launch_host=public)
+
+
+async def _admit(services: Services, state: LauncherState, target: LaunchTarget, client_ip: str) -> None:
+    """A new launch: the Hub is there, the limits allow it, and the image is (or may be) built."""
+    if services.hub is None:
+        raise Refused(503, "No JupyterHub configured", "This service has no JupyterHub configured "
+                      "(JUPYTERHUB_API_URL), so it cannot start servers.", "hub_unavailable")
+    refusal = state.limiter.hit(client_ip)
+    if refusal is not None:
+        raise Refused(429, "Too many launches", refusal.message, "rate_limited", refusal.retry_after)
+    if state.counter is not None:
+        s = services.settings
+        try:
+            counts = await state.counter.counts(image_repository(target.image))
+        except HubError as e:
+            raise Refused(503, "JupyterHub is not reachable",
+                          f"The launcher cannot reach JupyterHub right now ({e.message}). No server can be "
+                          "started until it answers again; please try again in a few minutes.",
+                          "hub_unavailable", 30) from e
+        refusal = check_servers(counts, s.max_servers, s.max_servers_per_repo, target.spec.full_name)
+        if refusal is not None:
+            raise Refused(429, "Too many servers running", refusal.message, "quota", refusal.retry_after)
+    if not services.settings.build_on_launch:
+        assert services.scheduler is not None
+        record = await services.scheduler.status(target.spec.owner, target.spec.repo, target.sha)
+        if record is None or record.state not in (BuildState.BUILT, BuildState.QUEUED, BuildState.RUNNING):
+            exists = await services.images.exists(target.image) if services.images is not None else None
+            if not exists:
+                raise Refused(404, "Not prebuilt", f"{target.spec.full_name} at {target.spec.ref} has not been "
+                              "prebuilt, and this service does not build on launch. Push to the repository "
+                              "(or wait for its build to finish) and try again.", "not_built")
+
+
+async def _launch_for(request: web.Request, services: Services, state: LauncherState, spec: RepoSpec,
+                      client: str | None) -> Launch:
+    """This client's launch of the ref's image: the one in progress, or a new one."""
+    target = await _target(services, state, spec)
+    existing = state.launches.for_client(client, target.image)
+    if existing is not None:
+        return existing
+    await _admit(services, state, target, request.remote or "unknown")
+    return state.launches.create(target, client)
+
+
+def _events_url(spec: RepoSpec, launch: Launch, request: web.Request) -> str:
+    query = [(k, request.query[k]) for k in LAUNCH_QUERY if k in request.query]
+    query.append(("launch", launch.id))
+    path = f"/api/events/gh/{quote(spec.owner)}/{quote(spec.repo)}/{quote(spec.ref, safe='/')}"
+    return f"{path}?{urlencode(query)}"
+
+
+async def launch_page(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    state = state_of(services)
+    client = request.cookies.get(CLIENT_COOKIE) or secrets.token_urlsafe(16)
+    try:
+        spec = _spec(request)
+        try:
+            _url_path(request)
+        except SpecError as e:
+            raise Refused(400, "Not a launch link", str(e), "bad_request") from e
+        launch = await _launch_for(request, services, state, spec, client)
+    except Refused as r:
+        _count(services, r.outcome)
+        return error_page(state.templates, r.status, r.title, r.message, retry_after=r.retry_after,
+                          spec=request.path, home=services.settings.public_url)
+    events_url = _events_url(spec, launch, request)
+    history = launch.history()
+    resp = html(state.templates, "progress.html", spec=spec, sha=launch.target.sha,
+                phase=history[-1][1]["phase"] if history else "starting", events_url=events_url,
+                config={"events_url": events_url, "launch": launch.id})
+    resp.set_cookie(CLIENT_COOKIE, client, max_age=86400, httponly=True, samesite="Lax", path="/")
+    return resp
+
+
+def _sse_error(r: Refused) -> web.Response:
+    headers = {"Cache-Control": "no-cache"}
+    if r.retry_after:
+        headers["Retry-After"] = str(r.retry_after)
+    body = sse.format_event({"phase": "failed", "message": r.message, "status": r.status})
+    return web.Response(body=body, status=r.status, content_type="text/event-stream", headers=headers)
+
+
+async def event_stream(request: web.Request) -> web.StreamResponse:
+    services = request.app[SERVICES]
+    state = state_of(services)
+    client = request.cookies.get(CLIENT_COOKIE)
+    try:
+        spec = _spec(request)
+        try:
+            url_path = _url_path(request)
+        except SpecError as e:
+            raise Refused(400, "Not a launch link", str(e), "bad_request") from e
+        launch = state.launches.get(request.query.get("launch"))
+        if launch is None or launch.target.spec.full_name.lower() != spec.full_name.lower():
+            launch = await _launch_for(request, services, state, spec, client)
+    except Refused as r:
+        _count(services, r.outcome)
+        return _sse_error(r)
+    state.launches.start(launch)
+
+    resp = web.StreamResponse(headers={
+        "Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache",
+        "X-Accel-Buffering": "no"})
+    await resp.prepare(request)
+    after = sse.parse_last_event_id(request.headers.get("Last-Event-ID"))
+    keepalive = state.launches.keepalive
+    with contextlib.suppress(ConnectionError, asyncio.CancelledError):
+        await resp.write(sse.RETRY)
+        async for item in launch.follow(after, keepalive):
+            if item is None:
+                await resp.write(sse.KEEPALIVE)
+                continue
+            event_id, msg = item
+            if msg["phase"] == "ready":
+                msg = dict(msg, url=redirect_url(msg["url"], url_path, msg["token"]))
+            await resp.write(sse.format_event(msg, event_id))
+        await resp.write_eof()
+    return resp
+
+
+async def badge(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    state = state_of(services)
+    current = badges.BadgeState.UNKNOWN
+    try:
+        spec = _spec(request)
+        target = await _target(services, state, spec)
+        assert services.scheduler is not None
+        record = await services.scheduler.status(spec.owner, spec.repo, target.sha)
+        present = None
+        if record is None and services.images is not None:
+            present = await services.images.exists(target.image)
+        current = badges.state_for(record.state if record else None, present)
+    except Refused:
+        current = badges.BadgeState.UNKNOWN
+    except Exception:  # a badge never breaks a README
+        log.exception("badge for %s failed", request.path)
+    svg = badges.render(current)
+    tag = badges.etag(svg)
+    headers = {"Cache-Control": badges.CACHE_CONTROL, "ETag": tag, "X-Content-Type-Options": "nosniff"}
+    if tag in request.headers.get("If-None-Match", ""):
+        return web.Response(status=304, headers=headers)
+    return web.Response(text=svg, content_type="image/svg+xml", charset="utf-8", headers=headers)
+
+
+async def _close_launches(app: web.Application) -> None:
+    services = app.get(SERVICES)
+    if services is None:
+        return
+    with contextlib.suppress(RuntimeError):
+        await state_of(services).launches.close()
+
+
+def setup(app: web.Application) -> None:
+    app.router.add_get("/v2/gh/{owner}/{repo}/{ref:.+}", launch_page)
+    app.router.add_get("/api/events/gh/{owner}/{repo}/{ref:.+}", event_stream)
+    app.router.add_get(r"/badge/gh/{owner}/{repo}/{ref:.+}.svg", badge)
+    app.on_shutdown.append(_close_launches)

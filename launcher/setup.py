@@ -1,0 +1,85 @@
+"""Wire the launcher into the running app: Hub client, resolver, limits, launches, health checks."""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import TYPE_CHECKING, Any
+
+import jinja2
+
+from bot.web.health import add_check
+from launcher.hub import HubClient
+from launcher.launches import LaunchManager
+from launcher.pages import environment
+from launcher.quotas import RateLimiter, ServerCounter
+from launcher.resolve import Resolver
+
+if TYPE_CHECKING:
+    from bot.services import Services
+
+log = logging.getLogger(__name__)
+
+EXTRAS_KEY = "launcher"
+
+
+@dataclasses.dataclass
+class LauncherState:
+    """What the launch routes use; kept in ``services.extras["launcher"]``."""
+
+    resolver: Resolver
+    limiter: RateLimiter
+    counter: ServerCounter | None
+    launches: LaunchManager
+    templates: jinja2.Environment
+    options: dict[str, Any]
+
+
+def make_hub(services: "Services") -> HubClient | None:
+    s = services.settings
+    if not s.jupyterhub_api_url:
+        return None
+    return HubClient(services.session, s.jupyterhub_api_url, s.jupyterhub_api_token, public_url=s.jupyterhub_url)
+
+
+async def attach(services: "Services", **options: Any) -> LauncherState:
+    """Create the Hub client (when JUPYTERHUB_API_URL is set) and the launcher's state.
+
+    ``options`` tune timings for tests and benchmarks (keepalive, fresh_ttl,
+    count_ttl, keep_ready, status_poll); production uses the defaults.
+    """
+    if services.hub is None:
+        services.hub = make_hub(services)
+    metrics = services.extras.get("metrics")
+    resolver = Resolver(services, fresh_ttl=options.get("fresh_ttl", 5.0))
+    counter = ServerCounter(services.hub, ttl=options.get("count_ttl", 5.0), metrics=metrics) \
+        if services.hub is not None else None
+    manager = LaunchManager(
+        services, resolver, counter, keepalive=options.get("keepalive", 15.0),
+        keep_ready=options.get("keep_ready", 120.0), status_poll=options.get("status_poll", 30.0))
+    state = LauncherState(
+        resolver=resolver,
+        limiter=RateLimiter(services.settings.launch_rate_per_minute),
+        counter=counter,
+        launches=manager,
+        templates=environment(),
+        options=dict(options),
+    )
+    old = services.extras.get(EXTRAS_KEY)
+    if isinstance(old, LauncherState):
+        await old.launches.close()
+    services.extras[EXTRAS_KEY] = state
+
+    if services.hub is not None:
+        add_check(services, "hub", services.hub.health)
+    if services.settings.registry_url and services.images is not None:
+        add_check(services, "registry", services.images.health)
+    if services.hub is None:
+        log.warning("JUPYTERHUB_API_URL is not set: launches will build images but cannot start servers")
+    return state
+
+
+def state_of(services: "Services") -> LauncherState:
+    state = services.extras.get(EXTRAS_KEY)
+    if not isinstance(state, LauncherState):
+        raise RuntimeError("launcher.setup.attach(services) has not run")
+    return state

@@ -1,0 +1,144 @@
+"""Hub side: a spawner mixin that starts binder-prebuild's images, and nothing else.
+
+Use it in front of a container spawner::
+
+    class BinderKubeSpawner(BinderSpawnerMixin, KubeSpawner): ...
+    class BinderDockerSpawner(BinderSpawnerMixin, DockerSpawner): ...
+
+What it does with the launcher's ``user_options`` (``image``, ``token``, ``repo_url``,
+``ref`` and BinderHub's ``binder_*`` keys):
+
+* ``image`` is used only when it is one of our image names under the configured
+  prefix (registry host included, as binder-prebuild pushes them); anything else
+  is refused with a 400, so nobody launches an arbitrary image through the Hub.
+* ``token`` becomes the server's API token (``Spawner.api_token``, hence
+  ``JUPYTERHUB_API_TOKEN``): after ``start`` JupyterHub registers a token the
+  spawner brought as that server's token, owned by the user with the server's
+  scopes, so ``/user/<name>/?token=<token>`` authenticates the visitor as the
+  (temporary) user. JupyterHub 5 and later only read ``?token=`` when the server
+  has ``JUPYTERHUB_ALLOW_TOKEN_IN_URL=1``, which the mixin sets.
+* ``BINDER_REPO_URL``, ``BINDER_REF_URL``, ``BINDER_LAUNCH_HOST``,
+  ``BINDER_PERSISTENT_REQUEST``, ``BINDER_REQUEST`` are set as BinderHub sets them.
+
+This file only imports JupyterHub's own dependencies: the Zero to JupyterHub
+values (k8s/jupyterhub-values.yaml) embed it verbatim in the hub pod.
+"""
+from __future__ import annotations
+
+import os
+import re
+
+from tornado import web
+from traitlets import Unicode, default
+from traitlets.config import Configurable
+
+# the launcher's scopes on the Hub: create/delete users (admin:users), start/stop/read servers (servers)
+SERVICE_SCOPES = ["admin:users", "servers"]
+
+# after the prefix: one image-name component and a tag, nothing that could leave the prefix
+_NAME_REST = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+_TOKEN = re.compile(r"^[A-Za-z0-9_-]{32,256}$")
+_BINDER_KEYS = ("binder_ref_url", "binder_launch_host", "binder_persistent_request", "binder_request")
+
+
+class OptionsRefused(ValueError):
+    """user_options the Hub will not start."""
+
+
+def prefix_from_env(env: dict[str, str] | None = None) -> str:
+    """IMAGE_PREFIX with REGISTRY_URL's host in front, as binder-prebuild names its images."""
+    env = dict(os.environ if env is None else env)
+    prefix = env.get("IMAGE_PREFIX", "binder-prebuild/")
+    registry = (env.get("REGISTRY_URL") or "").strip()
+    if not registry:
+        return prefix
+    host = registry.split("://", 1)[-1].split("/", 1)[0]
+    if host in ("docker.io", "index.docker.io", "registry-1.docker.io") or prefix.startswith(host + "/"):
+        return prefix
+    return f"{host}/{prefix}"
+
+
+def check_image(image: object, prefix: str) -> str:
+    """The image, if it is one of ours under ``prefix``; else OptionsRefused saying why."""
+    if not prefix:
+        raise OptionsRefused("no image prefix is configured (BinderSpawnerMixin.image_prefix), "
+                             "so no image may be launched")
+    if not isinstance(image, str) or not image:
+        raise OptionsRefused("user_options must name an image")
+    if not image.startswith(prefix) or not _NAME_REST.match(image[len(prefix):]):
+        raise OptionsRefused(f"image {image[:200]!r} is not allowed: only images under {prefix!r} are launched")
+    return image
+
+
+def check_options(options: object, prefix: str) -> dict[str, str]:
+    """Validate the launcher's user_options; returns the ones the spawner uses."""
+    if not isinstance(options, dict):
+        raise OptionsRefused("user_options must be an object")
+    out = {"image": check_image(options.get("image"), prefix)}
+    token = options.get("token")
+    if not isinstance(token, str) or not _TOKEN.match(token):
+        raise OptionsRefused("user_options must carry a launch token (32 to 256 URL-safe characters)")
+    out["token"] = token
+    for key in ("repo_url", "ref") + _BINDER_KEYS:
+        value = options.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, str) or len(value) > 2048 or any(c in value for c in "\r\n\0"):
+            raise OptionsRefused(f"user_options[{key!r}] must be a short single-line string")
+        out[key] = value
+    return out
+
+
+def binder_env(options: dict[str, str]) -> dict[str, str]:
+    """BinderHub's environment variables for the single-user server."""
+    env = {"JUPYTERHUB_ALLOW_TOKEN_IN_URL": "1"}
+    if "repo_url" in options:
+        env["BINDER_REPO_URL"] = options["repo_url"]
+    for key in _BINDER_KEYS:
+        if key in options:
+            env[key.upper()] = options[key]
+    return env
+
+
+class BinderSpawnerMixin(Configurable):
+    """Put first in the bases: ``class S(BinderSpawnerMixin, KubeSpawner)``."""
+
+    image_prefix = Unicode(
+        help="""Only images whose names start with this are started (registry host included,
+        e.g. ``registry.example.org/binder-prebuild/``). Default: IMAGE_PREFIX with
+        REGISTRY_URL's host in front, from the Hub's environment.""",
+    ).tag(config=True)
+
+    @default("image_prefix")
+    def _default_prefix(self) -> str:
+        return prefix_from_env()
+
+    def _binder_options(self) -> dict[str, str]:
+        try:
+            return check_options(self.user_options or {}, self.image_prefix)
+        except OptionsRefused as e:
+            self.log.warning("refusing to start %s: %s", getattr(self, "_log_name", "server"), e)
+            raise web.HTTPError(400, f"binder-prebuild: {e}") from e
+
+    async def start(self):  # type: ignore[override]
+        options = self._binder_options()
+        self.image = options["image"]
+        # our token becomes the server's token; the Hub records it once start returns
+        self.api_token = options["token"]
+        return await super().start()
+
+    async def check_allowed(self, image: str) -> str:
+        """DockerSpawner asks this of user_options' image: the prefix rule decides."""
+        try:
+            return check_image(image, self.image_prefix)
+        except OptionsRefused as e:
+            raise web.HTTPError(400, f"binder-prebuild: {e}") from e
+
+    def get_env(self):  # type: ignore[override]
+        env = super().get_env()
+        try:
+            options = check_options(self.user_options or {}, self.image_prefix)
+        except OptionsRefused:
+            return env
+        env.update(binder_env(options))
+        return env

@@ -1,0 +1,142 @@
+"""What a launch URL asks for, as plain data: repo spec, redirect path, user and server names.
+
+Pure functions only; the routes turn their errors into 400/404 pages.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+import secrets
+import string
+from collections.abc import Mapping
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+
+# GitHub logins: alphanumerics and single hyphens, at most 39 characters.
+_OWNER_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9]|-(?=[A-Za-z0-9])){0,38}$")
+# GitHub repository names: letters, digits, '.', '-', '_' (at most 100), not '.' or '..'.
+_REPO_RE = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
+_SHA_RE = re.compile(r"^[0-9a-fA-F]{40}$")
+# git check-ref-format, the parts a URL can carry: no control characters, space, ~ ^ : ? * [ \ or '..'
+_REF_BAD_CHARS = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]")
+_NAME_CHARS = set(string.ascii_lowercase + string.digits + "-")
+_SUFFIX_CHARS = string.ascii_lowercase + string.digits
+
+
+class SpecError(ValueError):
+    """The URL does not name a repository and ref we could serve (a 400, never a 5xx)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RepoSpec:
+    """``gh/{owner}/{repo}/{ref}`` from the launch URL."""
+
+    owner: str
+    repo: str
+    ref: str
+
+    @property
+    def full_name(self) -> str:
+        return f"{self.owner}/{self.repo}"
+
+    @property
+    def is_sha(self) -> bool:
+        return is_full_sha(self.ref)
+
+    @property
+    def request_path(self) -> str:
+        """BinderHub's ``BINDER_REQUEST``: ``v2/gh/owner/repo/ref``."""
+        return f"v2/gh/{self.owner}/{self.repo}/{self.ref}"
+
+    def persistent_path(self, sha: str) -> str:
+        """BinderHub's ``BINDER_PERSISTENT_REQUEST``: the request pinned to the resolved sha."""
+        return f"v2/gh/{self.owner}/{self.repo}/{sha}"
+
+
+def is_full_sha(ref: str) -> bool:
+    return bool(_SHA_RE.match(ref))
+
+
+def parse_spec(owner: str, repo: str, ref: str) -> RepoSpec:
+    """Validate the three URL parts; a full sha is normalised to lowercase."""
+    if not _OWNER_RE.match(owner or ""):
+        raise SpecError(f"{owner!r} is not a valid GitHub account name")
+    if repo.endswith(".git"):
+        repo = repo[:-4]
+    if not _REPO_RE.match(repo or "") or repo in (".", ".."):
+        raise SpecError(f"{repo!r} is not a valid GitHub repository name")
+    ref = ref or ""
+    if not ref or len(ref) > 255:
+        raise SpecError("the ref (branch, tag or commit) is missing or too long")
+    if (
+        _REF_BAD_CHARS.search(ref)
+        or ".." in ref
+        or "@{" in ref
+        or "//" in ref
+        or ref.startswith(("/", "."))
+        or ref.endswith(("/", ".", ".lock"))
+        or "/." in ref
+    ):
+        raise SpecError(f"{ref!r} is not a valid git ref")
+    if is_full_sha(ref):
+        ref = ref.lower()
+    return RepoSpec(owner, repo, ref)
+
+
+def url_path_from_query(query: Mapping[str, str]) -> str:
+    """BinderHub's rules for where to land once the server runs.
+
+    ``labpath`` (a file opened in JupyterLab's document route, ``doc/tree/<path>``)
+    wins over ``filepath`` (``tree/<path>``), which wins over ``urlpath``
+    (any path in the server). Trailing slashes of file paths and leading slashes
+    of the result are dropped; file paths are URI-encoded with '/' kept.
+    """
+    url_path = query.get("urlpath") or ""
+    labpath = query.get("labpath")
+    filepath = query.get("filepath")
+    if labpath is not None:
+        url_path = "doc/tree/" + _encode_uri(labpath.rstrip("/"))
+    elif filepath is not None:
+        url_path = "tree/" + _encode_uri(filepath.rstrip("/"))
+    # Always appended to the server's URL (never resolved against it), so it cannot leave the Hub.
+    return url_path.lstrip("/")
+
+
+def _encode_uri(path: str) -> str:
+    """JavaScript's ``encodeURI`` for a path: keep '/' and the URI-safe characters."""
+    return quote(path, safe="/;,?:@&=+$-_.!~*'()#")
+
+
+def server_url(hub_url: str, user: str, server_name: str = "") -> str:
+    """``{hub_url}/user/{name}/[{server}/]`` — where a launched server lives."""
+    base = hub_url.rstrip("/") + "/user/" + quote(user, safe="") + "/"
+    if server_name:
+        base += quote(server_name, safe="") + "/"
+    return base
+
+
+def redirect_url(server: str, url_path: str, token: str) -> str:
+    """The server URL plus the landing path, with ``token`` added to its query."""
+    parts = urlsplit(server.rstrip("/") + "/" + url_path.lstrip("/"))
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    query = [(k, v) for k, v in query if k != "token"] + [("token", token)]
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query), parts.fragment))
+
+
+def username_for(owner: str, repo: str, suffix: str | None = None) -> str:
+    """``<owner>-<repo>-<8 random>``, lowercased, safe for JupyterHub and DNS-like names.
+
+    Long prefixes are shortened the way BinderHub does (first and last 15 characters).
+    """
+    raw = f"{owner}-{repo}".lower()
+    prefix = "".join(c if c in _NAME_CHARS else "-" for c in raw)
+    prefix = re.sub(r"-{2,}", "-", prefix).strip("-") or "binder"
+    if len(prefix) > 32:
+        prefix = f"{prefix[:15].rstrip('-')}-{prefix[-15:].lstrip('-')}"
+    if suffix is None:
+        suffix = "".join(secrets.choice(_SUFFIX_CHARS) for _ in range(8))
+    return f"{prefix}-{suffix}"
+
+
+def new_launch_token() -> str:
+    """The secret the single-user server accepts (43 URL-safe characters)."""
+    return secrets.token_urlsafe(32)
