@@ -295,3 +295,26 @@ def test_rate_limit_wait_rules():
     assert rate_limit_wait(403, {}, b'{"message": "You have exceeded a secondary rate limit"}', now) == 60
     assert rate_limit_wait(403, {}, b'{"message": "Resource not accessible by integration"}', now) is None
     assert rate_limit_wait(429, {}, b"", now, secondary_default=30) == 30
+
+
+async def test_etag_cache_makes_gets_conditional(fake_github, make_app):
+    """With gidgethub's cache, a repeated GET carries If-None-Match and a 304 serves the cached data."""
+    from aiohttp import web
+
+    from tests.fake_github import json_response
+
+    async def etagged(request, params, ctx):
+        if request.headers.get("If-None-Match") == '"v1"':
+            return web.Response(status=304, headers={"ETag": '"v1"'})
+        return json_response({"value": 1}, headers={"ETag": '"v1"'})
+
+    fake_github.add_route("GET", "/repos/{owner}/{repo}/etagged", etagged, perm=("metadata", "read"))
+    a = fake_github.add_installation(["octo/a"])
+    cache: dict = {}
+    app = make_app()
+    first = await app.installation_client(a.id, cache=cache).getitem("/repos/octo/a/etagged")
+    second = await app.installation_client(a.id, cache=cache).getitem("/repos/octo/a/etagged")
+    assert first == second == {"value": 1}
+    calls = fake_github.calls("GET", "/repos/octo/a/etagged")
+    assert [c.status for c in calls] == [200, 304]
+    assert calls[1].headers["if-none-match"] == '"v1"'

@@ -30,6 +30,7 @@ import aiohttp
 import gidgethub
 import gidgethub.aiohttp
 from gidgethub import apps
+from gidgethub.abc import CACHE_TYPE
 
 from bot.github.identity import AppIdentity, TokenKey, token_key
 
@@ -165,8 +166,8 @@ class GitHubClient(gidgethub.aiohttp.GitHubAPI):
     def __init__(self, session: aiohttp.ClientSession, *, base_url: str, auth: Auth | None = None,
                  policy: RetryPolicy | None = None, metrics: "Metrics | None" = None,
                  gate: RateGate | None = None, requester: str = REQUESTER, label: str = "anonymous",
-                 sleep: Sleep | None = None) -> None:
-        super().__init__(session, requester, base_url=base_url.rstrip("/"))
+                 sleep: Sleep | None = None, cache: CACHE_TYPE | None = None) -> None:
+        super().__init__(session, requester, base_url=base_url.rstrip("/"), cache=cache)
         self._sleep = sleep
         self.auth = auth
         self.policy = policy or RetryPolicy()
@@ -276,23 +277,27 @@ class GitHubApp:
             gate = self._gates[who] = RateGate()
         return gate
 
-    def client(self, auth: Auth | None, label: str, gate_key: Any) -> GitHubClient:
+    def client(self, auth: Auth | None, label: str, gate_key: Any, cache: CACHE_TYPE | None = None) -> GitHubClient:
         return GitHubClient(self.session, base_url=self.base_url, auth=auth, policy=self.policy,
                             metrics=self.metrics, gate=self._gate(gate_key), label=label,
-                            sleep=self._sleep)
+                            sleep=self._sleep, cache=cache)
 
     def app_client(self) -> GitHubClient:
         """Authenticated as the App (JWT): /app, /app/installations, tokens."""
         return self.client(JWTAuth(self.identity), "app", "app")
 
-    def installation_client(self, installation_id: int) -> GitHubClient:
-        """Authenticated as one installation; its token is fetched on the first request."""
-        key = token_key(installation_id)
-        return self.client(InstallationAuth(self, key), f"installation {installation_id}", int(installation_id))
+    def installation_client(self, installation_id: int, *, cache: CACHE_TYPE | None = None) -> GitHubClient:
+        """Authenticated as one installation; its token is fetched on the first request.
 
-    def anonymous_client(self) -> GitHubClient:
-        """No credentials (the manifest conversion needs none)."""
-        return self.client(None, "anonymous", "anonymous")
+        ``cache`` (gidgethub's ETag cache, e.g. a cachetools.LRUCache) makes GETs conditional.
+        """
+        key = token_key(installation_id)
+        return self.client(InstallationAuth(self, key), f"installation {installation_id}", int(installation_id),
+                           cache)
+
+    def anonymous_client(self, *, cache: CACHE_TYPE | None = None) -> GitHubClient:
+        """No credentials: public repositories only, at GitHub's low anonymous rate."""
+        return self.client(None, "anonymous", "anonymous", cache)
 
     async def installation_token(self, installation_id: int, repositories: list[str] | None = None,
                                  permissions: dict[str, str] | None = None) -> str:
