@@ -308,7 +308,7 @@ async def test_etag_cache_makes_gets_conditional(fake_github, make_app):
             return web.Response(status=304, headers={"ETag": '"v1"'})
         return json_response({"value": 1}, headers={"ETag": '"v1"'})
 
-    fake_github.add_route("GET", "/repos/{owner}/{repo}/etagged", etagged, perm=("metadata", "read"))
+    fake_github.add_route("GET", "/repos/{owner}/{repo}/etagged", etagged, perm=(("metadata", "read"),))
     a = fake_github.add_installation(["octo/a"])
     cache: dict = {}
     app = make_app()
