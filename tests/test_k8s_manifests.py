@@ -1,0 +1,153 @@
+"""k8s/ renders with kustomize and every object is valid Kubernetes; so is `build-pod`'s output."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from bot.builders import k8s_objects as objs
+from bot.config import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+K8S_VERSION = "1.30"
+
+
+def kubectl() -> str:
+    path = shutil.which("kubectl") or "/usr/bin/kubectl"
+    if not Path(path).exists():
+        pytest.fail("kubectl is needed to render k8s/ (kubectl kustomize)", pytrace=False)
+    return path
+
+
+def render(path: str) -> list[dict]:
+    out = subprocess.run([kubectl(), "kustomize", str(ROOT / path)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return [d for d in yaml.safe_load_all(out.stdout) if d]
+
+
+def by_kind(docs: list[dict]) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for d in docs:
+        out.setdefault(d["kind"], []).append(d)
+    return out
+
+
+@pytest.fixture(scope="module")
+def base() -> list[dict]:
+    return render("k8s")
+
+
+@pytest.fixture(scope="module")
+def dind() -> list[dict]:
+    return render("k8s/overlays/dind")
+
+
+@pytest.mark.parametrize("which", ["base", "dind"])
+def test_every_rendered_object_is_valid(which, request):
+    docs = request.getfixturevalue(which)
+    assert docs
+    for doc in docs:
+        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+        if doc["kind"] != "Namespace":
+            assert doc["metadata"].get("namespace") == "binder-prebuild", doc["metadata"]["name"]
+
+
+def test_the_service_objects_are_all_there(base):
+    kinds = sorted(d["kind"] for d in base)
+    assert kinds == sorted(["Namespace", "ServiceAccount", "Role", "RoleBinding", "ConfigMap", "Service",
+                            "PersistentVolumeClaim", "Deployment", "NetworkPolicy"])
+
+
+def test_deployment_is_one_recreated_hardened_replica(base):
+    (dep,) = by_kind(base)["Deployment"]
+    spec = dep["spec"]
+    assert spec["replicas"] == 1 and spec["strategy"]["type"] == "Recreate"
+    pod = spec["template"]["spec"]
+    (c,) = pod["containers"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True
+    assert c["securityContext"]["allowPrivilegeEscalation"] is False
+    assert c["livenessProbe"]["httpGet"]["path"] == "/health"
+    assert c["readinessProbe"]["httpGet"]["path"] == "/health"
+    mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert "emptyDir" in volumes[mounts["/tmp"]]
+    (pvc,) = by_kind(base)["PersistentVolumeClaim"]
+    assert volumes[mounts["/data"]]["persistentVolumeClaim"]["claimName"] == pvc["metadata"]["name"]
+    (cm,) = by_kind(base)["ConfigMap"]
+    assert cm["data"]["DATA_DIR"] == "/data" and cm["data"]["BUILDER"] == "kubernetes"
+    env_from = {next(iter(e)): e[next(iter(e))]["name"] for e in c["envFrom"]}
+    assert env_from == {"configMapRef": cm["metadata"]["name"], "secretRef": "binder-prebuild-github"}
+    assert pod["serviceAccountName"] == by_kind(base)["ServiceAccount"][0]["metadata"]["name"]
+    (svc,) = by_kind(base)["Service"]
+    assert all(dep["spec"]["template"]["metadata"]["labels"][k] == v for k, v in svc["spec"]["selector"].items())
+
+
+def test_settings_in_the_configmap_are_ones_the_app_reads(base):
+    from bot.config import _ENV_FIELDS, load_settings
+
+    (cm,) = by_kind(base)["ConfigMap"]
+    assert set(cm["data"]) <= set(_ENV_FIELDS)
+    settings = load_settings(cm["data"])
+    assert settings.builder == "kubernetes" and settings.build_timeout == 3600
+
+
+def test_role_grants_exactly_what_the_builder_uses_in_its_namespace(base):
+    (role,) = by_kind(base)["Role"]
+    grants = {(r, v) for rule in role["rules"] for r in rule["resources"] for v in rule["verbs"]}
+    assert all(rule["apiGroups"] == [""] for rule in role["rules"])
+    needed = {
+        ("pods", "create"), ("pods", "get"), ("pods", "list"), ("pods", "watch"), ("pods", "delete"),
+        ("pods/log", "get"),
+        ("secrets", "create"), ("secrets", "patch"), ("secrets", "list"), ("secrets", "delete"),
+    }
+    assert grants == needed
+    (binding,) = by_kind(base)["RoleBinding"]
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert binding["subjects"][0]["name"] == "binder-prebuild"
+    assert "ClusterRole" not in {d["kind"] for d in base}
+
+
+def test_build_pods_take_no_ingress(base):
+    (np,) = by_kind(base)["NetworkPolicy"]
+    selector = np["spec"]["podSelector"]["matchLabels"]
+    assert selector == {objs.LABEL_NAME: objs.APP_NAME, objs.LABEL_COMPONENT: objs.BUILD_COMPONENT}
+    assert set(np["spec"]["policyTypes"]) == {"Ingress", "Egress"}
+    assert not np["spec"].get("ingress")
+    # the policy selects what the builder labels its pods with, and not the service itself
+    pod = yaml.safe_load(objs.build_pod_yaml(Settings(), "o", "r", "a" * 40))
+    assert all(pod["metadata"]["labels"][k] == v for k, v in selector.items())
+    (dep,) = by_kind(base)["Deployment"]
+    assert not all(dep["spec"]["template"]["metadata"]["labels"].get(k) == v for k, v in selector.items())
+
+
+def test_dind_overlay_adds_the_daemonset_and_points_builds_at_its_socket(dind):
+    kinds = by_kind(dind)
+    (ds,) = kinds["DaemonSet"]
+    (cm,) = kinds["ConfigMap"]
+    socket = cm["data"]["BUILD_SOCKET"]
+    assert socket == "/var/run/dind/docker.sock"
+    (c,) = ds["spec"]["template"]["spec"]["containers"]
+    assert f"--host=unix://{socket}" in c["args"]
+    host_paths = [v["hostPath"]["path"] for v in ds["spec"]["template"]["spec"]["volumes"] if "hostPath" in v]
+    assert str(Path(socket).parent) in host_paths
+    # and a build pod made with that setting mounts it
+    pod = yaml.safe_load(objs.build_pod_yaml(Settings(build_socket=socket), "o", "r", "a" * 40))
+    kubernetes_validate.validate(pod, K8S_VERSION, strict=True)
+    assert pod["spec"]["volumes"][0]["hostPath"]["path"] == socket
+
+
+@pytest.mark.parametrize("settings", [
+    Settings(),
+    Settings(registry_url="https://registry.example.org", build_push_secret="push", build_timeout=600),
+    Settings(build_socket="tcp://dind:2375", image_prefix="prebuilt/"),
+])
+def test_build_pod_yaml_validates(settings):
+    for private in (False, True):
+        text = objs.build_pod_yaml(settings, "binder-examples", "requirements", "0123456789abcdef" * 2 + "01234567",
+                                   private=private)
+        kubernetes_validate.validate(yaml.safe_load(text), K8S_VERSION, strict=True)
