@@ -228,7 +228,7 @@ class Reporter:
         """A PR now points at ``sha`` (opened, synchronize, reopened, or a command)."""
         pr = self._pr(owner, repo, number)
         assert pr is not None
-        if pr.head_sha != sha:
+        if pr.head_sha != sha or pr.closed:  # a new head, or reopened: the next state is news
             pr.head_sha = sha
             pr.state = pr.reason = None
         pr.closed = False
@@ -420,11 +420,12 @@ class Reporter:
         create = st.run_id is None
         if not create and job is None:
             return  # a skip or config error never replaces a run that already reports on this sha
-        if not create and st.run_job != job and st.run_status == CheckStatus.COMPLETED.value:
-            if view.conclusion is Conclusion.SUCCESS and st.run_conclusion == Conclusion.SUCCESS.value:
-                st.run_job, st.sent = job, fields  # already says ready: nothing new to tell
+        if not create and st.run_status == CheckStatus.COMPLETED.value:
+            if view.conclusion is not None and view.conclusion.value == st.run_conclusion:
+                st.run_job, st.sent = job, fields  # it already says so (e.g. ready, found in the registry)
                 return
-            create = True  # a new attempt at a finished sha gets a new run (as GitHub advises for re-runs)
+            if st.run_job != job:
+                create = True  # a finished run cannot be reopened: a new attempt gets a new run
         if not create and fields == st.sent and job == st.run_job:
             return
         body = dict(fields)

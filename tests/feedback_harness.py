@@ -1,0 +1,168 @@
+"""The whole App with GitHub faked: signed deliveries in through the real webhook route,
+GitHub API calls out to FakeGitHub, builds run by tests/fake_builders.InstantBuilder.
+
+Used by tests/test_feedback_*.py through the ``prebuild_bot`` fixture (tests/conftest.py).
+``create_app`` is the real factory; only ``make_builder``/``make_image_lookup`` are
+replaced, as a test of the webhook → decision → scheduler → feedback path needs
+no engine and no registry.
+"""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import bot.app
+from bot.appkeys import SERVICES
+from bot.github.client import RetryPolicy
+from bot.model import BuildState
+from bot.services import Services
+from tests import payloads
+from tests.fake_builders import InstantBuilder, MemoryImages
+from tests.fake_github import FakeGitHub, FakeInstallation
+
+REPO = "binder-examples/requirements"
+FORK = "jdoe-contrib/requirements"
+PUBLIC_URL = "http://binder.test"
+FAST_RETRIES = RetryPolicy(backoff=0.01, max_backoff=0.05, jitter=0.0, timeout=10.0)
+
+
+@dataclasses.dataclass
+class Bot:
+    fake: FakeGitHub
+    client: Any  # aiohttp TestClient
+    services: Services
+    builder: InstantBuilder
+    images: MemoryImages
+    inst: FakeInstallation
+    data_dir: Path
+
+    @property
+    def settings(self):
+        return self.services.settings
+
+    @property
+    def reporter(self):
+        return self.services.extras["feedback"]
+
+    # sending ------------------------------------------------------------------
+    async def send(self, event: str, body: dict[str, Any], delivery_id: str | None = None) -> str:
+        delivery_id = delivery_id or str(uuid.uuid4())
+        headers, raw = payloads.signed(event, body, self.settings.github_webhook_secret, delivery_id=delivery_id)
+        resp = await self.client.post("/webhooks/github", data=raw, headers=headers)
+        assert resp.status in (200, 202), (resp.status, await resp.text())
+        return delivery_id
+
+    # payloads about the fake repository ------------------------------------------
+    def commit(self, message: str = "Update", files: dict[str, str] | None = None, *, branch: str | None = "add-altair",
+               repo: str = REPO) -> str:
+        if branch is not None and branch not in self.fake.repo(repo).branches:
+            self.fake.repo(repo).branches[branch] = self.fake.repo(repo).branches["main"]
+        return self.fake.add_commit(repo, files or {"requirements.txt": f"numpy # {uuid.uuid4().hex[:6]}\n"},
+                                    branch=branch, message=message)
+
+    def push(self, sha: str, branch: str = "add-altair", message: str | None = None) -> dict[str, Any]:
+        body = payloads.rewrite(payloads.load("push.branch"), sha=sha, installation_id=self.inst.id)
+        body["ref"] = f"refs/heads/{branch}"
+        body["head_commit"]["message"] = message or self.fake.repo(REPO).commits[sha].message
+        return body
+
+    def pr(self, action: str, sha: str, number: int = 7, *, fork: bool = False) -> dict[str, Any]:
+        name = "pull_request.opened.fork" if fork else "pull_request.opened"
+        body = payloads.rewrite(payloads.load(name), sha=sha, installation_id=self.inst.id)
+        body["action"] = action
+        body["number"] = body["pull_request"]["number"] = number
+        body["pull_request"]["base"]["sha"] = self.fake.repo(REPO).branches["main"]
+        if action == "closed":
+            body["pull_request"]["state"] = "closed"
+        # what GET /pulls/{n} answers (commands and re-runs ask)
+        self.fake.add_pull(REPO, number, head_sha=sha, head_ref=body["pull_request"]["head"]["ref"],
+                           head_repo=FORK if fork else None,
+                           state="closed" if action == "closed" else "open")
+        return body
+
+    # waiting --------------------------------------------------------------------
+    async def settle(self, timeout: float = 30.0) -> None:
+        """Until every delivery is processed, no build is active and all feedback is sent."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        stable = 0
+        while True:
+            depth = await self.services.deliveries.depth()
+            active = await self.services.builds.in_state(BuildState.QUEUED, BuildState.RUNNING)
+            idle = not depth and not active and not self.services.scheduler.running_jobs()
+            if idle:
+                await self.reporter.drain()
+                stable += 1
+                if stable >= 3:
+                    return
+            else:
+                stable = 0
+            if loop.time() > deadline:
+                raise AssertionError(f"not settled: {depth} deliveries, {len(active)} active builds")
+            await asyncio.sleep(0.02)
+
+    async def until(self, predicate: Callable[[], Any], timeout: float = 20.0) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            result = predicate()
+            if asyncio.iscoroutine(result):
+                result = await result
+            if result:
+                return
+            if loop.time() > deadline:
+                raise AssertionError("condition not met in time")
+            await asyncio.sleep(0.02)
+
+    # looking ----------------------------------------------------------------------
+    def runs(self, sha: str | None = None) -> list[dict[str, Any]]:
+        return [r for r in self.fake.check_runs_for(REPO, sha) if r["name"] == "Binder"]
+
+    def run(self, sha: str) -> dict[str, Any]:
+        runs = self.runs(sha)
+        assert len(runs) == 1, f"{len(runs)} check runs on {sha[:7]}: {[r['conclusion'] for r in runs]}"
+        return runs[0]
+
+    def comments(self, number: int = 7) -> list[dict[str, Any]]:
+        return [c for c in self.fake.comments_on(REPO, number)
+                if c["body"].startswith("<!-- binder-prebuild -->") and c["user"]["type"] == "Bot"]
+
+    def comment(self, number: int = 7) -> dict[str, Any]:
+        found = self.comments(number)
+        assert len(found) == 1, f"{len(found)} bot comments on #{number}"
+        return found[0]
+
+    def comment_edits(self, number: int = 7) -> int:
+        ids = {c["id"] for c in self.comments(number)}
+        return len([r for r in self.fake.calls("PATCH", "/repos/{owner}/{repo}/issues/comments/{comment_id}")
+                    if r.path.rsplit("/", 1)[-1].isdigit() and int(r.path.rsplit("/", 1)[-1]) in ids
+                    and r.status == 200])
+
+
+async def start_bot(fake: FakeGitHub, settings_factory: Callable[..., Any], aiohttp_client: Any, monkeypatch: Any,
+                    *, data_dir: Path, inst: FakeInstallation | None = None, builder: InstantBuilder | None = None,
+                    images: MemoryImages | None = None, **overrides: Any) -> Bot:
+    images = images if images is not None else MemoryImages()
+    builder = builder if builder is not None else InstantBuilder(images)
+    monkeypatch.setattr(bot.app, "make_builder", lambda services: builder)
+    monkeypatch.setattr(bot.app, "make_image_lookup", lambda services: images)
+    if inst is None:
+        fake.add_repo(FORK)
+        inst = fake.add_installation([REPO])
+        fake.repo(REPO).collaborators.update({"octo-maintainer": "write", "drive-by": "read"})
+    values = dict(public_url=PUBLIC_URL, data_dir=data_dir)
+    values.update(overrides)
+    settings = settings_factory(**values)
+    app = bot.app.create_app(settings)
+    client = await aiohttp_client(app)
+    services = app[SERVICES]
+    assert services.github is not None
+    services.github.policy = FAST_RETRIES
+    dispatcher = services.extras.get("dispatcher")
+    if dispatcher is not None:  # a failed delivery comes back quickly, as it would after its backoff
+        dispatcher.backoff_base, dispatcher.backoff_cap = 0.05, 0.2
+    return Bot(fake, client, services, builder, images, inst, data_dir)
