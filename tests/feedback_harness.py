@@ -84,6 +84,30 @@ class Bot:
                            state="closed" if action == "closed" else "open")
         return body
 
+    def user_comment(self, body: str, login: str, number: int = 7, *, user_type: str = "User") -> dict[str, Any]:
+        """An issue_comment.created payload for a comment that also exists in FakeGitHub (for reactions)."""
+        cid = self.fake.next_id()
+        user = self.fake._user(login, user_type)
+        self.fake.comments[cid] = {"id": cid, "body": body, "user": user, "_repo": REPO, "_issue": number}
+        payload = payloads.rewrite(payloads.load("issue_comment.created"), installation_id=self.inst.id)
+        payload["comment"].update({"id": cid, "body": body, "user": {**payload["comment"]["user"], **user}})
+        payload["issue"]["number"] = number
+        payload["sender"] = {**payload["sender"], **user}
+        return payload
+
+    def rerequest(self, sha: str, *, name: str = "Binder", app_id: int | None = None) -> dict[str, Any]:
+        body = payloads.rewrite(payloads.load("check_run.rerequested"), sha=sha, installation_id=self.inst.id)
+        body["check_run"]["name"] = name
+        body["check_run"]["app"]["id"] = app_id or self.fake.app_id
+        return body
+
+    def reactions(self, payload: dict[str, Any]) -> list[str]:
+        return [r["content"] for r in self.fake.reactions if r["_comment"] == payload["comment"]["id"]]
+
+    def replies(self, number: int = 7) -> list[str]:
+        return [c["body"] for c in self.fake.comments_on(REPO, number)
+                if c["user"]["type"] == "Bot" and not c["body"].startswith("<!-- binder-prebuild -->")]
+
     # waiting --------------------------------------------------------------------
     async def settle(self, timeout: float = 30.0) -> None:
         """Until every delivery is processed, no build is active and all feedback is sent."""
