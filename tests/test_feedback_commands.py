@@ -1,0 +1,181 @@
+"""Re-runs (check_run / check_suite rerequested) and `/binder` commands through the webhook route."""
+from __future__ import annotations
+
+from bot.feedback.commands import Command, parse_command
+from bot.model import Trigger
+from tests import payloads
+from tests.feedback_harness import REPO
+
+PERMISSION = "/repos/{owner}/{repo}/collaborators/{username}/permission"
+
+
+def test_parse_command():
+    assert parse_command("/binder build").command is Command.BUILD
+    assert parse_command("thanks!\n  /binder rebuild  please").command is Command.REBUILD
+    assert parse_command("/Binder HELP").command is Command.HELP
+    unknown = parse_command("/binder launch")
+    assert unknown.command is Command.UNKNOWN and unknown.word == "launch"
+    assert parse_command("> /binder build\nquoted only") is None
+    assert parse_command("use /binder build to build") is None
+    assert parse_command("") is None and parse_command(None) is None
+
+
+async def built_pr(bot, message: str = "first"):
+    sha = bot.commit(message)
+    await bot.send("pull_request", bot.pr("opened", sha))
+    await bot.settle()
+    return sha
+
+
+async def test_check_run_rerequested_rebuilds_that_sha_in_a_new_run(prebuild_bot):
+    bot = await prebuild_bot()
+    sha = await built_pr(bot)
+    await bot.send("check_run", bot.rerequest(sha))
+    await bot.settle()
+    assert [j.request.sha for j in bot.builder.jobs] == [sha, sha]
+    assert bot.builder.jobs[1].request.trigger is Trigger.RERUN
+    runs = sorted(bot.runs(sha), key=lambda r: r["id"])
+    assert [(r["status"], r["conclusion"]) for r in runs] == [("completed", "success")] * 2
+    assert runs[1]["_history"][0]["status"] == "queued"  # a real new build, not a copy
+    assert len(bot.comments()) == 1
+
+
+async def test_a_failed_build_rerun_succeeds(prebuild_bot):
+    bot = await prebuild_bot()
+    bot.builder.fail_with = "network hiccup"
+    sha = await built_pr(bot)
+    assert "**Failed**" in bot.comment()["body"]
+    bot.builder.fail_with = None
+    await bot.send("check_run", bot.rerequest(sha))
+    await bot.settle()
+    latest = max(bot.runs(sha), key=lambda r: r["id"])
+    assert latest["conclusion"] == "success"
+    assert "**Ready**" in bot.comment()["body"]
+
+
+async def test_rerequests_for_other_apps_or_names_are_ignored(prebuild_bot):
+    bot = await prebuild_bot()
+    sha = await built_pr(bot)
+    await bot.send("check_run", bot.rerequest(sha, name="CI"))
+    await bot.send("check_run", bot.rerequest(sha, app_id=999))
+    await bot.settle()
+    assert len(bot.builder.jobs) == 1
+
+
+async def test_check_suite_rerequested_rebuilds_its_head(prebuild_bot):
+    bot = await prebuild_bot()
+    sha = await built_pr(bot)
+    run = bot.rerequest(sha)
+    body = {"action": "rerequested", "check_suite": {**run["check_run"]["check_suite"], "app": run["check_run"]["app"]},
+            "repository": run["repository"], "sender": run["sender"], "installation": run["installation"]}
+    await bot.send("check_suite", body)
+    await bot.settle()
+    assert [j.request.sha for j in bot.builder.jobs] == [sha, sha]
+
+
+async def test_rerunning_an_old_sha_does_not_cancel_the_prs_newer_head(prebuild_bot):
+    bot = await prebuild_bot()
+    old = await built_pr(bot, "old")
+    bot.builder.hold = True
+    new = bot.commit("new")
+    await bot.send("pull_request", bot.pr("synchronize", new))
+    await bot.until(lambda: bot.runs(new) and bot.runs(new)[0]["status"] == "in_progress")
+    await bot.send("check_run", bot.rerequest(old))
+    await bot.until(lambda: len(bot.builder.running) == 2)
+    bot.builder.hold = False
+    bot.builder.release()
+    await bot.settle()
+    assert bot.run(new)["conclusion"] == "success"
+    assert sorted(j.request.sha for j in bot.builder.jobs) == sorted([old, old, new])
+    assert new in bot.comment()["body"]  # the comment stays on the PR's head
+
+
+async def test_binder_rebuild_from_a_writer(prebuild_bot):
+    bot = await prebuild_bot()
+    sha = await built_pr(bot)
+    cmd = bot.user_comment("/binder rebuild", "octo-maintainer")
+    await bot.send("issue_comment", cmd)
+    await bot.settle()
+    assert [j.request.sha for j in bot.builder.jobs] == [sha, sha]
+    assert bot.builder.jobs[1].request.trigger is Trigger.RERUN
+    assert bot.reactions(cmd) == ["rocket"]
+    assert max(bot.runs(sha), key=lambda r: r["id"])["conclusion"] == "success"
+
+
+async def test_binder_build_on_a_built_sha_builds_nothing_new(prebuild_bot):
+    bot = await prebuild_bot()
+    sha = await built_pr(bot)
+    await bot.send("issue_comment", bot.user_comment("/binder build", "octo-maintainer"))
+    await bot.settle()
+    assert len(bot.builder.jobs) == 1 and len(bot.runs(sha)) == 1
+
+
+async def test_binder_rebuild_from_a_reader_is_refused(prebuild_bot):
+    bot = await prebuild_bot()
+    await built_pr(bot)
+    cmd = bot.user_comment("/binder rebuild", "drive-by")
+    await bot.send("issue_comment", cmd)
+    await bot.settle()
+    assert len(bot.builder.jobs) == 1
+    assert bot.reactions(cmd) == ["-1"]
+    [reply] = bot.replies()
+    assert "write access" in reply and "/binder rebuild" in reply
+
+
+async def test_unknown_commands_get_usage(prebuild_bot):
+    bot = await prebuild_bot()
+    await built_pr(bot)
+    cmd = bot.user_comment("/binder launch-rockets", "octo-maintainer")
+    await bot.send("issue_comment", cmd)
+    await bot.settle()
+    assert bot.reactions(cmd) == ["confused"]
+    [reply] = bot.replies()
+    assert "`/binder launch-rockets` is not a command" in reply and "/binder build" in reply
+    assert bot.fake.calls("GET", PERMISSION) == []  # no permission needed to be told the usage
+
+
+async def test_bots_and_ordinary_comments_are_ignored(prebuild_bot):
+    bot = await prebuild_bot()
+    await built_pr(bot)
+    await bot.send("issue_comment", bot.user_comment("/binder rebuild", "ci-helper[bot]", user_type="Bot"))
+    await bot.send("issue_comment", bot.user_comment("LGTM, thanks", "octo-maintainer"))
+    issue_only = bot.user_comment("/binder build", "octo-maintainer")
+    issue_only["issue"].pop("pull_request")
+    await bot.send("issue_comment", issue_only)
+    await bot.settle()
+    assert len(bot.builder.jobs) == 1
+    assert bot.fake.calls("GET", PERMISSION) == [] and bot.fake.reactions == []
+
+
+async def test_commands_on_a_closed_pr_say_so(prebuild_bot):
+    bot = await prebuild_bot()
+    sha = await built_pr(bot)
+    await bot.send("pull_request", bot.pr("closed", sha))
+    await bot.settle()
+    cmd = bot.user_comment("/binder rebuild", "octo-maintainer")
+    cmd["issue"]["state"] = "closed"
+    await bot.send("issue_comment", cmd)
+    await bot.settle()
+    assert len(bot.builder.jobs) == 1
+    assert any("closed" in r for r in bot.replies())
+
+
+async def test_edited_comments_are_not_commands(prebuild_bot):
+    bot = await prebuild_bot()
+    await built_pr(bot)
+    cmd = bot.user_comment("/binder rebuild", "octo-maintainer")
+    cmd["action"] = "edited"
+    await bot.send("issue_comment", cmd)
+    await bot.settle()
+    assert len(bot.builder.jobs) == 1
+
+
+async def test_the_payload_fixture_command_is_handled(prebuild_bot):
+    # the stored fixture as GitHub sent it: /binder rebuild by a maintainer on PR 7
+    bot = await prebuild_bot()
+    sha = await built_pr(bot)
+    body = payloads.rewrite(payloads.load("issue_comment.created"), installation_id=bot.inst.id)
+    bot.fake.repo(REPO).collaborators[body["comment"]["user"]["login"]] = "admin"
+    await bot.send("issue_comment", body)
+    await bot.settle()
+    assert [j.request.sha for j in bot.builder.jobs] == [sha, sha]
