@@ -135,6 +135,9 @@ async def _stop(services: Services) -> None:
         await dispatcher.stop()
     if services.scheduler is not None:
         await services.scheduler.stop()
+    feedback = services.extras.get("feedback")
+    if feedback is not None:  # flush pending check run/comment updates, then stop its workers
+        await feedback.shutdown()
     if services.builder is not None:
         await services.builder.close()
     if services.images is not None:

@@ -639,6 +639,14 @@ class Reporter:
             if not self._timers and not self._workers.busy():
                 return
 
+    async def shutdown(self, grace: float = 5.0) -> None:
+        """On stop: send what is pending (final states first of all) for ``grace`` seconds, then stop."""
+        try:
+            await asyncio.wait_for(self.drain(), grace)
+        except (asyncio.TimeoutError, Exception):  # GitHub down at shutdown must not block it
+            log.warning("feedback: some check run or comment updates were not sent before shutdown")
+        await self.close()
+
     async def close(self) -> None:
         for handle in list(self._timers):
             handle.cancel()
