@@ -12,7 +12,6 @@ from bot.prebuild.decisions import (
     decide_push,
     has_skip_marker,
     pull_request_candidate,
-    push_candidate,
 )
 from bot.prebuild.repo_config import DEFAULT, parse_repo_config
 from tests import payloads

@@ -257,3 +257,23 @@ async def test_push_and_pr_for_the_same_sha_share_one_run(prebuild_bot):
     assert bot.run(sha)["conclusion"] == "success"
     assert len(bot.builder.jobs) == 1
     assert "**Ready**" in bot.comment()["body"]
+
+
+async def test_a_slow_github_does_not_hold_up_the_build(prebuild_bot):
+    from bot.model import BuildState
+    from tests.fake_github import Fault
+
+    bot = await prebuild_bot()
+    sha = bot.commit("slow api")
+    bot.fake.inject("POST", "/repos/{owner}/{repo}/check-runs", Fault.latency(1.5))
+    await bot.send("pull_request", bot.pr("opened", sha))
+
+    async def built():
+        rec = await bot.services.builds.latest_for_sha(*REPO.split("/"), sha)
+        return rec is not None and rec.state is BuildState.BUILT
+
+    await bot.until(built)
+    assert bot.runs(sha) == []  # the build finished while the check run was still being created
+    await bot.settle()
+    run = bot.run(sha)
+    assert run["conclusion"] == "success" and [h["status"] for h in run["_history"]] == ["queued", "completed"]

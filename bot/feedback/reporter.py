@@ -25,7 +25,7 @@ import gidgethub
 from gidgethub.abc import GitHubAPI
 
 from bot.feedback import render
-from bot.feedback.render import CHECK_NAME, COMMENT_MARKER, CheckRunView, CheckStatus, CommentState, Conclusion
+from bot.feedback.render import CHECK_NAME, COMMENT_MARKER, CheckRunView, CheckStatus, CommentState
 from bot.model import Phase, ProgressEvent
 
 if TYPE_CHECKING:

@@ -169,10 +169,10 @@ async def process_candidate(c: Candidate, gh: GitHubAPI, services: "Services", *
     if isinstance(decision, Skip):
         return await _skipped(decision, c, gh, services, policy, tag, config)
 
-    return await submit(decision, gh, services, config=config, policy=policy, rebuild=rebuild)
+    return await submit(decision, services, config=config, policy=policy, rebuild=rebuild)
 
 
-async def submit(req: BuildRequest, gh: GitHubAPI, services: "Services", *,
+async def submit(req: BuildRequest, services: "Services", *,
                  config: RepoConfig, policy: RepoConfig, rebuild: bool = False) -> Outcome:
     tag = f"delivery {req.delivery_id}: {req.full_name}@{req.sha[:12]}"
     reporter = reporter_of(services)
@@ -196,7 +196,7 @@ async def _skipped(skip: Skip, c: Candidate, gh: GitHubAPI, services: "Services"
         if rec is not None and rec.state is BuildState.BUILT:
             req = decide(c, config, policy=policy, approved=True)
             assert isinstance(req, BuildRequest)
-            return await submit(req, gh, services, config=config, policy=policy)
+            return await submit(req, services, config=config, policy=policy)
     log.info("%s: skipped: %s", tag, skip.reason)
     reporter = reporter_of(services)
     if reporter is not None:
