@@ -27,12 +27,20 @@ def _bool(value: str) -> bool:
     raise ConfigError(f"not a boolean: {value!r}")
 
 
-def default_engine() -> str:
-    """The first container engine CLI found on PATH (docker, then podman)."""
-    for name in ("docker", "podman"):
-        if shutil.which(name):
-            return name
-    return "docker"
+def default_engine(env: Mapping[str, str] | None = None) -> str:
+    """The first container engine that can work here: docker, then podman.
+
+    A docker CLI without a daemon to talk to (no socket, no DOCKER_HOST) does not
+    count when podman is there; a DOCKER_HOST that names podman means podman.
+    """
+    env = os.environ if env is None else env
+    docker_host = env.get("DOCKER_HOST", "")
+    has_podman = shutil.which("podman") is not None
+    if "podman" in docker_host and has_podman:
+        return "podman"
+    if shutil.which("docker") and (docker_host or Path("/var/run/docker.sock").exists() or not has_podman):
+        return "docker"
+    return "podman" if has_podman else "docker"
 
 
 @dataclasses.dataclass(frozen=True)

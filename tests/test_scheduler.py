@@ -1,0 +1,243 @@
+"""The scheduler over a real SQLite store, with the shared instant builder."""
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+import pytest
+
+from bot.config import Settings
+from bot.events import EventBus
+from bot.metrics import Metrics
+from bot.model import BuildRequest, BuildState, Phase
+from bot.scheduler import Action, Scheduler, plan_submit, verify_outcome
+from bot.model import BuildOutcome
+from bot.services import Services
+from bot.store import Database
+from bot.store.builds import BuildStore
+from bot.store.deliveries import DeliveryStore
+from bot.store.github_state import GitHubState
+from tests.fake_builders import InstantBuilder, MemoryImages
+
+SHA1 = "1" * 40
+SHA2 = "2" * 40
+SHA3 = "3" * 40
+
+
+def req(sha: str = SHA1, *, branch: str | None = "main", pr: int | None = None, repo: str = "repo") -> BuildRequest:
+    return BuildRequest(owner="octo", repo=repo, sha=sha, clone_url=f"http://127.0.0.1:1/octo/{repo}.git",
+                        branch=None if pr else branch, pr_number=pr, default_branch="main")
+
+
+class Harness:
+    def __init__(self, services: Services, events: list) -> None:
+        self.services = services
+        self.events = events
+        self.images: MemoryImages = services.images  # type: ignore[assignment]
+        self.builder: InstantBuilder = services.builder  # type: ignore[assignment]
+        self.scheduler: Scheduler = services.scheduler  # type: ignore[assignment]
+
+    async def wait_state(self, build_id: str, state: BuildState, timeout: float = 10) -> None:
+        async def _w() -> None:
+            while (await self.services.builds.get(build_id)).state != state:
+                await asyncio.sleep(0.01)
+        await asyncio.wait_for(_w(), timeout)
+
+    def phases(self, build_id: str) -> list[str]:
+        return [e.phase.value for r, e in self.events if r.id == build_id]
+
+
+async def make_harness(tmp_path, *, max_builds: int = 8, db: Database | None = None,
+                       images: MemoryImages | None = None, hold: bool = False) -> Harness:
+    settings = Settings(data_dir=tmp_path, max_concurrent_builds=max_builds, image_prefix="test/")
+    db = db or await Database(settings.db_path).open()
+    session = aiohttp.ClientSession()
+    services = Services(settings=settings, db=db, session=session, deliveries=DeliveryStore(db),
+                        builds=BuildStore(db), gh_state=GitHubState(db), bus=EventBus())
+    services.extras["metrics"] = Metrics()
+    services.images = images or MemoryImages()
+    services.builder = InstantBuilder(services.images)
+    services.builder.hold = hold
+    services.scheduler = Scheduler(services)
+    events: list = []
+
+    async def listener(record, event):
+        events.append((record, event))
+
+    services.bus.add_listener(listener)
+    await services.scheduler.start()
+    return Harness(services, events)
+
+
+@pytest.fixture
+async def h(tmp_path):
+    harness = await make_harness(tmp_path)
+    yield harness
+    await harness.scheduler.stop()
+    await harness.services.session.close()
+    await harness.services.db.close()
+
+
+async def test_build_runs_and_is_confirmed_in_registry(h):
+    rec = await h.scheduler.submit(req())
+    assert rec.state == BuildState.QUEUED
+    await h.wait_state(rec.id, BuildState.BUILT)
+    assert h.phases(rec.id) == ["waiting", "fetching", "building", "building", "building", "building",
+                                "pushing", "built"]
+    assert rec.image in h.images.images
+    done = await h.services.builds.get(rec.id)
+    assert done.log_tail[-2:] == ("Successfully built", f"pushing {rec.image}")
+
+
+async def test_image_already_in_registry_is_ready_without_building(h):
+    image = h.scheduler.image_for("octo", "repo", SHA1)
+    h.images.images.add(image)
+    rec = await h.scheduler.submit(req())
+    assert rec.state == BuildState.BUILT and rec.from_cache
+    assert h.builder.jobs == []
+    assert h.phases(rec.id) == ["built"]
+
+
+async def test_same_sha_via_branch_and_pr_is_built_once(h):
+    h.builder.hold = True
+    a = await h.scheduler.submit(req(branch="main"))
+    await h.builder.wait_running(1)
+    b = await h.scheduler.submit(req(pr=7))
+    assert b.id != a.id and b.job_id == a.job_id
+    again = await h.scheduler.submit(req(branch="main"))
+    assert again.id == a.id
+    h.builder.release()
+    await h.wait_state(a.id, BuildState.BUILT)
+    await h.wait_state(b.id, BuildState.BUILT)
+    assert len(h.builder.jobs) == 1
+    assert "built" in h.phases(b.id)
+
+
+async def test_concurrency_cap_and_arrival_order(tmp_path):
+    h = await make_harness(tmp_path, max_builds=2)
+    try:
+        h.builder.hold = True
+        recs = [await h.scheduler.submit(req(sha=str(i) * 40, repo=f"r{i}")) for i in range(1, 6)]
+        await h.builder.wait_running(2)
+        await asyncio.sleep(0.2)
+        assert len(h.builder.running) == 2
+        assert [j.request.repo for j in h.builder.jobs] == ["r1", "r2"]
+        h.builder.release()
+        h.builder.hold = False
+        for r in recs:
+            await h.wait_state(r.id, BuildState.BUILT)
+        assert [j.request.repo for j in h.builder.jobs] == ["r1", "r2", "r3", "r4", "r5"]
+    finally:
+        await h.scheduler.stop()
+        await h.services.session.close()
+        await h.services.db.close()
+
+
+async def test_newer_sha_supersedes_running_and_queued(tmp_path):
+    h = await make_harness(tmp_path, max_builds=1)
+    try:
+        h.builder.hold = True
+        first = await h.scheduler.submit(req(SHA1, pr=3))
+        await h.builder.wait_running(1)
+        other = await h.scheduler.submit(req(SHA2, repo="other"))  # queued behind the cap
+        second = await h.scheduler.submit(req(SHA3, pr=3))
+        got = await h.services.builds.get(first.id)
+        assert got.state == BuildState.CANCELLED and got.superseded_by == second.id
+        assert first.job_id in h.builder.cancelled
+        assert h.phases(first.id)[-1] == "cancelled"
+        h.builder.hold = False
+        h.builder.release()
+        await h.wait_state(second.id, BuildState.BUILT)
+        await h.wait_state(other.id, BuildState.BUILT)
+        assert (await h.services.builds.get(first.id)).state == BuildState.CANCELLED
+    finally:
+        await h.scheduler.stop()
+        await h.services.session.close()
+        await h.services.db.close()
+
+
+async def test_cancel_key_for_closed_pr(h):
+    h.builder.hold = True
+    rec = await h.scheduler.submit(req(pr=9))
+    await h.builder.wait_running(1)
+    cancelled = await h.scheduler.cancel_key(rec.supersede_key, "pull request closed")
+    assert [r.id for r in cancelled] == [rec.id]
+    got = await h.services.builds.get(rec.id)
+    assert got.state == BuildState.CANCELLED and got.reason == "pull request closed"
+    assert h.builder.running == {}
+
+
+async def test_success_without_image_in_registry_is_a_failure(h):
+    h.builder.push = False
+    rec = await h.scheduler.submit(req())
+    await h.wait_state(rec.id, BuildState.FAILED)
+    got = await h.services.builds.get(rec.id)
+    assert "not in the registry" in got.reason
+    assert "built" not in h.phases(rec.id)
+
+
+async def test_builder_failure_keeps_reason_and_log(h):
+    h.builder.fail_with = "pip install failed"
+    rec = await h.scheduler.submit(req())
+    await h.wait_state(rec.id, BuildState.FAILED)
+    got = await h.services.builds.get(rec.id)
+    assert got.reason == "pip install failed"
+    assert "Successfully built" in got.log_tail
+
+
+async def test_registry_down_waits_instead_of_building(h):
+    h.images.down = True
+    rec = await h.scheduler.submit(req())
+    await asyncio.sleep(0.3)
+    assert h.builder.jobs == []
+    assert (await h.services.builds.get(rec.id)).state == BuildState.QUEUED
+    h.images.down = False
+    h.scheduler._registry_wait_until.clear()
+    h.scheduler._wake.set()
+    await h.wait_state(rec.id, BuildState.BUILT)
+
+
+async def test_rebuild_builds_even_when_image_exists(h):
+    image = h.scheduler.image_for("octo", "repo", SHA1)
+    h.images.images.add(image)
+    rec = await h.scheduler.submit(req(), rebuild=True)
+    assert rec.state == BuildState.QUEUED
+    await h.wait_state(rec.id, BuildState.BUILT)
+    assert len(h.builder.jobs) == 1
+
+
+async def test_restart_reattaches_running_build_once(tmp_path):
+    h = await make_harness(tmp_path)
+    h.builder.hold = True
+    rec = await h.scheduler.submit(req())
+    await h.builder.wait_running(1)
+    await h.scheduler.stop()  # the process goes away; the build record stays running
+    assert (await h.services.builds.get(rec.id)).state == BuildState.RUNNING
+    db = h.services.db
+    await h.services.session.close()
+    h2 = await make_harness(tmp_path, db=db, images=h.images, hold=True)
+    try:
+        await h2.builder.wait_running(1)
+        assert [j.build_id for j in h2.builder.jobs] == [rec.job_id]
+        h2.builder.release()
+        await h2.wait_state(rec.id, BuildState.BUILT)
+        assert len(h2.builder.jobs) == 1
+    finally:
+        await h2.scheduler.stop()
+        await h2.services.session.close()
+        await db.close()
+
+
+def test_plan_submit_is_pure():
+    r = req()
+    assert plan_submit(r, "img:1", [], [], True, False).action is Action.READY
+    assert plan_submit(r, "img:1", [], [], True, True).action is Action.QUEUE
+    assert plan_submit(r, "img:1", [], [], None, False).action is Action.QUEUE
+    assert plan_submit(r, "img:1", [], [], False, False).action is Action.QUEUE
+
+
+def test_verify_outcome():
+    assert verify_outcome(BuildOutcome(Phase.BUILT), True) == (BuildState.BUILT, "")
+    assert verify_outcome(BuildOutcome(Phase.BUILT), False)[0] == BuildState.FAILED
+    assert verify_outcome(BuildOutcome(Phase.BUILT), None)[0] == BuildState.FAILED
+    assert verify_outcome(BuildOutcome(Phase.FAILED, "boom"), True) == (BuildState.FAILED, "boom")
