@@ -193,26 +193,34 @@ class HubClient:
     async def create_user(self, name: str) -> None:
         await self.request("POST", f"/users/{quote(name, safe='')}", retry_conflict_as_success=True)
 
-    async def delete_user(self, name: str) -> None:
-        """Stop the user's servers and delete the user (a stopping server may need a moment)."""
+    async def delete_user(self, name: str, wait: float = 60.0) -> None:
+        """Stop the user's server (interrupting a pending spawn), then delete the user.
+
+        JupyterHub refuses to delete a user whose server is still active (a 400 or
+        500 while it stops), so the deletion is repeated until it goes through.
+        """
         path = f"/users/{quote(name, safe='')}"
-        for _ in range(20):
+        await self.stop_server(name)
+        deadline = time.monotonic() + wait
+        while True:
             try:
                 await self.request("DELETE", path)
                 return
             except HubNotFound:
                 return
-            except HubError as e:
-                if e.status != 400:  # 400: a server is still stopping or starting
+            except HubError:
+                if time.monotonic() > deadline:
                     raise
-                await self.stop_server(name)
-                await asyncio.sleep(0.5)
+                await asyncio.sleep(1.0)
 
     async def stop_server(self, name: str, server_name: str = "") -> None:
+        """Ask for the server to stop; no user, no server or already stopping is fine."""
         try:
             await self.request("DELETE", self._server_path(name, server_name))
-        except (HubNotFound, HubError) as e:
-            if not isinstance(e, HubNotFound) and e.status != 400:
+        except HubNotFound:
+            pass
+        except HubError as e:
+            if e.status != 400:
                 raise
 
     @staticmethod

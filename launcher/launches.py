@@ -345,10 +345,10 @@ class LaunchManager:
         created = False
         admitted = False
         try:
-            if self.counter is not None:
+            s = services.settings
+            if self.counter is not None and (s.max_servers >= 0 or s.max_servers_per_repo >= 0):
                 refusal = await self.counter.admit(
-                    user, image_repository(t.image), services.settings.max_servers,
-                    services.settings.max_servers_per_repo, t.spec.full_name)
+                    user, image_repository(t.image), s.max_servers, s.max_servers_per_repo, t.spec.full_name)
                 if refusal is not None:
                     launch.emit(Phase.FAILED, refusal.message, limit=refusal.limit.value,
                                 retryAfter=refusal.retry_after)

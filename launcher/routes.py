@@ -84,8 +84,8 @@ async def _admit(services: Services, state: LauncherState, target: LaunchTarget,
     refusal = state.limiter.hit(client_ip)
     if refusal is not None:
         raise Refused(429, "Too many launches", refusal.message, "rate_limited", refusal.retry_after)
-    if state.counter is not None:
-        s = services.settings
+    s = services.settings
+    if state.counter is not None and (s.max_servers >= 0 or s.max_servers_per_repo >= 0):
         try:
             counts = await state.counter.counts(image_repository(target.image))
         except HubError as e:

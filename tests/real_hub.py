@@ -143,9 +143,9 @@ class RealHub:
             if not users:
                 return
             for u in users:
-                status, _ = self.api("DELETE", f"/users/{u['name']}")
-                if status == 400:
+                if any(not s.get("stopped") for s in (u.get("servers") or {}).values()) or u.get("server"):
                     self.api("DELETE", f"/users/{u['name']}/server")
+                self.api("DELETE", f"/users/{u['name']}")
             if time.monotonic() > deadline:
                 raise RuntimeError(f"could not delete hub users: {[u['name'] for u in self.users()]}")
             time.sleep(0.3)

@@ -1,0 +1,134 @@
+"""The launch routes' answers that need no running Hub: refusals, pages, badge headers."""
+from __future__ import annotations
+
+import pytest
+
+from bot.model import BuildRequest, BuildState, Trigger
+from tests.real_hub import free_port
+
+
+async def dead_hub(launcher, **settings):
+    """A launcher whose JUPYTERHUB_API_URL points at a closed port."""
+    return await launcher(hub_api_url=f"http://127.0.0.1:{free_port()}/hub/api", **settings)
+
+
+@pytest.mark.parametrize("path", [
+    "/v2/gh/-bad/repo/main", "/v2/gh/octo/..//main", "/v2/gh/octo/demo/a..b", "/v2/gh/octo/demo/x~1",
+])
+async def test_malformed_links_get_a_400_page(launcher, path):
+    ln = await dead_hub(launcher)
+    resp = await ln.client.get(path)
+    assert resp.status in (400, 404)  # aiohttp itself may not route some of them
+    if resp.status == 400:
+        assert "Not a launch link" in await resp.text()
+
+
+async def test_repo_without_the_app_gets_a_404_page_that_says_why(launcher):
+    ln = await dead_hub(launcher)
+    ln.fake.add_repo("other/repo")
+    resp = await ln.client.get("/v2/gh/other/repo/main")
+    body = await resp.text()
+    assert resp.status == 404
+    assert resp.content_type == "text/html"
+    assert "other/repo is not served here" in body and "not installed" in body and "LAUNCH_ALLOW" in body
+
+
+async def test_unknown_ref_gets_a_404_page(launcher):
+    ln = await dead_hub(launcher)
+    await ln.install("octo/demo")
+    resp = await ln.client.get("/v2/gh/octo/demo/nope")
+    assert resp.status == 404
+    assert "no branch, tag or commit called &#39;nope&#39;" in await resp.text()
+
+
+async def test_hub_that_is_down_gives_a_clear_page_and_503_health(launcher):
+    ln = await dead_hub(launcher)
+    await ln.install("octo/demo")
+    await ln.prebuild("octo/demo")
+    resp = await ln.client.get("/v2/gh/octo/demo/main")
+    body = await resp.text()
+    assert resp.status == 503
+    assert "JupyterHub is not reachable" in body and "try again" in body
+    assert resp.headers["Retry-After"] == "30"
+    health = await ln.client.get("/health")
+    data = await health.json()
+    assert health.status == 503
+    hub_check = next(c for c in data["checks"] if c["name"] == "hub")
+    assert hub_check["ok"] is False and "not reachable" in hub_check["detail"]
+    # the stream says the same to API clients, as an event they can read
+    resp = await ln.client.get("/api/events/gh/octo/demo/main")
+    assert resp.status == 503 and resp.content_type == "text/event-stream"
+    assert '"phase":"failed"' in await resp.text()
+
+
+async def test_no_hub_configured_is_a_503_page(launcher):
+    ln = await launcher()
+    await ln.install("octo/demo")
+    resp = await ln.client.get("/v2/gh/octo/demo/main")
+    assert resp.status == 503
+    assert "no JupyterHub configured" in await resp.text()
+
+
+async def test_private_repositories_are_not_launched_unless_allowed(launcher):
+    ln = await dead_hub(launcher, max_servers=-1, max_servers_per_repo=-1)
+    await ln.install("octo/secret", private=True)
+    # with build-on-launch, the repository object is read and its visibility decides
+    resp = await ln.client.get("/api/events/gh/octo/secret/main")
+    text = await resp.text()
+    assert resp.status == 200 and "private repository" in text and '"phase":"failed"' in text
+
+
+async def test_not_prebuilt_page_when_build_on_launch_is_off(launcher):
+    ln = await dead_hub(launcher, build_on_launch=False, max_servers=-1, max_servers_per_repo=-1)
+    await ln.install("octo/demo")
+    resp = await ln.client.get("/v2/gh/octo/demo/main")
+    body = await resp.text()
+    assert resp.status == 404 and "has not been prebuilt" in body
+    assert ln.builder.jobs == []
+
+
+async def test_badge_states_and_cache_headers(launcher):
+    ln = await dead_hub(launcher)
+    await ln.install("octo/demo")
+    repo = ln.fake.repo("octo/demo")
+    main = repo.branches["main"]
+    resp = await ln.client.get("/badge/gh/octo/demo/main.svg")
+    svg = await resp.text()
+    assert resp.status == 200 and resp.content_type == "image/svg+xml"
+    assert ">not built<" in svg
+    cc = resp.headers["Cache-Control"]
+    assert "no-cache" in cc and "max-age=30" in cc
+    etag = resp.headers["ETag"]
+    again = await ln.client.get("/badge/gh/octo/demo/main.svg", headers={"If-None-Match": etag})
+    assert again.status == 304 and again.headers["ETag"] == etag
+
+    # a running build, then a failed one, then a built image, for a branch and a sha with slashes
+    ln.builder.hold = True
+    sha = ln.fake.add_commit("octo/demo", {"x": "1"}, branch="feature/x")
+    req = BuildRequest(owner="octo", repo="demo", sha=sha, clone_url="http://x/octo/demo.git",
+                       branch="feature/x", trigger=Trigger.PUSH)
+    record = await ln.services.scheduler.submit(req)
+    await ln.builder.wait_running(1)
+    svg = await (await ln.client.get("/badge/gh/octo/demo/feature/x.svg")).text()
+    assert ">building<" in svg
+    ln.builder.fail_with = "boom"
+    ln.builder.release()
+    for _ in range(100):
+        rec = await ln.services.builds.get(record.id)
+        if rec.state is BuildState.FAILED:
+            break
+        import asyncio
+        await asyncio.sleep(0.05)
+    svg = await (await ln.client.get(f"/badge/gh/octo/demo/{sha}.svg")).text()
+    assert ">failed<" in svg
+    await ln.prebuild("octo/demo", "main")
+    resp = await ln.client.get(f"/badge/gh/octo/demo/{main}.svg", headers={"If-None-Match": etag})
+    assert resp.status == 200 and ">ready<" in await resp.text()
+
+
+async def test_badge_never_fails(launcher):
+    ln = await dead_hub(launcher)
+    for path in ("/badge/gh/nobody/nothing/main.svg", "/badge/gh/-x/y/z.svg", "/badge/gh/a/b/c..d.svg"):
+        resp = await ln.client.get(path)
+        assert resp.status == 200, path
+        assert ">unknown<" in await resp.text()
