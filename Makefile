@@ -1,22 +1,22 @@
-# The two commands a newcomer needs (see README):
+# Same as ./dev (see README):
 #   make serve   install what is missing, then start the embedded stack on loopback
 #   make test    install what is missing, then run every test (what CI runs)
-.PHONY: serve test install unit e2e bench lint clean
+.PHONY: serve test install unit e2e bench clean
 
-serve: install
-	.venv/bin/binder-prebuild up
+serve:
+	./dev serve
 
-test: install
-	.venv/bin/python -m pytest -p no:cacheprovider -ra
+test:
+	./dev test
 
 install:
-	bash scripts/install.sh
+	./dev install
 
-unit: install
-	.venv/bin/python -m pytest -m "not e2e and not hub" -ra
+unit:
+	./dev test -m "not e2e and not hub"
 
-e2e: install
-	.venv/bin/python -m pytest -m e2e -ra -s
+e2e:
+	./dev test -m e2e -s
 
 bench: install
 	.venv/bin/python benchmarks/webhook_ack.py
