@@ -38,6 +38,40 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load(args: argparse.Namespace | None = None):
+    try:
+        return load_settings(config_file=getattr(args, "config", None))
+    except ConfigError as e:
+        print(f"binder-prebuild: configuration error: {e}", file=sys.stderr)
+        raise SystemExit(2) from e
+
+
+def _split_repo(text: str) -> tuple[str, str]:
+    owner, _, repo = text.strip("/").partition("/")
+    if not owner or not repo or "/" in repo:
+        raise SystemExit(f"binder-prebuild: expected OWNER/REPO, got {text!r}")
+    return owner, repo.removesuffix(".git")
+
+
+def _build_pod(args: argparse.Namespace) -> int:
+    from bot.builders.k8s_objects import build_pod_yaml
+
+    owner, repo = _split_repo(args.repo)
+    print(build_pod_yaml(_load(), owner, repo, args.sha), end="")
+    return 0
+
+
+def _build(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from bot.oneshot import run_one_build
+
+    owner, repo = _split_repo(args.repo)
+    settings = _load()
+    setup_logging("WARNING", secrets=settings_secrets(settings))
+    return asyncio.run(run_one_build(settings, owner, repo, args.ref, args.clone_url, args.rebuild))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="binder-prebuild", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -48,6 +82,21 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--log-level", default=None, help="DEBUG, INFO (default: LOG_LEVEL or INFO), WARNING")
     serve.add_argument("--access-log", action="store_true", help="log every HTTP request")
     serve.set_defaults(func=_serve)
+
+    up = sub.add_parser("up", help="start the embedded stack on loopback: engine, registry, JupyterHub, service")
+    up.set_defaults(func=lambda a: __import__("bot.stack", fromlist=["main"]).main())
+
+    build = sub.add_parser("build", help="run one prebuild through the configured builder, printing progress")
+    build.add_argument("repo", metavar="OWNER/REPO", help="or a clone URL with --name")
+    build.add_argument("--ref", default=None, help="branch, tag or sha (default: the default branch)")
+    build.add_argument("--clone-url", default=None, help="clone from here (default: https://github.com/OWNER/REPO)")
+    build.add_argument("--rebuild", action="store_true", help="build even if the image exists")
+    build.set_defaults(func=_build)
+
+    pod = sub.add_parser("build-pod", help="print the Kubernetes build pod for OWNER/REPO at SHA as YAML")
+    pod.add_argument("repo", metavar="OWNER/REPO")
+    pod.add_argument("sha")
+    pod.set_defaults(func=_build_pod)
     args = parser.parse_args(argv)
     return args.func(args)
 

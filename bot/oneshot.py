@@ -1,0 +1,100 @@
+"""``binder-prebuild build OWNER/REPO [--ref REF]``: one prebuild from the command line.
+
+It goes through the same scheduler, builder and image lookup as the service,
+with its own store in DATA_DIR, and prints progress as it comes.
+"""
+from __future__ import annotations
+
+import asyncio
+import re
+import subprocess
+import sys
+
+import aiohttp
+
+from bot.app import make_builder, make_image_lookup
+from bot.config import Settings
+from bot.events import EventBus
+from bot.metrics import Metrics
+from bot.model import BuildRequest, BuildState, ProgressEvent, Trigger
+from bot.scheduler import Scheduler
+from bot.services import Services
+from bot.store import Database
+from bot.store.builds import BuildRecord, BuildStore
+from bot.store.deliveries import DeliveryStore
+from bot.store.github_state import GitHubState
+
+_SHA = re.compile(r"^[0-9a-f]{40}$")
+
+
+def resolve_ref(clone_url: str, ref: str | None) -> tuple[str, str | None, str | None]:
+    """(sha, branch, default branch) via ``git ls-remote``: works for any host git can reach."""
+    out = subprocess.run(["git", "ls-remote", "--symref", clone_url, "HEAD"], capture_output=True, text=True,
+                         timeout=60)
+    if out.returncode != 0:
+        raise SystemExit(f"binder-prebuild: cannot reach {clone_url}: {out.stderr.strip()}")
+    default = None
+    head_sha = None
+    for line in out.stdout.splitlines():
+        if line.startswith("ref: ") and line.endswith("\tHEAD"):
+            default = line[5:].split("\t")[0].removeprefix("refs/heads/")
+        elif line.endswith("\tHEAD"):
+            head_sha = line.split("\t")[0]
+    if ref is None:
+        if head_sha is None:
+            raise SystemExit(f"binder-prebuild: {clone_url} has no HEAD")
+        return head_sha, default, default
+    if _SHA.match(ref.lower()):
+        return ref.lower(), None, default
+    out = subprocess.run(["git", "ls-remote", clone_url, f"refs/heads/{ref}", f"refs/tags/{ref}",
+                          f"refs/tags/{ref}^{{}}"], capture_output=True, text=True, timeout=60)
+    lines = [ln.split("\t") for ln in out.stdout.splitlines() if "\t" in ln]
+    if not lines:
+        raise SystemExit(f"binder-prebuild: no branch or tag {ref!r} in {clone_url}")
+    peeled = [sha for sha, name in lines if name.endswith("^{}")]
+    sha = peeled[0] if peeled else lines[0][0]
+    branch = ref if any(name == f"refs/heads/{ref}" for _, name in lines) else None
+    return sha, branch, default
+
+
+async def run_one_build(settings: Settings, owner: str, repo: str, ref: str | None,
+                        clone_url: str | None, rebuild: bool) -> int:
+    url = clone_url or f"https://github.com/{owner}/{repo}"
+    sha, branch, default = await asyncio.to_thread(resolve_ref, url, ref)
+    db = await Database(settings.db_path).open()
+    session = aiohttp.ClientSession()
+    services = Services(settings=settings, db=db, session=session, deliveries=DeliveryStore(db),
+                        builds=BuildStore(db), gh_state=GitHubState(db), bus=EventBus())
+    services.extras["metrics"] = Metrics()
+    services.images = make_image_lookup(services)
+    services.builder = make_builder(services)
+    services.scheduler = Scheduler(services)
+    done: asyncio.Future[BuildRecord] = asyncio.get_running_loop().create_future()
+
+    async def show(record: BuildRecord, event: ProgressEvent) -> None:
+        text = event.message.rstrip()
+        print(f"[{event.phase.value:>9}] {text}" if text else f"[{event.phase.value:>9}]", flush=True)
+        if record.state.finished and event.phase.terminal_for_build and not done.done():
+            done.set_result(record)
+
+    services.bus.add_listener(show)
+    try:
+        await services.builder.start()
+        await services.scheduler.start()
+        req = BuildRequest(owner=owner, repo=repo, sha=sha, clone_url=url, branch=branch,
+                           default_branch=default, trigger=Trigger.CLI)
+        print(f"building {owner}/{repo} at {sha} as {services.scheduler.image_for(owner, repo, sha)}", flush=True)
+        record = await services.scheduler.submit(req, rebuild=rebuild)
+        if not record.state.finished:
+            record = await done
+        else:
+            record = await services.builds.get(record.id) or record
+        print(f"{record.state.value}: {record.image}" + (f" ({record.reason})" if record.reason else ""),
+              file=sys.stderr if record.state != BuildState.BUILT else sys.stdout)
+        return 0 if record.state == BuildState.BUILT else 1
+    finally:
+        await services.scheduler.stop()
+        await services.builder.close()
+        await services.images.close()
+        await session.close()
+        await db.close()
