@@ -150,9 +150,13 @@ async def test_a_restart_with_the_store_lost_finds_the_comment_and_the_run_again
     first.fake.comments[mimic] = {
         "id": mimic, "body": MARKER + "\nquoted by a human", "user": first.fake._user("mimic"),
         "_repo": REPO, "_issue": 7}
+    other_app = first.fake.next_id()
+    first.fake.comments[other_app] = {
+        "id": other_app, "body": MARKER + "\nanother App's comment", "user": first.fake._user("other[bot]", "Bot"),
+        "performed_via_github_app": {"id": 777, "slug": "other"}, "_repo": REPO, "_issue": 7}
     await first.send("pull_request", first.pr("opened", sha1))
     await first.settle()
-    comment_id = first.comment()["id"]
+    [comment_id] = [c["id"] for c in first.comments() if c["id"] != other_app]
     await first.client.close()
 
     second = await prebuild_bot(data_dir=tmp_path / "b", inst=first.inst, images=first.images)
@@ -160,8 +164,10 @@ async def test_a_restart_with_the_store_lost_finds_the_comment_and_the_run_again
     await second.settle()
     await second.send("pull_request", second.pr("reopened", sha1))
     await second.settle()
-    [ours] = [c for c in second.fake.comments_on(REPO, 7) if c["user"]["type"] == "Bot"]
+    [ours] = [c for c in second.fake.comments_on(REPO, 7)
+              if c["user"]["type"] == "Bot" and c["id"] != other_app]
     assert ours["id"] == comment_id and "**Ready**" in ours["body"]
+    assert "another App's comment" in second.fake.comments[other_app]["body"]  # left alone
     # the image was in the registry: ready at once, and the run found by name was left as it was
     run = second.run(sha1)
     assert run["conclusion"] == "success" and len(run["_history"]) == 3

@@ -600,6 +600,7 @@ class Reporter:
             pr.comment_id, pr.body_hash = stored
         else:
             bot_login = getattr(self.services.github, "bot_login", None)
+            app_id = self.services.settings.github_app_id
             async for c in client.getiter("/repos/{owner}/{repo}/issues/{number}/comments{?per_page}",
                                           {"owner": pr.owner, "repo": pr.repo, "number": pr.number,
                                            "per_page": 100}):
@@ -607,6 +608,9 @@ class Reporter:
                 body = c.get("body") or ""
                 if not body.lstrip().startswith(COMMENT_MARKER):
                     continue
+                via = c.get("performed_via_github_app") or {}
+                if app_id and via.get("id") is not None and str(via["id"]) != str(app_id):
+                    continue  # another App's comment that happens to carry our marker
                 if bot_login and user.get("login") != bot_login:
                     continue
                 if not bot_login and user.get("type") != "Bot":
