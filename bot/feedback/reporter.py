@@ -11,13 +11,11 @@ the check run is found by name on the sha and the comment by its marker.
 from __future__ import annotations
 
 import asyncio
-import collections
-import dataclasses
 import hashlib
 import inspect
 import logging
 import time
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import cachetools
@@ -26,6 +24,8 @@ from gidgethub.abc import GitHubAPI
 
 from bot.feedback import render
 from bot.feedback.render import CHECK_NAME, COMMENT_MARKER, CheckRunView, CheckStatus, CommentState
+from bot.feedback.state import PrState, ShaState
+from bot.feedback.workers import KeyedWorkers
 from bot.model import Phase, ProgressEvent
 
 if TYPE_CHECKING:
@@ -50,131 +50,6 @@ def _status_of(phase: Phase) -> CheckStatus:
     return CheckStatus.COMPLETED
 
 
-class KeyedWorkers:
-    """Run jobs one at a time per key; different keys run concurrently."""
-
-    def __init__(self) -> None:
-        self._queues: dict[Hashable, collections.deque] = {}
-        self._tasks: dict[Hashable, asyncio.Task[None]] = {}
-
-    def submit(self, key: Hashable, job: Callable[[], Awaitable[Any]], *, wait: bool = False) -> asyncio.Future | None:
-        fut = asyncio.get_running_loop().create_future() if wait else None
-        self._queues.setdefault(key, collections.deque()).append((job, fut))
-        if key not in self._tasks:
-            self._tasks[key] = asyncio.create_task(self._run(key), name=f"feedback:{key}")
-        return fut
-
-    async def _run(self, key: Hashable) -> None:
-        try:
-            while self._queues.get(key):
-                job, fut = self._queues[key].popleft()
-                try:
-                    result = await job()
-                except asyncio.CancelledError:
-                    if fut is not None and not fut.done():
-                        fut.cancel()
-                    raise
-                except Exception as e:
-                    if fut is not None and not fut.done():
-                        fut.set_exception(e)
-                    else:
-                        log.exception("feedback job for %s failed", key)
-                else:
-                    if fut is not None and not fut.done():
-                        fut.set_result(result)
-        finally:
-            self._tasks.pop(key, None)
-            if not self._queues.get(key):
-                self._queues.pop(key, None)
-
-    def busy(self) -> bool:
-        return bool(self._tasks)
-
-    async def join(self) -> None:
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks.values()), return_exceptions=True)
-
-    async def close(self) -> None:
-        for task in list(self._tasks.values()):
-            task.cancel()
-        await asyncio.gather(*list(self._tasks.values()), return_exceptions=True)
-        self._tasks.clear()
-        self._queues.clear()
-
-
-@dataclasses.dataclass
-class _ShaState:
-    owner: str
-    repo: str
-    sha: str
-    installation_id: int | None = None
-    urlpath: str | None = None
-    # the target: what GitHub should show. The check run reports one *job* (the build
-    # that runs); several records (a branch, a PR) may share it and each has a phase.
-    job_id: str | None = None
-    job_created: float = 0.0
-    members: dict[str, tuple["BuildRecord", Phase, int]] = dataclasses.field(default_factory=dict)
-    seq: int = 0
-    waiting_note: str = ""
-    logs: collections.deque = dataclasses.field(default_factory=lambda: collections.deque(maxlen=60))
-    override: CheckRunView | None = None  # skipped / invalid config, when no build exists
-    # what GitHub shows
-    resolved: bool = False
-    run_id: int | None = None
-    run_status: str | None = None
-    run_conclusion: str | None = None
-    run_job: str | None = None  # the job the run reports (its external_id)
-    sent: dict[str, Any] | None = None
-    last_edit: float = float("-inf")
-    # scheduling
-    flush_queued: bool = False
-    timer: asyncio.TimerHandle | None = None
-    failures: int = 0
-
-    @property
-    def full_name(self) -> str:
-        return f"{self.owner}/{self.repo}"
-
-    def current(self) -> tuple["BuildRecord | None", Phase | None]:
-        """The job's record and phase: its live records speak; if all were cancelled, the last one."""
-        live = [m for m in self.members.values() if m[1] is not Phase.CANCELLED]
-        pool = live or list(self.members.values())
-        if not pool:
-            return None, None
-        rec, phase, _ = max(pool, key=lambda m: m[2])
-        return rec, phase
-
-    def job_finished(self) -> bool:
-        return all(p.terminal_for_build for _, p, _ in self.members.values())
-
-
-@dataclasses.dataclass
-class _PrState:
-    owner: str
-    repo: str
-    number: int
-    installation_id: int | None = None
-    head_sha: str | None = None
-    branch: str | None = None
-    urlpath: str | None = None
-    comment: bool = True
-    config_known: bool = False
-    closed: bool = False
-    merged: bool = False
-    state: CommentState | None = None
-    reason: str | None = None
-    may_create: bool = False  # only a build creates the comment; skips and closing only edit it
-    resolved: bool = False
-    comment_id: int | None = None
-    body_hash: str | None = None
-    flush_queued: bool = False
-    failures: int = 0
-
-    @property
-    def full_name(self) -> str:
-        return f"{self.owner}/{self.repo}"
-
-
 def _key(owner: str, repo: str) -> str:
     return f"{owner}/{repo}".lower()
 
@@ -196,18 +71,18 @@ class Reporter:
         self._timers: dict[asyncio.TimerHandle, Callable[[], None]] = {}
 
     # state ----------------------------------------------------------------
-    def _sha(self, owner: str, repo: str, sha: str) -> _ShaState:
+    def _sha(self, owner: str, repo: str, sha: str) -> ShaState:
         k = (_key(owner, repo), sha)
         st = self._shas.get(k)
         if st is None:
-            st = self._shas[k] = _ShaState(owner, repo, sha)
+            st = self._shas[k] = ShaState(owner, repo, sha)
         return st
 
-    def _pr(self, owner: str, repo: str, number: int, *, create: bool = True) -> _PrState | None:
+    def _pr(self, owner: str, repo: str, number: int, *, create: bool = True) -> PrState | None:
         k = (_key(owner, repo), number)
         pr = self._prs.get(k)
         if pr is None and create:
-            pr = self._prs[k] = _PrState(owner, repo, number)
+            pr = self._prs[k] = PrState(owner, repo, number)
         return pr
 
     def _details_url(self, owner: str, repo: str, sha: str) -> str:
@@ -323,7 +198,7 @@ class Reporter:
         self._update_comments(st)
 
     # check runs ------------------------------------------------------------------
-    def _schedule_check(self, st: _ShaState, *, urgent: bool) -> None:
+    def _schedule_check(self, st: ShaState, *, urgent: bool) -> None:
         if st.flush_queued:
             return  # the queued flush will read the newest target
         loop = asyncio.get_running_loop()
@@ -342,13 +217,13 @@ class Reporter:
 
             st.timer = self._later(delay, fire)
 
-    async def _flush_now(self, st: _ShaState, gh: GitHubAPI) -> None:
+    async def _flush_now(self, st: ShaState, gh: GitHubAPI) -> None:
         fut = self._workers.submit(("check", _key(st.owner, st.repo), st.sha), lambda: self._flush_check(st, gh),
                                    wait=True)
         assert fut is not None
         await fut
 
-    async def _flush_background(self, st: _ShaState) -> None:
+    async def _flush_background(self, st: ShaState) -> None:
         st.flush_queued = False
         try:
             await self._flush_check(st, None)
@@ -377,7 +252,7 @@ class Reporter:
         self._timers[handle] = fire
         return handle
 
-    async def _render_check(self, st: _ShaState) -> tuple[CheckRunView | None, str | None]:
+    async def _render_check(self, st: ShaState) -> tuple[CheckRunView | None, str | None]:
         rec, phase = st.current()
         if rec is None or phase is None:
             return st.override, None
@@ -404,7 +279,7 @@ class Reporter:
             new_commit_url=render.commit_url(new.request.clone_url, new.sha) if new else None,
             reason=rec.reason, details_url=details), job
 
-    async def _flush_check(self, st: _ShaState, gh: GitHubAPI | None) -> None:
+    async def _flush_check(self, st: ShaState, gh: GitHubAPI | None) -> None:
         view, job = await self._render_check(st)
         if view is None:
             return
@@ -458,7 +333,7 @@ class Reporter:
         status_text = st.run_status if not st.run_conclusion else f"{st.run_status}:{st.run_conclusion}"
         await self.services.gh_state.set_check_run(st.full_name, st.sha, st.run_id, status_text)
 
-    async def _resolve_run(self, client: GitHubAPI, st: _ShaState) -> None:
+    async def _resolve_run(self, client: GitHubAPI, st: ShaState) -> None:
         """Find the run that already reports on this sha: the store, else GitHub by name."""
         if st.resolved:
             return
@@ -503,7 +378,7 @@ class Reporter:
         pr.may_create = pr.may_create or may_create
         self._queue_comment(pr)
 
-    def _update_comments(self, st: _ShaState) -> None:
+    def _update_comments(self, st: ShaState) -> None:
         """Tell every PR whose head is this sha what its build is doing now."""
         rec, phase = st.current()
         if rec is None or phase is None or phase is Phase.CANCELLED:
@@ -527,13 +402,13 @@ class Reporter:
                 pr.head_sha, pr.branch, pr.installation_id = st.sha, req.branch, req.installation_id
             self._set_pr_state(st.owner, st.repo, n, st.sha, state, reason, may_create=True)
 
-    def _queue_comment(self, pr: _PrState) -> None:
+    def _queue_comment(self, pr: PrState) -> None:
         if pr.flush_queued:
             return
         pr.flush_queued = True
         self._workers.submit(("comment", _key(pr.owner, pr.repo), pr.number), lambda: self._flush_comment_bg(pr))
 
-    async def _flush_comment_bg(self, pr: _PrState) -> None:
+    async def _flush_comment_bg(self, pr: PrState) -> None:
         pr.flush_queued = False
         try:
             await self._flush_comment(pr)
@@ -548,7 +423,7 @@ class Reporter:
             log.warning("PR %s#%s: comment update failed (%s); retry in %.0f s", pr.full_name, pr.number, e, delay)
             self._later(delay, lambda: self._queue_comment(pr))
 
-    async def _flush_comment(self, pr: _PrState) -> None:
+    async def _flush_comment(self, pr: PrState) -> None:
         if pr.head_sha is None or (pr.state is None and not pr.closed):
             return
         client = await self._client(pr.installation_id)
@@ -592,7 +467,7 @@ class Reporter:
         pr.body_hash = digest
         await self.services.gh_state.set_comment(pr.full_name, pr.number, pr.comment_id, digest)
 
-    async def _resolve_comment(self, client: GitHubAPI, pr: _PrState) -> None:
+    async def _resolve_comment(self, client: GitHubAPI, pr: PrState) -> None:
         if pr.resolved:
             return
         stored = await self.services.gh_state.comment_id(pr.full_name, pr.number)
@@ -620,7 +495,7 @@ class Reporter:
                 break
         pr.resolved = True
 
-    async def _load_pr_config(self, client: GitHubAPI, pr: _PrState) -> None:
+    async def _load_pr_config(self, client: GitHubAPI, pr: PrState) -> None:
         """After a restart we may not know `comment`/`urlpath`: read them at the head sha."""
         from bot.prebuild.handlers import load_repo_config
         from bot.prebuild.repo_config import ConfigError
