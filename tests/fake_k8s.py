@@ -12,7 +12,7 @@ carrying a 410 Status, as the real API server sends.
 
 Tests drive the pods: ``set_running``, ``log``, ``succeed``, ``fail``,
 ``deadline_exceeded``, ``waiting``; ``autopilot`` runs a coroutine for every
-created pod (e.g. ``fake.run_pod`` for pods that succeed at once). Faults:
+created pod (e.g. ``fake.run_pod``), ``instant`` finishes each pod as it is created. Faults:
 ``fail_next`` (an HTTP error for the next matching requests), ``compact``
 (forget history: the next resumed watch gets 410), ``cut_watches`` and
 ``cut_logs`` (drop open streams). ``open_watches`` counts watch connections.
@@ -213,6 +213,7 @@ class FakeKubernetes:
         self.expired_watches = 0
         self.open_logs = 0
         self.autopilot: Callable[[dict[str, Any]], Awaitable[None]] | None = None
+        self.instant: list[str] | None = None  # pods run, print these lines and succeed on creation
         self._tasks: set[asyncio.Task[Any]] = set()
         self._runner: web.AppRunner | None = None
         self.url = ""
@@ -234,12 +235,26 @@ class FakeKubernetes:
         r.add_get(ns + "/secrets/{name}", self._get("Secret"))
         r.add_delete(ns + "/secrets/{name}", self._delete("Secret"))
         r.add_patch(ns + "/secrets/{name}", self._patch_secret)
+        r.add_get("/_fake/stats", self._stats)
         return app
 
-    async def start(self) -> str:
+    def stats(self) -> dict[str, int]:
+        return {"open_watches": self.open_watches, "max_open_watches": self.max_open_watches,
+                "watch_requests": self.watch_requests, "expired_watches": self.expired_watches,
+                "requests": len(self.requests), "pods": len(self.pods), "secrets": len(self.secrets),
+                "invalid": len(self.invalid)}
+
+    async def _stats(self, request: web.Request) -> web.Response:
+        """Counters, for a client in another process (the benchmark); ``?reset=1`` restarts the maximum."""
+        stats = self.stats()
+        if request.query.get("reset") in _TRUE:
+            self.max_open_watches = self.open_watches
+        return web.json_response(stats)
+
+    async def start(self, port: int = 0) -> str:
         self._runner = web.AppRunner(self.make_app(), handle_signals=False, shutdown_timeout=0.5)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", port)
         await site.start()
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         self.url = f"http://127.0.0.1:{port}"
@@ -424,6 +439,10 @@ class FakeKubernetes:
         obj = self._store("Pod", obj, "ADDED")
         self.logs[obj["metadata"]["uid"]] = []
         self._changed[obj["metadata"]["uid"]] = asyncio.Event()
+        if self.instant is not None:
+            self.set_running(name, ns)
+            self.log(name, *self.instant, namespace=ns)
+            self.succeed(name, ns)
         if self.autopilot is not None:
             task = asyncio.create_task(self.autopilot(copy.deepcopy(obj)))
             self._tasks.add(task)
@@ -720,3 +739,61 @@ class FakeKubernetes:
             if time.monotonic() > end:
                 raise AssertionError("condition not reached in time")
             await asyncio.sleep(0.01)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve the fake on its own (``python -m tests.fake_k8s --port 0 --succeed``): prints its URL.
+
+    With ``--succeed`` every created pod runs, prints ``--lines`` repo2docker
+    lines and succeeds as it is created (``instant``); requests are counted, not kept.
+    """
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--succeed", action="store_true")
+    parser.add_argument("--lines", type=int, default=5)
+    args = parser.parse_args(argv)
+
+    async def serve() -> None:
+        fake = FakeKubernetes(history=2000)
+        lines = [r2d_line(f"Step {i + 1}/{args.lines}", "building") for i in range(args.lines)]
+        if args.succeed:
+            fake.instant = lines
+        url = await fake.start(args.port)
+        fake.bodies = _Discard()  # type: ignore[assignment]
+        fake.requests = _Counted()  # type: ignore[assignment]
+        print(url, flush=True)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await fake.stop()
+
+    try:
+        asyncio.run(serve())
+    except KeyboardInterrupt:
+        sys.exit(0)
+
+
+class _Discard(list):  # type: ignore[type-arg]
+    def append(self, item: Any) -> None:
+        pass
+
+
+class _Counted(list):  # type: ignore[type-arg]
+    """Counts requests without keeping them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def append(self, item: Any) -> None:
+        self.count += 1
+
+    def __len__(self) -> int:
+        return self.count
+
+
+if __name__ == "__main__":
+    main()

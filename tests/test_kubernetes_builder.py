@@ -323,3 +323,20 @@ async def test_old_orphaned_clone_secrets_are_cleaned(fake_k8s, k8s_builder):
     assert await builder.clean() == []  # young: its pod may be about to be created
     assert await builder.clean(now=time.time() + 3600) == ["build-orphan-git"]
     assert "build-orphan-git" not in fake_k8s.secrets
+
+
+async def test_a_pod_finishing_while_an_event_is_being_emitted_is_not_missed(fake_k8s, k8s_builder):
+    builder = await k8s_builder(poll_interval=30)
+    job = make_job()
+    name = objs.pod_name(job.build_id)
+
+    async def slow_emit(event: ProgressEvent) -> None:
+        if event.message.startswith(f"build pod {name} running"):
+            fake_k8s.succeed(name)
+            await asyncio.sleep(0.2)  # the watch sees Succeeded while we are busy here
+
+    task = asyncio.create_task(builder.run(job, slow_emit))
+    await fake_k8s.wait_for(lambda: name in fake_k8s.pods)
+    fake_k8s.set_running(name)
+    outcome = await asyncio.wait_for(task, 5)  # not after the 30 s status poll
+    assert outcome.phase is Phase.BUILT

@@ -204,6 +204,7 @@ class KubernetesBuilder(Builder):
         announced: set[str] = set()
         try:
             while True:
+                waiter.clear()  # before reading: a change during the awaits below must wake us
                 st = self.watch.get(name)
                 if st is None or (st.deleting and (name in self._cancelled or name in self._timed_out)):
                     return self._vanished(job, name, reader)
@@ -221,7 +222,6 @@ class KubernetesBuilder(Builder):
                                              + (f": {detail}" if detail else "")))
                 if st.finished:
                     break
-                waiter.clear()
                 try:
                     await asyncio.wait_for(waiter.wait(), self.poll_interval)
                 except asyncio.TimeoutError:
