@@ -272,7 +272,6 @@ async def main() -> None:
             watches = "-" if m.name == "baseline" else f"{st['max_open_watches']}"
             print(f"{labels[m.name]:<34}{m.wall / n * 1000:>14.2f}{m.cpu / n * 1000:>14.2f}{watches:>13}"
                   f"{m.rss1:>9.1f}")
-        builder_row = rows[1]
         print()
         print(f"watch connections held at most: {max(r[2]['max_open_watches'] for r in rows[1:])} "
               f"(watch requests made: {rows[-1][2]['watch_requests']}, re-lists on 410: "

@@ -340,3 +340,15 @@ async def test_a_pod_finishing_while_an_event_is_being_emitted_is_not_missed(fak
     fake_k8s.set_running(name)
     outcome = await asyncio.wait_for(task, 5)  # not after the 30 s status poll
     assert outcome.phase is Phase.BUILT
+
+
+async def test_a_pod_the_api_refuses_leaves_no_secret_behind(fake_k8s, k8s_builder):
+    from bot.builders.k8s_api import KubeError
+
+    builder = await k8s_builder()
+    job = make_job(private=True)
+    fake_k8s.fail_next("POST", r"/pods$", status=403)
+    with pytest.raises(KubeError) as e:
+        await builder.run(job, Events())
+    assert e.value.status == 403
+    assert fake_k8s.secrets == {} and fake_k8s.pods == {}

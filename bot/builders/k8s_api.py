@@ -123,10 +123,10 @@ class KubeAPI:
 
     # -- pods ---------------------------------------------------------------
     async def create_pod(self, body: dict[str, Any]) -> dict[str, Any]:
-        return await self._call("create pod", self.core.create_namespaced_pod, self.namespace, body)
+        return await self._call(f"create pod {(body.get('metadata') or {}).get('name')}", self.core.create_namespaced_pod, self.namespace, body)
 
     async def get_pod(self, name: str) -> dict[str, Any]:
-        return await self._call("get pod", self.core.read_namespaced_pod, name, self.namespace)
+        return await self._call(f"get pod {name}", self.core.read_namespaced_pod, name, self.namespace)
 
     async def delete_pod(self, name: str, grace_seconds: int | None = None) -> bool:
         """True if deleted now, False if it was already gone."""
@@ -134,7 +134,7 @@ class KubeAPI:
         if grace_seconds is not None:
             kwargs["grace_period_seconds"] = grace_seconds
         try:
-            await self._call("delete pod", self.core.delete_namespaced_pod, name, self.namespace, **kwargs)
+            await self._call(f"delete pod {name}", self.core.delete_namespaced_pod, name, self.namespace, **kwargs)
             return True
         except KubeNotFound:
             return False
@@ -158,19 +158,19 @@ class KubeAPI:
         kwargs: dict[str, Any] = {"follow": True, "timestamps": True}
         if since_seconds is not None:
             kwargs["since_seconds"] = since_seconds
-        return await self._call("pod log", self.core.read_namespaced_pod_log, name, self.namespace,
+        return await self._call(f"log of pod {name}", self.core.read_namespaced_pod_log, name, self.namespace,
                                 _stream=True, _timeout=timeout, **kwargs)
 
     # -- secrets --------------------------------------------------------------
     async def create_secret(self, body: dict[str, Any]) -> dict[str, Any]:
-        return await self._call("create secret", self.core.create_namespaced_secret, self.namespace, body)
+        return await self._call(f"create secret {(body.get('metadata') or {}).get('name')}", self.core.create_namespaced_secret, self.namespace, body)
 
     async def patch_secret(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
-        return await self._call("patch secret", self.core.patch_namespaced_secret, name, self.namespace, body)
+        return await self._call(f"patch secret {name}", self.core.patch_namespaced_secret, name, self.namespace, body)
 
     async def delete_secret(self, name: str) -> bool:
         try:
-            await self._call("delete secret", self.core.delete_namespaced_secret, name, self.namespace)
+            await self._call(f"delete secret {name}", self.core.delete_namespaced_secret, name, self.namespace)
             return True
         except KubeNotFound:
             return False

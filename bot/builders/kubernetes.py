@@ -159,26 +159,13 @@ class KubernetesBuilder(Builder):
         secret = objs.clone_secret_name(job.build_id) if job.clone_token else None
         if secret:
             await self._put_secret(secret, job)
-        body = objs.build_pod_for_job(job, self.settings)
-        attached = False
-        for _ in range(3):
-            try:
-                obj = await self.api.create_pod(body)
-                self.created += 1
-                log.info("build %s: created pod %s for %s at %s", job.build_id, name, job.request.full_name,
-                         job.request.sha[:12])
-                break
-            except KubeConflict:
-                try:
-                    obj = await self.api.get_pod(name)
-                except KubeNotFound:
-                    continue  # deleted in between: create it again
-                attached = True
-                self.attached += 1
-                log.info("build %s: pod %s already exists; attaching", job.build_id, name)
-                break
-        else:
-            raise KubeError(409, "Conflict", f"pod {name} keeps conflicting")
+        try:
+            obj, attached = await self._create_or_get(job, name)
+        except Exception:
+            if secret:  # no pod will own it
+                with contextlib.suppress(Exception):
+                    await self.api.delete_secret(secret)
+            raise
         st = self.watch.seed(obj, fresh=attached)
         if secret:
             try:
@@ -187,6 +174,27 @@ class KubernetesBuilder(Builder):
             except KubeError as e:  # the cleaner still removes it; the build goes on
                 log.warning("build %s: could not set the owner of secret %s: %s", job.build_id, secret, e)
         return st, attached
+
+    async def _create_or_get(self, job: BuildJob, name: str) -> tuple[dict[str, Any], bool]:
+        """(pod object, attached): 409 on create means the build is already running."""
+        assert self.api is not None
+        body = objs.build_pod_for_job(job, self.settings)
+        for _ in range(3):
+            try:
+                obj = await self.api.create_pod(body)
+                self.created += 1
+                log.info("build %s: created pod %s for %s at %s", job.build_id, name, job.request.full_name,
+                         job.request.sha[:12])
+                return obj, False
+            except KubeConflict:
+                try:
+                    obj = await self.api.get_pod(name)
+                except KubeNotFound:
+                    continue  # deleted in between: create it again
+                self.attached += 1
+                log.info("build %s: pod %s already exists; attaching", job.build_id, name)
+                return obj, True
+        raise KubeError(409, "Conflict", f"pod {name} keeps conflicting")
 
     async def _put_secret(self, secret: str, job: BuildJob) -> None:
         assert self.api is not None and job.clone_token
