@@ -151,3 +151,19 @@ def test_build_pod_yaml_validates(settings):
         text = objs.build_pod_yaml(settings, "binder-examples", "requirements", "0123456789abcdef" * 2 + "01234567",
                                    private=private)
         kubernetes_validate.validate(yaml.safe_load(text), K8S_VERSION, strict=True)
+
+
+def test_the_build_pod_command_prints_a_valid_pod(monkeypatch, tmp_path, capsys):
+    from bot import cli
+
+    for var in ("BINDER_PREBUILD_CONFIG", "REGISTRY_URL", "IMAGE_PREFIX", "BUILD_SOCKET", "KUBE_NAMESPACE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("REGISTRY_URL", "https://registry.example.org")
+    monkeypatch.setenv("KUBE_NAMESPACE", "builds")
+    sha = "0123456789abcdef" * 2 + "01234567"
+    assert cli.main(["build-pod", "binder-examples/requirements", sha]) == 0
+    pod = yaml.safe_load(capsys.readouterr().out)
+    kubernetes_validate.validate(pod, K8S_VERSION, strict=True)
+    assert pod["metadata"]["namespace"] == "builds"
+    assert pod["spec"]["containers"][0]["args"][-1] == "https://github.com/binder-examples/requirements"
