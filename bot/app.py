@@ -7,7 +7,8 @@ dispatcher and every route, and ``on_cleanup`` closes them again.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -58,10 +59,15 @@ def make_image_lookup(services: Services):
     return LocalImages(s.container_engine)
 
 
-def create_app(settings: Settings, *, start_workers: bool = True) -> web.Application:
+Factory = Callable[[Services], Any]
+
+
+def create_app(settings: Settings, *, start_workers: bool = True, builder: Factory | None = None,
+               images: Factory | None = None) -> web.Application:
+    """The service. ``builder`` and ``images`` replace the configured backends (tests, embedding)."""
     app = web.Application(client_max_size=25 * 1024 * 1024 + 1)
     # Objects that need a running loop (session, db) are made in the cleanup context.
-    app.cleanup_ctx.append(_lifecycle(settings, start_workers))
+    app.cleanup_ctx.append(_lifecycle(settings, start_workers, builder or make_builder, images or make_image_lookup))
 
     from bot.web import health, pages
     from bot.webhooks import receiver
@@ -74,7 +80,7 @@ def create_app(settings: Settings, *, start_workers: bool = True) -> web.Applica
     return app
 
 
-def _lifecycle(settings: Settings, start_workers: bool):
+def _lifecycle(settings: Settings, start_workers: bool, builder: Factory, images: Factory):
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         db = await Database(settings.db_path).open()
         session = aiohttp.ClientSession(
@@ -89,7 +95,7 @@ def _lifecycle(settings: Settings, start_workers: bool):
         services.extras["health_checks"] = []
         app[SERVICES] = services
         try:
-            await _start(services, start_workers)
+            await _start(services, start_workers, builder, images)
             yield
         finally:
             await _stop(services)
@@ -99,7 +105,7 @@ def _lifecycle(settings: Settings, start_workers: bool):
     return ctx
 
 
-async def _start(services: Services, start_workers: bool) -> None:
+async def _start(services: Services, start_workers: bool, builder: Factory, images: Factory) -> None:
     from bot.github.client import GitHubApp
     from bot.scheduler import Scheduler
     from bot.webhooks.dispatcher import Dispatcher
@@ -107,10 +113,10 @@ async def _start(services: Services, start_workers: bool) -> None:
     s = services.settings
     if s.has_app_credentials:
         services.github = GitHubApp(services.session, s, metrics=services.extras["metrics"])
-    services.images = make_image_lookup(services)
+    services.images = images(services)
     from bot.web.health import add_check
     add_check(services, "registry" if s.registry_url else "local images", services.images.health)
-    services.builder = make_builder(services)
+    services.builder = builder(services)
     services.scheduler = Scheduler(services)
     from bot.feedback.reporter import attach as attach_feedback
     attach_feedback(services)

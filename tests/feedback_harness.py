@@ -172,8 +172,6 @@ async def start_bot(fake: FakeGitHub, settings_factory: Callable[..., Any], aioh
                     images: MemoryImages | None = None, **overrides: Any) -> Bot:
     images = images if images is not None else MemoryImages()
     builder = builder if builder is not None else InstantBuilder(images)
-    monkeypatch.setattr(bot.app, "make_builder", lambda services: builder)
-    monkeypatch.setattr(bot.app, "make_image_lookup", lambda services: images)
     if inst is None:
         fake.add_repo(FORK)
         inst = fake.add_installation([REPO])
@@ -181,7 +179,7 @@ async def start_bot(fake: FakeGitHub, settings_factory: Callable[..., Any], aioh
     values = dict(public_url=PUBLIC_URL, data_dir=data_dir)
     values.update(overrides)
     settings = settings_factory(**values)
-    app = bot.app.create_app(settings)
+    app = bot.app.create_app(settings, builder=lambda services: builder, images=lambda services: images)
     client = await aiohttp_client(app)
     services = app[SERVICES]
     assert services.github is not None
