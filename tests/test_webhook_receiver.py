@@ -416,7 +416,7 @@ async def test_metrics_count_deliveries_by_event_and_outcome(env, webhook_secret
 async def test_log_lines_are_json_with_the_delivery_id_and_no_secret(env, webhook_secret):
     services, client = env
     out = io.StringIO()
-    handler = setup_logging("INFO", stream=out, secrets=[webhook_secret])
+    handler = setup_logging("DEBUG", stream=out, secrets=[webhook_secret])
     try:
         headers, raw = payloads.signed("push", payloads.load("push.branch"), webhook_secret)
         assert (await client.post(URL, data=raw, headers=headers)).status == 202

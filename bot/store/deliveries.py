@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import enum
 import json
+import sqlite3
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,6 +30,9 @@ CREATE TABLE IF NOT EXISTS deliveries (
     finished_at REAL
 );
 CREATE INDEX IF NOT EXISTS deliveries_ready ON deliveries(state, next_attempt_at);
+-- the work queue's two lookups, each a short index range however many rows are done
+CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries(next_attempt_at) WHERE state IN ('pending','failed');
+CREATE INDEX IF NOT EXISTS deliveries_leased ON deliveries(lease_until) WHERE state = 'processing';
 -- One row per finished attempt, written in the same transaction as the state
 -- change it records: the audit trail of retries, and the proof of exactly-once
 -- completion (one 'done' row per delivery). Deliberately no UNIQUE constraint:
@@ -43,6 +47,9 @@ CREATE TABLE IF NOT EXISTS delivery_attempts (
 CREATE INDEX IF NOT EXISTS delivery_attempts_id ON delivery_attempts(delivery_id);
 """
 )
+
+
+_ROWS_PER_INSERT = 200  # 10 columns each: well under SQLite's 32766 bound parameters
 
 
 class DeliveryState(str, enum.Enum):
@@ -114,55 +121,65 @@ class DeliveryStore:
         if not items:
             return []
         now = time.time()
-        async with self.db.transaction() as conn:
+
+        # Built here, on the event loop: the store thread then runs four statements
+        # (BEGIN, one SELECT, one multi-row INSERT, COMMIT). Every statement step
+        # hands the GIL back and forth, and under load each hand-back waits for the
+        # busy event loop, so fewer steps is what keeps a group commit short.
+        unique = list(dict.fromkeys(it.id for it in items))
+        rows = [(it.id, it.event, it.action, it.installation_id, it.repo, json.dumps(it.headers), it.body,
+                 now, DeliveryState.PENDING.value, now) for it in items]
+
+        def tx(conn: sqlite3.Connection) -> list[bool]:
             seen: set[str] = set()
-            ids = list({it.id for it in items})
-            for i in range(0, len(ids), 500):
-                chunk = ids[i:i + 500]
-                cur = await conn.execute(
-                    f"SELECT id FROM deliveries WHERE id IN ({','.join('?' * len(chunk))})", chunk)
-                seen.update(r[0] for r in await cur.fetchall())
+            for i in range(0, len(unique), 500):
+                chunk = unique[i:i + 500]
+                cur = conn.execute(f"SELECT id FROM deliveries WHERE id IN ({','.join('?' * len(chunk))})", chunk)
+                seen.update(r[0] for r in cur.fetchall())
             results: list[bool] = []
-            rows = []
-            for it in items:
-                if it.id in seen:
-                    results.append(False)
-                    continue
-                seen.add(it.id)
-                results.append(True)
-                rows.append((it.id, it.event, it.action, it.installation_id, it.repo, json.dumps(it.headers),
-                             it.body, now, DeliveryState.PENDING.value, now))
-            if rows:
-                await conn.executemany(
+            new_rows = []
+            for row in rows:
+                results.append(row[0] not in seen)
+                if row[0] not in seen:
+                    seen.add(row[0])
+                    new_rows.append(row)
+            for i in range(0, len(new_rows), _ROWS_PER_INSERT):
+                chunk = new_rows[i:i + _ROWS_PER_INSERT]
+                conn.execute(
                     "INSERT INTO deliveries (id, event, action, installation_id, repo, headers, body,"
-                    " received_at, state, next_attempt_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                    rows,
+                    " received_at, state, next_attempt_at) VALUES "
+                    + ",".join(["(?,?,?,?,?,?,?,?,?,?)"] * len(chunk)),
+                    [v for row in chunk for v in row],
                 )
-        return results
+            return results
+
+        return await self.db.run(tx)
 
     async def claim(self, *, limit: int, lease_seconds: float) -> list[Delivery]:
         """Take up to ``limit`` due deliveries (pending, failed-and-due, or with an expired lease)."""
         now = time.time()
-        async with self.db.transaction() as conn:
-            cur = await conn.execute(
-                "SELECT id, event, headers, body, attempts, received_at, repo FROM deliveries"
-                " WHERE (state IN ('pending','failed') AND next_attempt_at <= ?)"
-                " OR (state = 'processing' AND lease_until < ?)"
-                " ORDER BY received_at, rowid LIMIT ?",
-                (now, now, limit),
+
+        def tx(conn: sqlite3.Connection) -> list[Delivery]:
+            cols = "SELECT id, event, headers, body, attempts, received_at, repo FROM deliveries"
+            # leases that ran out (a stuck process), then what is due, oldest first
+            rows = conn.execute(
+                f"{cols} INDEXED BY deliveries_leased WHERE state = 'processing' AND lease_until < ?"
+                " ORDER BY lease_until LIMIT ?",
+                (now, limit),
+            ).fetchall()
+            if len(rows) < limit:
+                rows += conn.execute(
+                    f"{cols} INDEXED BY deliveries_due WHERE state IN ('pending','failed') AND next_attempt_at <= ?"
+                    " ORDER BY next_attempt_at LIMIT ?",
+                    (now, limit - len(rows)),
+                ).fetchall()
+            conn.executemany(
+                "UPDATE deliveries SET state='processing', attempts=attempts+1, lease_until=? WHERE id=?",
+                [(now + lease_seconds, r[0]) for r in rows],
             )
-            rows = await cur.fetchall()
-            out = []
-            for r in rows:
-                await conn.execute(
-                    "UPDATE deliveries SET state='processing', attempts=attempts+1, lease_until=? WHERE id=?",
-                    (now + lease_seconds, r["id"]),
-                )
-                out.append(
-                    Delivery(r["id"], r["event"], json.loads(r["headers"]), bytes(r["body"]),
-                             r["attempts"] + 1, r["received_at"], r["repo"])
-                )
-            return out
+            return [Delivery(r[0], r[1], json.loads(r[2]), bytes(r[3]), r[4] + 1, r[5], r[6]) for r in rows]
+
+        return await self.db.run(tx)
 
     async def finish(self, delivery_id: str, attempt: int | None = None) -> bool:
         """Mark a claimed delivery done; see :meth:`finish_many`."""
@@ -176,23 +193,26 @@ class DeliveryStore:
         delivery is completed exactly once even if two workers ran it.
         """
         now = time.time()
-        out: list[bool] = []
-        async with self.db.transaction() as conn:
+
+        def tx(conn: sqlite3.Connection) -> list[bool]:
+            out: list[bool] = []
             for delivery_id, attempt in done:
-                cur = await conn.execute(
+                cur = conn.execute(
                     "UPDATE deliveries SET state='done', finished_at=?, lease_until=NULL, error=NULL"
                     " WHERE id=? AND state='processing' AND (? IS NULL OR attempts=?)",
                     (now, delivery_id, attempt, attempt),
                 )
                 ok = cur.rowcount == 1
                 if ok:
-                    await conn.execute(
+                    conn.execute(
                         "INSERT INTO delivery_attempts (delivery_id, attempt, outcome, error, finished_at)"
                         " SELECT id, attempts, 'done', NULL, ? FROM deliveries WHERE id=?",
                         (now, delivery_id),
                     )
                 out.append(ok)
-        return out
+            return out
+
+        return await self.db.run(tx)
 
     async def fail(self, delivery_id: str, error: str, *, retry_at: float | None,
                    attempt: int | None = None) -> bool:
@@ -202,8 +222,9 @@ class DeliveryStore:
         """
         now = time.time()
         state = DeliveryState.DEAD if retry_at is None else DeliveryState.FAILED
-        async with self.db.transaction() as conn:
-            cur = await conn.execute(
+
+        def tx(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute(
                 "UPDATE deliveries SET state=?, error=?, next_attempt_at=COALESCE(?, next_attempt_at),"
                 " finished_at=CASE WHEN ?='dead' THEN ? ELSE finished_at END, lease_until=NULL"
                 " WHERE id=? AND state='processing' AND (? IS NULL OR attempts=?)",
@@ -211,12 +232,14 @@ class DeliveryStore:
             )
             ok = cur.rowcount == 1
             if ok:
-                await conn.execute(
+                conn.execute(
                     "INSERT INTO delivery_attempts (delivery_id, attempt, outcome, error, finished_at)"
                     " SELECT id, attempts, ?, ?, ? FROM deliveries WHERE id=?",
                     (state.value, error, now, delivery_id),
                 )
-        return ok
+            return ok
+
+        return await self.db.run(tx)
 
     async def recover_interrupted(self) -> int:
         """At start-up: every 'processing' row was interrupted by a crash; make it due now.
@@ -226,19 +249,21 @@ class DeliveryStore:
         every time still ends up dead) and is recorded as 'interrupted'.
         """
         now = time.time()
-        async with self.db.transaction() as conn:
-            await conn.execute(
+
+        def tx(conn: sqlite3.Connection) -> int:
+            conn.execute(
                 "INSERT INTO delivery_attempts (delivery_id, attempt, outcome, error, finished_at)"
                 " SELECT id, attempts, 'interrupted', 'process stopped while processing', ?"
                 " FROM deliveries WHERE state='processing'",
                 (now,),
             )
-            cur = await conn.execute(
+            return conn.execute(
                 "UPDATE deliveries SET state='pending', lease_until=NULL, next_attempt_at=?"
                 " WHERE state='processing'",
                 (now,),
-            )
-            return cur.rowcount
+            ).rowcount
+
+        return await self.db.run(tx)
 
     async def attempts_of(self, delivery_id: str) -> list[dict[str, Any]]:
         rows = await self.db.fetchall(
@@ -255,11 +280,15 @@ class DeliveryStore:
         return int(row["n"]) if row else 0
 
     async def next_due(self) -> float | None:
+        """When the next delivery becomes due (a retry, or a lease running out); None if none waits."""
         row = await self.db.fetchone(
-            "SELECT MIN(CASE WHEN state='processing' THEN lease_until ELSE next_attempt_at END) AS t"
-            " FROM deliveries WHERE state IN ('pending','processing','failed')"
+            "SELECT (SELECT MIN(next_attempt_at) FROM deliveries INDEXED BY deliveries_due"
+            "        WHERE state IN ('pending','failed')) AS due,"
+            "       (SELECT MIN(lease_until) FROM deliveries INDEXED BY deliveries_leased"
+            "        WHERE state = 'processing') AS lease"
         )
-        return row["t"] if row and row["t"] is not None else None
+        times = [t for t in (row["due"], row["lease"]) if t is not None] if row else []
+        return min(times) if times else None
 
     async def get(self, delivery_id: str) -> dict[str, Any] | None:
         row = await self.db.fetchone(

@@ -33,7 +33,7 @@ import gidgethub.sansio
 from bot.logs import delivery_context
 from bot.services import Services
 from bot.store.deliveries import Delivery
-from bot.webhooks import wakeup_event
+from bot.webhooks import ingest_gauge, wakeup_event
 from bot.webhooks.signature import BadDelivery, MediaType, decode_payload, installation_id
 from bot.webhooks.writer import GroupCommit
 
@@ -91,7 +91,7 @@ class Dispatcher:
     def __init__(self, services: Services, router: gidgethub.routing.Router, *,
                  concurrency: int = 8, handler_timeout: float = 120.0, lease_seconds: float | None = None,
                  max_attempts: int = 6, backoff_base: float = 5.0, backoff_cap: float = 900.0,
-                 idle_poll: float = 5.0) -> None:
+                 idle_poll: float = 5.0, ack_quiet: float = 0.02, max_defer: float = 1.0) -> None:
         self.services = services
         self.router = router
         self.concurrency = concurrency
@@ -102,6 +102,9 @@ class Dispatcher:
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
         self.idle_poll = idle_poll
+        self.ack_quiet = ack_quiet
+        self.max_defer = max_defer
+        self._ingest = ingest_gauge(services)
         self._wakeup = wakeup_event(services)
         self._completions = GroupCommit(services.deliveries.finish_many, name="delivery-completions")
         self._tasks: set[asyncio.Task[None]] = set()
@@ -149,6 +152,8 @@ class Dispatcher:
             claimed: list[Delivery] = []
             try:
                 if free > 0:
+                    await self._yield_to_ingest()
+                    free = self.concurrency - len(self._tasks)
                     claimed = await store.claim(limit=free, lease_seconds=self.lease_seconds)
                     for d in claimed:
                         self._spawn(d)
@@ -167,6 +172,17 @@ class Dispatcher:
                 await asyncio.wait_for(self._wakeup.wait(), timeout)
             except asyncio.TimeoutError:
                 pass
+
+    async def _yield_to_ingest(self) -> None:
+        """Acknowledge first: while the receiver is busy, wait (at most ``max_defer`` s).
+
+        Answers are due within GitHub's 10 s; processing is not. In a burst the
+        queue grows and drains as soon as it ends; under sustained load one
+        batch still starts every ``max_defer`` s, so nothing starves.
+        """
+        deadline = time.monotonic() + self.max_defer
+        while self._ingest.busy(self.ack_quiet) and not self._stopping and time.monotonic() < deadline:
+            await asyncio.sleep(self.ack_quiet)
 
     def _spawn(self, d: Delivery) -> None:
         before = self._last_of_repo.get(d.repo) if d.repo else None

@@ -19,7 +19,7 @@ from bot.appkeys import SERVICES
 from bot.logs import delivery_context
 from bot.services import Services
 from bot.store.deliveries import NewDelivery
-from bot.webhooks import wakeup_event
+from bot.webhooks import ingest_gauge, wakeup_event
 from bot.webhooks.signature import (
     MAX_BODY_BYTES,
     BadDelivery,
@@ -69,12 +69,16 @@ async def receive(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     started = time.perf_counter()
     event = "unknown"  # a metrics label only once the signature proves GitHub sent it
+    gauge = ingest_gauge(services)
+    gauge.enter()
     try:
         status, outcome, body, event = await _receive(request, services)
     except BadDelivery as e:
         status, outcome, body = e.status, e.outcome, {"error": e.message}
         log.info("refused webhook: %d %s", e.status, e.message,
                  extra={"delivery_id": _safe_id(request), "status": e.status})
+    finally:
+        gauge.leave()
     metrics = services.extras.get("metrics")
     if metrics is not None:
         metrics.deliveries.labels(event=event, outcome=outcome.value).inc()
@@ -112,7 +116,8 @@ async def _receive(request: web.Request, services: Services) -> tuple[int, Outco
         if parsed.event == "ping":
             log.info("ping received (zen: %s)", str(parsed.payload.get("zen", ""))[:100])
             return 200, Outcome.PING, {**answer, "status": "pong"}, parsed.event
-        log.info("accepted %s%s delivery for %s", parsed.event,
+        # DEBUG: the dispatcher's "processed" line (INFO) is the one per delivery operators read
+        log.debug("accepted %s%s delivery for %s", parsed.event,
                  f".{parsed.action}" if parsed.action else "", parsed.repo or "-")
         return 202, Outcome.ACCEPTED, {**answer, "status": "accepted"}, parsed.event
 

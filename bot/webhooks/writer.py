@@ -54,8 +54,8 @@ class GroupCommit(Generic[T, R]):
         fut.add_done_callback(_retrieve)  # an abandoned caller's error must not warn "never retrieved"
         self._queue.append((item, fut))
         self._pending.set()
-        # shield: a cancelled caller must not cancel the future the committer resolves
-        return await asyncio.shield(fut)
+        # a cancelled caller cancels only ``fut``: the item stays queued and is committed
+        return await fut
 
     async def close(self) -> None:
         """Stop taking items, commit what is queued, stop the task."""
