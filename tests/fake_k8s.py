@@ -573,12 +573,15 @@ class FakeKubernetes:
                 if ev is None:
                     break
                 await resp.write(json.dumps(ev).encode() + b"\n")
-            await resp.write_eof()
         except (ConnectionResetError, RuntimeError, asyncio.CancelledError):
             pass
-        finally:
+        finally:  # counted as closed before the client can see the end and reconnect
             self._watchers.remove(watcher)
             self.open_watches -= 1
+        try:
+            await resp.write_eof()
+        except (ConnectionResetError, RuntimeError):
+            pass
         return resp
 
     async def _pod_log(self, request: web.Request) -> web.StreamResponse:

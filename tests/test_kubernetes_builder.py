@@ -199,7 +199,22 @@ async def test_a_stale_watch_relists_on_410_and_the_build_still_finishes(fake_k8
     assert outcome.phase is Phase.BUILT
     assert fake_k8s.expired_watches >= 1
     assert builder.watch.lists == lists + 1
-    assert fake_k8s.open_watches == 1  # watching again, once
+    await fake_k8s.wait_for(lambda: fake_k8s.open_watches == 1)  # watching again
+    assert fake_k8s.max_open_watches == 1  # never two at once
+
+
+async def test_a_watch_request_answered_410_also_relists(fake_k8s, k8s_builder):
+    builder = await k8s_builder()
+    task, name, _ = await start_run(builder, fake_k8s, make_job())
+    await fake_k8s.wait_for(lambda: builder.watch.get(name))
+    lists = builder.watch.lists
+    fake_k8s.fail_next("GET", r"/pods$", status=410)  # the next watch request itself
+    fake_k8s.cut_watches()
+    fake_k8s.set_running(name)
+    fake_k8s.succeed(name)
+    outcome = await asyncio.wait_for(task, 10)
+    assert outcome.phase is Phase.BUILT
+    assert builder.watch.lists == lists + 1
 
 
 async def test_cancel_deletes_the_pod_and_its_secret(fake_k8s, k8s_builder):

@@ -213,6 +213,16 @@ class PodWatch:
             except _Expired as e:
                 log.info("pod watch: %s; listing again", e)
                 self.resource_version = None
+            except KubeError as e:
+                if e.status == 410:  # some servers answer the watch request itself with 410
+                    log.info("pod watch: %s; listing again", e)
+                    self.resource_version = None
+                    continue
+                self.connected = False
+                self.last_error = str(e)
+                log.warning("pod watch failed (%s); retrying in %.1fs", e, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
             except Exception as e:  # whatever broke, keep watching
                 self.connected = False
                 self.last_error = f"{type(e).__name__}: {e}"
