@@ -103,6 +103,7 @@ class Recorded:
     route: str | None = None  # matched template, e.g. "/repos/{owner}/{repo}/check-runs"
     status: int | None = None
     fault: "Fault | None" = None
+    at: float = dataclasses.field(default_factory=time.time)  # when it arrived (wall clock, for ordering)
 
     @property
     def auth(self) -> str | None:
