@@ -416,3 +416,96 @@ def prebuild_bot(fake_github, github_settings, aiohttp_client, monkeypatch, tmp_
     return make
 # END feedback fixtures
 # ======================================================================
+
+
+# ======================================================================
+# BEGIN local engine fixtures (local builder engineer)
+#   local_engine  - scripts/local-engine.sh up with a temp ENGINE_DIR and a free registry
+#                   port (session-scoped; `down` at the end): .env (os.environ plus the
+#                   exports: DOCKER_HOST, CONTAINERS_CONF, CONTAINERS_REGISTRIES_CONF, ...),
+#                   .registry_url, .registry_host, .podman(*args) -> CompletedProcess.
+#                   os.environ itself is left alone: pass .env where it is needed.
+#   base_image    - scripts/base-image.sh once (cached across runs in podman's storage);
+#                   the image name (localhost/binder-prebuild-base:bookworm)
+#   git_server    - tests/git_server.GitServer: real repositories over smart HTTP
+#                   (git http-backend) on loopback, private ones behind a token
+# ======================================================================
+import dataclasses as _le_dataclasses
+import os as _le_os
+import shutil as _le_shutil
+import socket as _le_socket
+import subprocess as _le_subprocess
+import tempfile as _le_tempfile
+from pathlib import Path as _LePath
+
+import pytest as _le_pytest
+
+_LE_ROOT = _LePath(__file__).resolve().parent.parent
+LOCAL_BASE_IMAGE = "localhost/binder-prebuild-base:bookworm"
+
+
+@_le_dataclasses.dataclass(frozen=True)
+class LocalEngine:
+    env: dict
+    registry_url: str  # http://127.0.0.1:PORT
+    registry_host: str  # 127.0.0.1:PORT
+    engine_dir: _LePath
+
+    def podman(self, *args: str, check: bool = False, timeout: float = 120) -> _le_subprocess.CompletedProcess:
+        return _le_subprocess.run(["podman", *args], env=self.env, capture_output=True, text=True,
+                                  check=check, timeout=timeout)
+
+
+def _le_free_port() -> int:
+    with _le_socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@_le_pytest.fixture(scope="session")
+def local_engine():
+    """A podman API service and a docker-registry of our own, as scripts/local-engine.sh starts them."""
+    engine_dir = _LePath(_le_tempfile.mkdtemp(prefix="le-", dir="/tmp"))  # short: a unix socket path lives here
+    port = _le_free_port()
+    env = {k: v for k, v in _le_os.environ.items() if k not in ("CONTAINER_HOST", "DOCKER_HOST")}
+    env.update(ENGINE_DIR=str(engine_dir), REGISTRY_PORT=str(port), DATA_DIR=str(engine_dir / "data"))
+    script = str(_LE_ROOT / "scripts" / "local-engine.sh")
+    proc = _le_subprocess.run([script, "up"], env=env, capture_output=True, text=True, timeout=900)
+    if proc.returncode != 0:
+        _le_subprocess.run([script, "down"], env=env, capture_output=True, timeout=120)
+        _le_pytest.fail(f"scripts/local-engine.sh up failed ({proc.returncode}):\n{proc.stderr[-3000:]}",
+                        pytrace=False)
+    for line in proc.stdout.splitlines():
+        if line.startswith("export ") and "=" in line:
+            key, _, value = line[len("export "):].partition("=")
+            env[key.strip()] = value.strip()
+    try:
+        yield LocalEngine(env=env, registry_url=env["REGISTRY_URL"], registry_host=f"127.0.0.1:{port}",
+                          engine_dir=engine_dir)
+    finally:
+        _le_subprocess.run([script, "down"], env=env, capture_output=True, timeout=120)
+        _le_shutil.rmtree(engine_dir, ignore_errors=True)
+
+
+@_le_pytest.fixture(scope="session")
+def base_image(local_engine):
+    """The offline base image (mmdebstrap + podman import, about a minute the first time on a machine)."""
+    proc = _le_subprocess.run([str(_LE_ROOT / "scripts" / "base-image.sh")], env=local_engine.env,
+                              capture_output=True, text=True, timeout=1200)
+    if proc.returncode != 0:
+        _le_pytest.fail(f"scripts/base-image.sh failed ({proc.returncode}):\n{proc.stderr[-3000:]}", pytrace=False)
+    return LOCAL_BASE_IMAGE
+
+
+@_le_pytest.fixture(scope="session")
+def git_server():
+    from tests.git_server import GitServer
+
+    server = GitServer(_LePath(_le_tempfile.mkdtemp(prefix="git-server-")))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+# END local engine fixtures
+# ======================================================================
