@@ -117,6 +117,7 @@ async def _start(services: Services, start_workers: bool, builder: Factory, imag
     from bot.web.health import add_check
     add_check(services, "registry" if s.registry_url else "local images", services.images.health)
     services.builder = builder(services)
+    add_check(services, "builder", services.builder.health)
     services.scheduler = Scheduler(services)
     from bot.feedback.reporter import attach as attach_feedback
     attach_feedback(services)

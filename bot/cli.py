@@ -57,7 +57,12 @@ def _build_pod(args: argparse.Namespace) -> int:
     from bot.builders.k8s_objects import build_pod_yaml
 
     owner, repo = _split_repo(args.repo)
-    print(build_pod_yaml(_load(), owner, repo, args.sha), end="")
+    try:
+        text = build_pod_yaml(_load(), owner, repo, args.sha)
+    except ValueError as e:
+        print(f"binder-prebuild: {e}", file=sys.stderr)
+        return 2
+    print(text, end="")
     return 0
 
 

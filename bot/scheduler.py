@@ -222,11 +222,11 @@ class Scheduler:
     # -- the loop ----------------------------------------------------------
     async def _loop(self) -> None:
         while True:
+            self._wake.clear()  # before filling: a wake-up during _fill_slots must not be lost
             try:
                 await self._fill_slots()
             except Exception:
                 log.exception("scheduler loop failed; retrying")
-            self._wake.clear()
             waits = [t - time.time() for t in self._registry_wait_until.values()]
             timeout = max(0.05, min(waits)) if waits else 30.0
             with contextlib.suppress(asyncio.TimeoutError):
