@@ -80,7 +80,9 @@ c.JupyterHub.services = [
     {
         "name": "idle-culler",
         "command": [sys.executable, "-m", "jupyterhub_idle_culler", f"--timeout={cull_timeout}",
-                    f"--cull-every={env.get('CULL_EVERY', '60')}", "--cull-users", "--remove-named-servers"],
+                    f"--cull-every={env.get('CULL_EVERY', '60')}",
+                    # jupyterhub-idle-culler 2 (traitlets) needs a value for its flags; 1.x accepts it too
+                    "--cull-users=true", "--remove-named-servers=true"],
     },
 ]
 c.JupyterHub.load_roles = [
