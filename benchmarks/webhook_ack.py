@@ -114,7 +114,8 @@ async def blast(url: str, items: list[tuple[dict[str, str], bytes]], concurrency
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(connector=connector) as session:
         # open the connections first, so the run measures requests, not handshakes
-        warm = [session.get(url.replace("/webhooks/github", "/health")) for _ in range(concurrency)]
+        # (GET on the POST-only route: a 405 from the router, nothing else runs)
+        warm = [session.get(url) for _ in range(concurrency)]
         for resp in await asyncio.gather(*warm):
             await resp.read()
             resp.release()

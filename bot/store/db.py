@@ -98,10 +98,9 @@ class Database:
             return await conn._execute(tx)
 
     async def execute(self, sql: str, params: Iterable[Any] = ()) -> int:
-        """One write statement in its own transaction; returns rows changed."""
-        async with self.transaction() as conn:
-            cur = await conn.execute(sql, tuple(params))
-            return cur.rowcount
+        """One write statement in its own transaction; returns rows changed (one hop: see ``run``)."""
+        values = tuple(params)
+        return await self.run(lambda conn: conn.execute(sql, values).rowcount)
 
     async def fetchall(self, sql: str, params: Iterable[Any] = ()) -> list[aiosqlite.Row]:
         async with self.conn.execute(sql, tuple(params)) as cur:
