@@ -426,3 +426,23 @@ async def test_log_lines_are_json_with_the_delivery_id_and_no_secret(env, webhoo
     accepted = [r for r in lines if r["logger"] == "bot.webhooks.receiver" and "accepted" in r["msg"]]
     assert accepted and accepted[0]["delivery_id"] == headers["X-GitHub-Delivery"]
     assert webhook_secret not in out.getvalue()
+
+
+async def test_body_shorter_than_its_content_length_is_400(env, webhook_secret):
+    """A client that announces more bytes than it sends, then stops sending."""
+    import asyncio
+    import socket
+
+    services, client = env
+    headers, raw = payloads.signed("push", payloads.load("push.branch"), webhook_secret)
+    head = f"POST {URL} HTTP/1.1\r\nHost: test\r\nContent-Length: {len(raw) + 100}\r\nConnection: close\r\n"
+    head += "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
+    reader, writer = await asyncio.open_connection(client.host, client.port)
+    writer.write(head.encode() + raw)
+    await writer.drain()
+    writer.transport.get_extra_info("socket").shutdown(socket.SHUT_WR)
+    answer = await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    status = int(answer.split(b" ", 2)[1]) if answer else None
+    assert status is None or 400 <= status < 500, answer[:200]  # never a 5xx; the server may just hang up
+    assert await stored(services) == []

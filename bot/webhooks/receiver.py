@@ -124,20 +124,20 @@ async def _receive(request: web.Request, services: Services) -> tuple[int, Outco
 
 async def _read_capped(request: web.Request) -> bytes:
     """The raw body, never reading more than the cap (chunked bodies have no Content-Length)."""
-    buf = bytearray()
     try:
-        while True:
-            chunk = await request.content.read(_READ_CHUNK)
-            if not chunk:
-                break
+        length = request.content_length
+        if length is not None:  # already known to be within the cap: one read
+            return await request.content.readexactly(length)
+        buf = bytearray()
+        while chunk := await request.content.read(_READ_CHUNK):
             buf += chunk
             if len(buf) > MAX_BODY_BYTES:
                 raise BadDelivery(413, Outcome.TOO_LARGE, f"payload larger than {MAX_BODY_BYTES} bytes")
+        return bytes(buf)
     except BadDelivery:
         raise
     except Exception as e:  # truncated or broken transfer: the client's fault
         raise BadDelivery(400, Outcome.BAD_REQUEST, f"could not read request body: {type(e).__name__}") from None
-    return bytes(buf)
 
 
 def _safe_id(request: web.Request) -> str | None:
