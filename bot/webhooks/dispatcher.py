@@ -213,7 +213,12 @@ class Dispatcher:
             except Exception as e:
                 await self._failed(d, e, timed_out=deadline.expired())
                 return
-            if await self._completions.submit((d.id, d.attempts)):
+            try:
+                completed = await self._completions.submit((d.id, d.attempts))
+            except Exception as e:  # the store failed: the delivery stays claimed and runs again later
+                log.error("could not mark %s delivery done (it will run again): %s", d.event, e)
+                return
+            if completed:
                 self.completed += 1
                 log.info("processed %s delivery (attempt %d) in %.3f s", d.event, d.attempts,
                          time.perf_counter() - started)
