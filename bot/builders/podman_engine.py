@@ -34,15 +34,20 @@ during RUN steps and a generated ``pip.conf`` (``cert = ...`` and, if set,
 is baked into the image config (buildah leaves empty mount-point files behind).
 
 Logs are yielded as text lines (``string_output = True``); a failing build raises
-``BuildError`` and a failing push ``ImageLoadError``.  If the consumer stops
-iterating (generator closed, e.g. the build task was cancelled) the podman
-process is terminated and what an interrupted buildah leaves behind -- the RUN
-step's runc container (which otherwise runs on) and the build's working
-containers -- is removed.
+``BuildError`` and a failing push ``ImageLoadError``.
+
+Cancelling: ``PodmanEngine.cancel_build(tag)`` (any thread; the thread running
+repo2docker then gets ``BuildCancelled``), closing the ``build()`` generator, or a
+KeyboardInterrupt/SIGINT in the repo2docker process all terminate podman (which
+runs in its own session) and remove what an interrupted buildah leaves behind: the
+RUN step's runc container (which otherwise runs on), its /var/tmp/buildahNNN
+bundle and the build's working containers.  Intermediate images stay (they are
+the layer cache).  A SIGKILLed repo2docker process leaves podman building.
 """
 
 from __future__ import annotations
 
+import ctypes
 import ipaddress
 import json
 import os
@@ -54,7 +59,7 @@ import tarfile
 import tempfile
 import threading
 import time
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from repo2docker.docker import DockerEngine
@@ -283,6 +288,15 @@ class PodmanEngine(DockerEngine):
 
     terminate_timeout = Float(10.0, config=True, help="Seconds between SIGTERM and SIGKILL on cancel.")
 
+    handle_signals = Bool(
+        True,
+        config=True,
+        help="When repo2docker runs single-threaded in the main thread (the CLI, or a "
+        "build subprocess): turn SIGTERM into BuildCancelled (so killing repo2docker "
+        "cleans up like Ctrl-C) and give podman PR_SET_PDEATHSIG=SIGTERM (so a "
+        "SIGKILLed repo2docker does not leave podman building and pushing).",
+    )
+
     # -- plumbing ------------------------------------------------------------
     @property
     def container_cli(self):
@@ -363,6 +377,7 @@ class PodmanEngine(DockerEngine):
                 authfile=authfile,
             )
             self.log.debug("podman build: %s", args)
+            stack.enter_context(self._sigterm_raises())
             yield f"Building with: {' '.join(args)}\n"
             yield from self._stream(args, BuildError, key=tag, cleanup=True)
             if push:
@@ -521,6 +536,33 @@ class PodmanEngine(DockerEngine):
             yield f"Pushed {tag}@{digestfile.read_text().strip()}\n"
 
     # -- process handling ------------------------------------------------------
+    def _owns_process(self) -> bool:
+        return (
+            self.handle_signals
+            and threading.current_thread() is threading.main_thread()
+            and threading.active_count() == 1
+        )
+
+    @contextmanager
+    def _sigterm_raises(self):
+        if not self._owns_process() or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+            yield
+            return
+
+        def on_sigterm(signum, frame):
+            raise BuildCancelled("repo2docker received SIGTERM")
+
+        signal.signal(signal.SIGTERM, on_sigterm)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+    @staticmethod
+    def _set_pdeathsig():  # runs in the child between fork and exec
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+
     _active: dict[str, list[_Running]] = {}
     _active_lock = threading.Lock()
 
@@ -550,6 +592,7 @@ class PodmanEngine(DockerEngine):
             # (KeyboardInterrupt -> cleanup below), not podman directly
             start_new_session=True,
             bufsize=0,
+            preexec_fn=self._set_pdeathsig if self._owns_process() else None,
         )
         run = _Running(self, proc, cleanup)
         with self._active_lock:
