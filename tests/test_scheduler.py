@@ -48,16 +48,19 @@ class Harness:
 
 
 async def make_harness(tmp_path, *, max_builds: int = 8, db: Database | None = None,
-                       images: MemoryImages | None = None, hold: bool = False) -> Harness:
-    settings = Settings(data_dir=tmp_path, max_concurrent_builds=max_builds, image_prefix="test/")
+                       images: MemoryImages | None = None, hold: bool = False, builder=None,
+                       **settings_kw) -> Harness:
+    settings = Settings(data_dir=tmp_path, max_concurrent_builds=max_builds, image_prefix="test/", **settings_kw)
     db = db or await Database(settings.db_path).open()
     session = aiohttp.ClientSession()
     services = Services(settings=settings, db=db, session=session, deliveries=DeliveryStore(db),
                         builds=BuildStore(db), gh_state=GitHubState(db), bus=EventBus())
     services.extras["metrics"] = Metrics()
     services.images = images or MemoryImages()
-    services.builder = InstantBuilder(services.images)
-    services.builder.hold = hold
+    if builder is None:
+        builder = InstantBuilder(services.images)
+        builder.hold = hold
+    services.builder = builder
     services.scheduler = Scheduler(services)
     events: list = []
 

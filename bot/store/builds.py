@@ -116,7 +116,10 @@ class BuildStore:
         """
         now = time.time()
         async with self.db.transaction() as conn:
-            cur = await conn.execute("SELECT MAX(attempt) AS a FROM builds WHERE image=?", (image,))
+            # attempts count per id prefix, so two shas sharing 12 hex digits never collide
+            prefix = build_id(req.owner, req.repo, req.sha, 0)[:-1]
+            cur = await conn.execute("SELECT MAX(attempt) AS a FROM builds WHERE id LIKE ? ESCAPE '\\'",
+                                     (prefix.replace("_", "\\_").replace("%", "\\%") + "%",))
             row = await cur.fetchone()
             attempt = (row["a"] or 0) + 1
             bid = build_id(req.owner, req.repo, req.sha, attempt)
