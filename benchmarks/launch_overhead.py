@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import signal
 import statistics
 import sys
 import tempfile
@@ -155,6 +156,7 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--scenarios", default="sha,branch-0,branch-50")
     args = ap.parse_args()
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # `kill` still stops the Hub (finally blocks)
     asyncio.run(run(args.launches, [s.strip() for s in args.scenarios.split(",") if s.strip()], args.warmup))
 
 

@@ -144,6 +144,7 @@ class HubClient:
                 ) as resp:
                     status = resp.status
                     body = await resp.read()
+                    from_hub = "json" in resp.headers.get("Content-Type", "")
             except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
                 self._record(method, path, 0, started)
                 last = HubUnavailable(0, f"JupyterHub did not answer ({type(e).__name__}: {e})")
@@ -158,7 +159,11 @@ class HubClient:
                     except ValueError:
                         return status, body.decode("utf-8", "replace")
                 message = _message(status, body)
-                if status >= 500:
+                if status == 404 and not from_hub:
+                    # not the Hub's API answering (its errors are JSON): a proxy without its routes yet
+                    last = HubUnavailable(status, f"no JupyterHub API behind {self.api_url} ({message[:100]})")
+                    log.warning("hub: %s %s -> 404 not from the Hub (attempt %d)", method, path, attempt + 1)
+                elif status >= 500:
                     last = HubUnavailable(status, f"JupyterHub answered {status}: {message}")
                     log.warning("hub: %s %s -> %d (attempt %d)", method, path, status, attempt + 1)
                 elif status == 409 and retry_conflict_as_success and attempt > 0:
@@ -194,14 +199,24 @@ class HubClient:
         await self.request("POST", f"/users/{quote(name, safe='')}", retry_conflict_as_success=True)
 
     async def delete_user(self, name: str, wait: float = 60.0) -> None:
-        """Stop the user's server (interrupting a pending spawn), then delete the user.
+        """Stop the user's server (interrupting a pending spawn), wait until it is gone, delete the user.
 
-        JupyterHub refuses to delete a user whose server is still active (a 400 or
-        500 while it stops), so the deletion is repeated until it goes through.
+        JupyterHub refuses to delete a user whose server is still active, so the
+        deletion waits for the user model to show no active server.
         """
         path = f"/users/{quote(name, safe='')}"
         await self.stop_server(name)
         deadline = time.monotonic() + wait
+        while True:
+            try:
+                model = await self.user(name)
+            except HubNotFound:
+                return
+            if not any(not s.get("stopped") for s in (model.get("servers") or {}).values()):
+                break
+            if time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.2)
         while True:
             try:
                 await self.request("DELETE", path)

@@ -131,6 +131,7 @@ class ServerCounter:
         self._snapshot: list[tuple[str, str | None]] | None = None
         self._fetched_at = 0.0
         self._lock = asyncio.Lock()
+        self._admit_lock = asyncio.Lock()
         self._admitted: dict[str, str] = {}  # "user/" -> image repository, until the launch ends
 
     async def _servers(self) -> list[tuple[str, str | None]]:
@@ -151,9 +152,10 @@ class ServerCounter:
     async def admit(self, user: str, repo_key: str, max_total: int, max_per_repo: int,
                     full_name: str) -> Refusal | None:
         """Check the limits and, if one more fits, count ``user`` as running until ``release``."""
-        refusal = check_servers(await self.counts(repo_key), max_total, max_per_repo, full_name)
-        if refusal is None:
-            self._admitted[f"{user}/"] = repo_key
+        async with self._admit_lock:  # check-and-count as one step, or two launches both fit in one slot
+            refusal = check_servers(await self.counts(repo_key), max_total, max_per_repo, full_name)
+            if refusal is None:
+                self._admitted[f"{user}/"] = repo_key
         return refusal
 
     def release(self, user: str) -> None:

@@ -168,7 +168,10 @@ async def event_stream(request: web.Request) -> web.StreamResponse:
         except SpecError as e:
             raise Refused(400, "Not a launch link", str(e), "bad_request") from e
         launch = state.launches.get(request.query.get("launch"))
-        if launch is None or launch.target.spec.full_name.lower() != spec.full_name.lower():
+        # a launch started from a page belongs to that browser: its id alone (it shows up in
+        # access logs) does not hand out the server's token
+        if launch is None or launch.target.spec.full_name.lower() != spec.full_name.lower() \
+                or (launch.client is not None and launch.client != client):
             launch = await _launch_for(request, services, state, spec, client)
     except Refused as r:
         _count(services, r.outcome)

@@ -5,6 +5,8 @@ import asyncio
 
 import pytest
 
+from tests.real_hub import parse_sse
+
 pytestmark = pytest.mark.hub
 
 
@@ -60,14 +62,22 @@ async def test_launches_admitted_together_cannot_exceed_the_cap(hub, launcher):
     ln = await launcher(hub=hub, max_servers=1, attach_options={"count_ttl": 0})
     await ln.install("octo/demo")
     await ln.prebuild("octo/demo")
+    jar = ln.client.session.cookie_jar
     _, _, first = await ln.open_page("/v2/gh/octo/demo/main")
+    first_cookies = list(jar)
     new_browser(ln)
     _, _, second = await ln.open_page("/v2/gh/octo/demo/main")
     assert first != second
-    results = await asyncio.gather(ln.events(first), ln.events(second))
-    finals = sorted(events[-1]["phase"] for _, _, events in results)
+    # each browser opens its own stream (with its own cookie); both launches then run at once
+    second_resp = await ln.client.get(second)
+    jar.clear()
+    jar.update_cookies({c.key: c.value for c in first_cookies})
+    first_resp = await ln.client.get(first)
+    texts = await asyncio.gather(first_resp.text(), second_resp.text())
+    results = [parse_sse(t) for t in texts]
+    finals = sorted(events[-1]["phase"] for events in results)
     assert finals == ["failed", "ready"]
-    failed = next(events[-1] for _, _, events in results if events[-1]["phase"] == "failed")
+    failed = next(events[-1] for events in results if events[-1]["phase"] == "failed")
     assert failed["limit"] == "total" and "1 servers in total" in failed["message"]
     assert len(hub.running_servers()) == 1
 

@@ -132,3 +132,18 @@ async def test_badge_never_fails(launcher):
         resp = await ln.client.get(path)
         assert resp.status == 200, path
         assert ">unknown<" in await resp.text()
+
+
+async def test_a_launch_id_without_its_browser_cookie_is_not_followed(launcher):
+    ln = await dead_hub(launcher, max_servers=-1, max_servers_per_repo=-1)
+    await ln.install("octo/demo")
+    await ln.prebuild("octo/demo")
+    status, _, events_url = await ln.open_page("/v2/gh/octo/demo/main")
+    assert status == 200
+    first = ln.state.launches.get(events_url.rsplit("launch=", 1)[1])
+    assert first is not None and first.client
+    ln.client.session.cookie_jar.clear()  # someone else, holding only the URL
+    status, _, events = await ln.events(events_url)
+    assert not first.started  # the original launch was not touched ...
+    assert events[-1]["phase"] == "failed"  # ... a launch of their own ran (and met the dead Hub)
+    assert "JupyterHub is not reachable" in events[-1]["message"]
