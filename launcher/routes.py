@@ -145,7 +145,8 @@ async def launch_page(request: web.Request) -> web.Response:
     resp = html(state.templates, "progress.html", spec=spec, sha=launch.target.sha,
                 phase=history[-1][1]["phase"] if history else "starting", events_url=events_url,
                 config={"events_url": events_url, "launch": launch.id})
-    resp.set_cookie(CLIENT_COOKIE, client, max_age=86400, httponly=True, samesite="Lax", path="/")
+    resp.set_cookie(CLIENT_COOKIE, client, max_age=86400, httponly=True, samesite="Lax", path="/",
+                    secure=services.settings.public_url.startswith("https:"))
     return resp
 
 
@@ -232,7 +233,8 @@ async def _close_launches(app: web.Application) -> None:
 
 
 def setup(app: web.Application) -> None:
-    app.router.add_get("/v2/gh/{owner}/{repo}/{ref:.+}", launch_page)
-    app.router.add_get("/api/events/gh/{owner}/{repo}/{ref:.+}", event_stream)
+    # no HEAD on these: a link checker's HEAD must not reserve or start anything
+    app.router.add_get("/v2/gh/{owner}/{repo}/{ref:.+}", launch_page, allow_head=False)
+    app.router.add_get("/api/events/gh/{owner}/{repo}/{ref:.+}", event_stream, allow_head=False)
     app.router.add_get(r"/badge/gh/{owner}/{repo}/{ref:.+}.svg", badge)
     app.on_shutdown.append(_close_launches)

@@ -147,3 +147,13 @@ async def test_a_launch_id_without_its_browser_cookie_is_not_followed(launcher):
     assert not first.started  # the original launch was not touched ...
     assert events[-1]["phase"] == "failed"  # ... a launch of their own ran (and met the dead Hub)
     assert "JupyterHub is not reachable" in events[-1]["message"]
+
+
+async def test_head_requests_start_nothing(launcher):
+    ln = await dead_hub(launcher, max_servers=-1, max_servers_per_repo=-1)
+    await ln.install("octo/demo")
+    for path in ("/v2/gh/octo/demo/main", "/api/events/gh/octo/demo/main"):
+        resp = await ln.client.head(path)
+        assert resp.status == 405
+    assert ln.state.launches.get("x") is None and ln.state.launches._by_id == {}
+    assert (await ln.client.head("/badge/gh/octo/demo/main.svg")).status == 200
