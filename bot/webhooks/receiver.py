@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 from aiohttp import web
 
@@ -81,9 +82,18 @@ async def receive(request: web.Request) -> web.Response:
         gauge.leave()
     metrics = services.extras.get("metrics")
     if metrics is not None:
-        metrics.deliveries.labels(event=event, outcome=outcome.value).inc()
+        _counter(metrics, event, outcome).inc()
         metrics.ack_latency.observe(time.perf_counter() - started)
     return web.json_response(body, status=status)
+
+
+def _counter(metrics: Any, event: str, outcome: Outcome) -> Any:
+    """The deliveries counter for (event, outcome), looked up once (labels() takes a lock)."""
+    cache = metrics.__dict__.setdefault("_webhook_counters", {})
+    child = cache.get((event, outcome))
+    if child is None:
+        child = cache[(event, outcome)] = metrics.deliveries.labels(event=event, outcome=outcome.value)
+    return child
 
 
 async def _receive(request: web.Request, services: Services) -> tuple[int, Outcome, dict[str, str], str]:
