@@ -329,6 +329,48 @@ async def test_task_cancellation_stops_the_child(local_engine, test_base, git_se
     assert builder.running() == []
 
 
+_ORPHAN_SCRIPT = """
+import asyncio, json, sys
+from bot.builders.local import LocalBuilder
+from bot.config import Settings
+from bot.model import BuildJob, BuildRequest
+
+async def main():
+    env, url, sha, image, nonce = json.loads(sys.argv[1])
+    builder = LocalBuilder(Settings(container_engine="podman", registry_url=None), env=env)
+    job = BuildJob("orphan", BuildRequest("octo", "repo", sha, url), image)
+    async def emit(event):
+        if event.message.endswith(": " + nonce + '"'):
+            print(builder.pid_of("orphan"), flush=True)
+    await builder.run(job, emit)
+
+asyncio.run(main())
+"""
+
+
+async def test_bot_killed_the_build_stops(local_engine, test_base, git_server, images):
+    """SIGKILL of the bot (no cleanup code runs in it) still stops repo2docker and its RUN step."""
+    commit, nonce = sleeper_repo(git_server, test_base, "orphan")
+    image = image_name(local_engine, commit.sha, registry=False)
+    since = time.time()
+    bot = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _ORPHAN_SCRIPT, json.dumps([local_engine.env, commit.clone_url, commit.sha, image, nonce]),
+        stdout=asyncio.subprocess.PIPE, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    try:
+        line = await asyncio.wait_for(bot.stdout.readline(), 60)
+        r2d_pid = int(line)
+        await wait_process(f": {nonce}")
+    finally:
+        bot.kill()
+        await bot.wait()
+    deadline = time.monotonic() + 30
+    while (pid_alive(r2d_pid) or processes_with(f": {nonce}")) and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    assert not pid_alive(r2d_pid)
+    assert processes_with(f": {nonce}") == []
+    assert buildah_leftovers(local_engine, test_base, set(), since) == []
+
+
 async def test_private_repo_token_never_in_args_or_logs(local_engine, test_base, git_server, settings, images,
                                                         caplog):
     caplog.set_level(logging.DEBUG)

@@ -70,6 +70,16 @@ def r2d_config(container_engine: str) -> str:
         "# written by binder-prebuild's LocalBuilder",
         "from repo2docker.contentproviders import Git",
         "c.Repo2Docker.content_providers = [Git]",
+        "",
+        "# One SIGINT stops the build (KeyboardInterrupt: the engine then removes its buildah",
+        "# leftovers); later ones must not interrupt that cleanup. The parent-death signal",
+        "# comes once per exiting thread of a multi-threaded parent, so twice is usual.",
+        "import signal as _signal",
+        "def _first_sigint(signum, frame, _seen=[]):",
+        "    if not _seen:",
+        "        _seen.append(signum)",
+        "        raise KeyboardInterrupt",
+        "_signal.signal(_signal.SIGINT, _first_sigint)",
     ]
     command = engine_command(container_engine)
     if engine_name(container_engine) == "podman" and len(command) > 1:
