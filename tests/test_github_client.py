@@ -318,3 +318,28 @@ async def test_etag_cache_makes_gets_conditional(fake_github, make_app):
     calls = fake_github.calls("GET", "/repos/octo/a/etagged")
     assert [c.status for c in calls] == [200, 304]
     assert calls[1].headers["if-none-match"] == '"v1"'
+
+
+async def test_a_cancelled_token_fetch_does_not_fail_the_waiters(fake_github, make_app):
+    a = fake_github.add_installation(["octo/a"])
+    fake_github.inject("POST", "/app/installations/{installation_id}/access_tokens", Fault.latency(0.3))
+    app = make_app()
+    leader = asyncio.create_task(app.installation_token(a.id))
+    await asyncio.sleep(0.05)
+    waiter = asyncio.create_task(app.installation_token(a.id))
+    await asyncio.sleep(0.05)
+    leader.cancel()
+    token = await asyncio.wait_for(waiter, 5)
+    assert token in fake_github.tokens
+    assert leader.cancelled()
+
+
+async def test_a_failed_token_fetch_fails_every_waiter_then_recovers(fake_github, make_app):
+    a = fake_github.add_installation(["octo/a"])
+    fake_github.inject("POST", "/app/installations/{installation_id}/access_tokens",
+                       Fault(status=404, body={"message": "Not Found"}, delay=0.1))
+    app = make_app()
+    results = await asyncio.gather(*(app.installation_token(a.id) for _ in range(3)), return_exceptions=True)
+    assert all(isinstance(r, gidgethub.BadRequest) for r in results)
+    assert len(fake_github.token_requests(a.id)) == 1
+    assert await app.installation_token(a.id) in fake_github.tokens

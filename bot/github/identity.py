@@ -125,12 +125,20 @@ class AppIdentity:
 
     async def token(self, key: TokenKey, fetch: TokenFetcher) -> InstallationToken:
         """The cached token for ``key``, or a new one (one request however many callers wait)."""
-        tok = self.cached(key)
-        if tok is not None:
-            return tok
-        pending = self._inflight.get(key)
-        if pending is not None:
-            return await asyncio.shield(pending)
+        while True:
+            tok = self.cached(key)
+            if tok is not None:
+                return tok
+            pending = self._inflight.get(key)
+            if pending is None:
+                break
+            try:
+                return await asyncio.shield(pending)
+            except asyncio.CancelledError:
+                me = asyncio.current_task()
+                if pending.cancelled() and not (me is not None and me.cancelling()):
+                    continue  # the caller that was fetching was cancelled, not us: fetch ourselves
+                raise
         fut: asyncio.Future[InstallationToken] = asyncio.get_running_loop().create_future()
         self._inflight[key] = fut
         try:
@@ -139,6 +147,9 @@ class AppIdentity:
             self._tokens[key] = tok
             fut.set_result(tok)
             return tok
+        except asyncio.CancelledError:
+            fut.cancel()
+            raise
         except BaseException as e:
             fut.set_exception(e)
             fut.exception()  # mark retrieved: waiters re-raise it, nobody else must log it
