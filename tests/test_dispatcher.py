@@ -469,3 +469,39 @@ async def _all(services, ids, want):
 
 async def _true(value):
     return value
+
+
+async def test_while_the_receiver_is_busy_deliveries_run_one_at_a_time_after_a_pause(services, run):
+    from bot.webhooks import ingest_gauge
+
+    router = Router()
+    running, peak, started_at = 0, 0, []
+
+    @router.register("push")
+    async def handler(event, gh, *, services):
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        started_at.append(time.monotonic())
+        await asyncio.sleep(0.02)
+        running -= 1
+
+    gauge = ingest_gauge(services)
+    gauge.enter()  # a request is in hand for the whole busy phase
+    items = [new("push.branch", repo=f"org/busy{i}") for i in range(5)]
+    await services.deliveries.add_many(items)
+    t0 = time.monotonic()
+    await run(router, concurrency=4, max_defer=0.3)
+    await until(lambda: _all(services, [i.id for i in items], "done"))
+    assert peak == 1  # acknowledgements first: no parallel handlers while busy
+    assert started_at[0] - t0 >= 0.3  # and a pause before the first one
+    assert started_at[-1] - started_at[0] < 1.0  # then they keep going, not one per pause
+
+    gauge.leave()
+    await asyncio.sleep(0.05)
+    peak = 0
+    more = [new("push.branch", repo=f"org/quiet{i}") for i in range(8)]
+    await services.deliveries.add_many(more)
+    services.extras["delivery_wakeup"].set()
+    await until(lambda: _all(services, [i.id for i in more], "done"))
+    assert peak == 4  # quiet again: full concurrency

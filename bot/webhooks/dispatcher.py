@@ -105,6 +105,7 @@ class Dispatcher:
         self.ack_quiet = ack_quiet
         self.max_defer = max_defer
         self._ingest = ingest_gauge(services)
+        self._deferred = False  # the current busy spell already waited max_defer
         self._wakeup = wakeup_event(services)
         self._completions = GroupCommit(services.deliveries.finish_many, name="delivery-completions")
         self._tasks: set[asyncio.Task[None]] = set()
@@ -148,12 +149,13 @@ class Dispatcher:
         store = self.services.deliveries
         while not self._stopping:
             self._wakeup.clear()
-            free = self.concurrency - len(self._tasks)
+            free = self._limit() - len(self._tasks)
             claimed: list[Delivery] = []
             try:
                 if free > 0:
                     await self._yield_to_ingest()
-                    free = self.concurrency - len(self._tasks)
+                    free = self._limit() - len(self._tasks)
+                if free > 0:
                     claimed = await store.claim(limit=free, lease_seconds=self.lease_seconds)
                     for d in claimed:
                         self._spawn(d)
@@ -173,16 +175,27 @@ class Dispatcher:
             except asyncio.TimeoutError:
                 pass
 
+    def _limit(self) -> int:
+        """How many deliveries may run now: one while the receiver is busy, else ``concurrency``."""
+        return 1 if self._ingest.busy(self.ack_quiet) else self.concurrency
+
     async def _yield_to_ingest(self) -> None:
         """Acknowledge first: while the receiver is busy, wait (at most ``max_defer`` s).
 
-        Answers are due within GitHub's 10 s; processing is not. In a burst the
-        queue grows and drains as soon as it ends; under sustained load one
-        batch still starts every ``max_defer`` s, so nothing starves.
+        Answers are due within GitHub's 10 s; processing is not, and every handler
+        write queues with the receiver's commits for the one store connection. In a
+        burst the queue grows and drains at full concurrency once it ends; under
+        sustained load deliveries still run, one at a time, so nothing starves.
         """
+        if not self._ingest.busy(self.ack_quiet):
+            self._deferred = False
+            return
+        if self._deferred:
+            return  # this busy spell already had its pause: keep going at the busy pace
         deadline = time.monotonic() + self.max_defer
         while self._ingest.busy(self.ack_quiet) and not self._stopping and time.monotonic() < deadline:
             await asyncio.sleep(self.ack_quiet)
+        self._deferred = self._ingest.busy(self.ack_quiet)
 
     def _spawn(self, d: Delivery) -> None:
         before = self._last_of_repo.get(d.repo) if d.repo else None

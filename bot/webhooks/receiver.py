@@ -124,7 +124,7 @@ async def _receive(request: web.Request, services: Services) -> tuple[int, Outco
             log.info("%s delivery already accepted", parsed.event)
             return 200, Outcome.DUPLICATE, {**answer, "status": "duplicate"}, parsed.event
         if parsed.event == "ping":
-            log.info("ping received (zen: %s)", str(parsed.payload.get("zen", ""))[:100])
+            log.debug("ping received (zen: %s)", str(parsed.payload.get("zen", ""))[:100])
             return 200, Outcome.PING, {**answer, "status": "pong"}, parsed.event
         # DEBUG: the dispatcher's "processed" line (INFO) is the one per delivery operators read
         log.debug("accepted %s%s delivery for %s", parsed.event,
