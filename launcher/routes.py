@@ -184,6 +184,8 @@ async def event_stream(request: web.Request) -> web.StreamResponse:
         "X-Accel-Buffering": "no"})
     await resp.prepare(request)
     after = sse.parse_last_event_id(request.headers.get("Last-Event-ID"))
+    if after > launch.last_id:  # an id from another launch (e.g. before a restart): replay all of this one
+        after = 0
     keepalive = state.launches.keepalive
     with contextlib.suppress(ConnectionError, asyncio.CancelledError):
         await resp.write(sse.RETRY)

@@ -157,3 +157,12 @@ async def test_head_requests_start_nothing(launcher):
         assert resp.status == 405
     assert ln.state.launches.get("x") is None and ln.state.launches._by_id == {}
     assert (await ln.client.head("/badge/gh/octo/demo/main.svg")).status == 200
+
+
+async def test_a_last_event_id_from_another_launch_replays_this_one_from_the_start(launcher):
+    ln = await dead_hub(launcher, max_servers=-1, max_servers_per_repo=-1)
+    await ln.install("octo/demo")
+    await ln.prebuild("octo/demo")
+    status, _, events = await ln.events("/api/events/gh/octo/demo/main", headers={"Last-Event-ID": "99"})
+    assert status == 200
+    assert [e["phase"] for e in events] == ["built", "launching", "failed"]
