@@ -248,6 +248,18 @@ async def test_build_pushes_to_registry_with_phases(local_engine, test_base, git
         assert await registry.exists(image) is True
         assert await registry.exists(image.rsplit(":", 1)[0] + ":" + "f" * 40) is False
 
+        # a notebook-only change, built --cache-from the first image (as the scheduler asks)
+        second = git_server.commit(commit.clone_url.rsplit("/", 1)[-1].removesuffix(".git"),
+                                   {"index.ipynb": '{"cells": []}\n'})
+        image2 = image.rsplit(":", 1)[0] + ":" + second.sha
+        images.append(image2)
+        emit2 = Recorder()
+        outcome2 = await builder.run(make_job(second, image2, cache_from=image), emit2)
+        assert outcome2.phase == Phase.BUILT, (outcome2.reason, outcome2.log_tail[-20:])
+        building_with = next(m for m in emit2.messages if m.startswith("Building with: "))
+        assert f"--cache-from {image.rsplit(':', 1)[0]}" in building_with
+        assert await registry.exists(image2) is True
+
 
 async def test_failing_dockerfile_gives_the_reason(local_engine, test_base, git_server, settings, images):
     commit = git_server.create(f"bad-{secrets.token_hex(3)}", {"Dockerfile": dockerfile(test_base, "echo nope; exit 3")})
@@ -453,3 +465,58 @@ async def test_health(local_engine, settings):
                           env=local_engine.env)
     ok, detail = await broken.health()
     assert not ok and "does not answer" in detail
+
+
+async def test_through_the_scheduler_supersede_stops_the_process(
+        local_engine, test_base, git_server, make_services, images):
+    """The scheduler drives LocalBuilder: a newer sha on the branch stops the running build's process."""
+    from bot.model import BuildState
+    from bot.scheduler import Scheduler
+
+    repo = f"lbsched-{secrets.token_hex(3)}"
+    nonce = f"lbsched{secrets.token_hex(4)}"
+    first = git_server.create(repo, {"Dockerfile": dockerfile(test_base, f'sh -c "sleep 300; : {nonce}"'),
+                                     "unique.txt": secrets.token_hex(8)})
+    second = git_server.commit(repo, {"Dockerfile": dockerfile(test_base)})
+    services = await make_services(container_engine="podman", registry_url=local_engine.registry_url,
+                                   image_prefix="lbtest/", build_timeout=300)
+    services.images = RegistryClient(services.session, local_engine.registry_url)
+    builder = LocalBuilder(services.settings, env=local_engine.env)
+    services.builder = builder
+    services.scheduler = Scheduler(services)
+    events: list = []
+
+    async def listener(record, event):
+        events.append((record.id, event.phase))
+
+    services.bus.add_listener(listener)
+    await services.scheduler.start()
+    try:
+        def request(commit):
+            return BuildRequest("octo", repo, commit.sha, commit.clone_url, branch="main", default_branch="main")
+
+        a = await services.scheduler.submit(request(first))
+        images.append(a.image)
+        await wait_process(f": {nonce}")
+        pid = builder.pid_of(a.job_id)
+        assert pid is not None
+
+        b = await services.scheduler.submit(request(second))
+        images.append(b.image)
+        assert (await services.builds.get(a.id)).state == BuildState.CANCELLED
+        assert not pid_alive(pid) and processes_with(f": {nonce}") == []
+
+        deadline = time.monotonic() + 120
+        while (await services.builds.get(b.id)).state not in (BuildState.BUILT, BuildState.FAILED):
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.1)
+        done = await services.builds.get(b.id)
+        assert done.state == BuildState.BUILT, (done.reason, done.log_tail[-10:])
+        assert await services.images.exists(b.image) is True
+        phases = [p for rid, p in events if rid == b.id]
+        assert [p for i, p in enumerate(phases) if i == 0 or phases[i - 1] != p] == [
+            Phase.WAITING, Phase.FETCHING, Phase.BUILDING, Phase.PUSHING, Phase.BUILT]
+        assert [p for rid, p in events if rid == a.id][-1] == Phase.CANCELLED
+    finally:
+        await services.scheduler.stop()
+        await builder.close()

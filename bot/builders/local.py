@@ -49,8 +49,18 @@ LOG_TAIL_LINES = 200
 _PUSHING_LINE = re.compile(r"^Pushing image \S+")
 
 
-def _set_pdeathsig() -> None:  # in the child, between fork and exec
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGINT, 0, 0, 0)  # PR_SET_PDEATHSIG
+def _pdeathsig_setter():
+    """A preexec_fn giving the child SIGINT when the bot dies (PR_SET_PDEATHSIG).
+
+    prctl is looked up here, in the parent: the child, forked from a process that
+    may have threads, only makes the call (no dlopen between fork and exec).
+    """
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+    def preexec() -> None:
+        prctl(1, int(signal.SIGINT), 0, 0, 0)
+
+    return preexec
 
 
 @dataclasses.dataclass(eq=False)
@@ -82,6 +92,7 @@ class LocalBuilder(Builder):
         self.engine = engine_name(settings.container_engine)
         self.command = engine_command(settings.container_engine)
         self._runs: dict[str, _Run] = {}
+        self._preexec = _pdeathsig_setter()
 
     # -- lifecycle ------------------------------------------------------------
     async def close(self) -> None:
@@ -134,7 +145,7 @@ class LocalBuilder(Builder):
                 proc = await asyncio.create_subprocess_exec(
                     *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
                     stderr=asyncio.subprocess.STDOUT, cwd=str(workdir), env=env, start_new_session=True,
-                    preexec_fn=_set_pdeathsig)
+                    preexec_fn=self._preexec)
             except OSError as e:
                 log.error("build %s: cannot start repo2docker: %s", bid, e)
                 return BuildOutcome(Phase.FAILED, f"cannot start repo2docker: {e.strerror or e}")
