@@ -334,11 +334,12 @@ def _scenario(gh, watch, stack, images, local_engine, base_image, git_server) ->
     deliver(stack.public_url, "pull_request", pull_request_body(inst, clone_url, sha2, c1.sha, "feature"))
     deliver(stack.public_url, "push", push_body(inst, clone_url, "feature", "0" * 40, sha2,
                                                 "Only the notebook changes", [], [NOTEBOOK]))
-    wait_until("the PR's check run and comment to report ready",
-               lambda: any(r["status"] == "completed" for r in binder_runs(gh, sha2))
-               and any("**Ready**" in c["body"] for c in bot_comments(gh)), 300, interval=0.5)
+    wait_until("the PR's check run to complete", lambda: any(r["status"] == "completed" for r in
+                                                             binder_runs(gh, sha2)), 300, interval=0.5)
     (run_b,) = binder_runs(gh, sha2)
     assert run_b["conclusion"] == "success", run_b
+    wait_until("the PR comment to say ready", lambda: any("**Ready**" in c["body"] for c in bot_comments(gh)),
+               30, interval=0.2)
     seen_b = watch.sighting(image_b)
     assert_feedback_follows_registry("check run B", check_run_reports(gh, sha2), is_in_progress, is_success,
                                      seen_b.last_absent, seen_b.first_present)
