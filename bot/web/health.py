@@ -6,6 +6,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from cachetools import TTLCache
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from bot.appkeys import SERVICES
@@ -21,14 +22,22 @@ def add_check(services: Services, name: str, check: HealthCheck) -> None:
     services.extras.setdefault("health_checks", []).append((name, check))
 
 
-async def _run(name: str, check: HealthCheck, timeout: float) -> dict[str, object]:
+CHECK_TTL = 5.0  # probes may come every second; engine checks spawn processes
+
+
+async def _run(name: str, check: HealthCheck, timeout: float, cache: TTLCache | None = None) -> dict[str, object]:
+    if cache is not None and name in cache:
+        return cache[name]
     try:
         ok, detail = await asyncio.wait_for(check(), timeout)
     except asyncio.TimeoutError:
         ok, detail = False, f"no answer within {timeout:g} s"
     except Exception as e:  # a failing check is a result, not a crash
         ok, detail = False, f"{type(e).__name__}: {e}"
-    return {"name": name, "ok": bool(ok), "detail": detail}
+    result = {"name": name, "ok": bool(ok), "detail": detail}
+    if cache is not None:
+        cache[name] = result
+    return result
 
 
 async def health(request: web.Request) -> web.Response:
@@ -41,7 +50,9 @@ async def health(request: web.Request) -> web.Response:
 
     checks: list[tuple[str, HealthCheck]] = [("store", store)]
     checks += services.extras.get("health_checks", [])
-    results = await asyncio.gather(*(_run(n, c, 5.0) for n, c in checks))
+    cache = services.extras.setdefault("health_cache", TTLCache(maxsize=64, ttl=CHECK_TTL))
+    # the store is checked every time (cheap, and the one thing a probe must see at once)
+    results = await asyncio.gather(*(_run(n, c, 5.0, None if n == "store" else cache) for n, c in checks))
     ok = all(r["ok"] for r in results)
     return web.json_response({"ok": ok, "checks": list(results)}, status=200 if ok else 503)
 
