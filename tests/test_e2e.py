@@ -353,6 +353,8 @@ def _scenario(gh, watch, stack, images, local_engine, base_image, git_server) ->
     rec_a, rec_b = records[image_a], records[image_b]
     assert rec_a["cache_from"] is None, rec_a
     assert rec_b["cache_from"] == image_a, rec_b  # the newest image of the default branch
+    # ... and it reached podman (PodmanEngine passes the repository: buildah's --cache-from takes no tag)
+    assert f"--cache-from {image_a.rsplit(':', 1)[0]}" in (rec_b["log_tail"] or ""), rec_b["log_tail"]
     assert watch.manifest_status(image_b) == 200
     first, rebuild = rec_a["finished_at"] - rec_a["started_at"], rec_b["finished_at"] - rec_b["started_at"]
 
@@ -396,6 +398,7 @@ def _scenario(gh, watch, stack, images, local_engine, base_image, git_server) ->
     gone = requests.get(f"{stack.hub_url}/user/{user}/api/status", headers=auth, timeout=30,
                         allow_redirects=False)
     assert gone.status_code != 200, gone.status_code
+    assert not gh.fake.rejected and not gh.fake.errors, (gh.fake.rejected, gh.fake.errors)
     return first, rebuild
 
 
