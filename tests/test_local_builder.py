@@ -12,7 +12,6 @@ import logging
 import os
 import secrets
 import shlex
-import subprocess
 import sys
 import time
 
@@ -262,7 +261,8 @@ async def test_build_pushes_to_registry_with_phases(local_engine, test_base, git
 
 
 async def test_failing_dockerfile_gives_the_reason(local_engine, test_base, git_server, settings, images):
-    commit = git_server.create(f"bad-{secrets.token_hex(3)}", {"Dockerfile": dockerfile(test_base, "echo nope; exit 3")})
+    commit = git_server.create(f"bad-{secrets.token_hex(3)}",
+                               {"Dockerfile": dockerfile(test_base, "echo nope; exit 3")})
     image = image_name(local_engine, commit.sha)
     builder = LocalBuilder(settings(), env=local_engine.env)
     emit = Recorder()
@@ -366,7 +366,8 @@ async def test_bot_killed_the_build_stops(local_engine, test_base, git_server, i
     image = image_name(local_engine, commit.sha, registry=False)
     since = time.time()
     bot = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", _ORPHAN_SCRIPT, json.dumps([local_engine.env, commit.clone_url, commit.sha, image, nonce]),
+        sys.executable, "-c", _ORPHAN_SCRIPT,
+        json.dumps([local_engine.env, commit.clone_url, commit.sha, image, nonce]),
         stdout=asyncio.subprocess.PIPE, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     try:
         line = await asyncio.wait_for(bot.stdout.readline(), 60)
