@@ -35,6 +35,14 @@ def _engine_env(env: dict[str, str]) -> tuple[dict[str, str] | None, str]:
     return found, "podman socket and registry up"
 
 
+def _with_engine(env: dict[str, str], engine: dict[str, str]) -> None:
+    """The engine's settings, except a REGISTRY_URL the user set (even empty: no registry, local images)."""
+    for key, value in engine.items():
+        if key == "REGISTRY_URL" and key in env:
+            continue
+        env[key] = value
+
+
 def main(argv: list[str] | None = None) -> int:
     env = dict(os.environ)
     data_dir = Path(env.get("DATA_DIR", "./data")).resolve()
@@ -62,15 +70,15 @@ def main(argv: list[str] | None = None) -> int:
     elif not hub_ok:
         print("  JupyterHub or configurable-http-proxy not found: run `./dev install` first.\n"
               "  Serving binder-prebuild without a Hub.", file=sys.stderr)
-        env.update(engine)
+        _with_engine(env, engine)
         cmd = [sys.executable, "-m", "bot.cli", "serve"]
     else:
-        env.update(engine)
+        _with_engine(env, engine)
         env.setdefault("PIP_CERT", "/etc/ssl/certs/ca-certificates.crt")
         config = ROOT / "launcher" / "jupyterhub_config.py"
         cmd = ["jupyterhub", "-f", str(config)]
-        print(f"  container engine: {detail} ({engine.get('DOCKER_HOST')}, registry {engine.get('REGISTRY_URL')})",
-              file=sys.stderr)
+        registry = env.get("REGISTRY_URL") or "none: images stay in the engine"
+        print(f"  container engine: {detail} ({engine.get('DOCKER_HOST')}, registry {registry})", file=sys.stderr)
         print(f"  JupyterHub:       {hub_url}/hub/", file=sys.stderr)
     public = env["PUBLIC_URL"]
     print(f"  setup page:       {public}/   (register the GitHub App here on first run)", file=sys.stderr)

@@ -1,0 +1,84 @@
+"""``binder-prebuild up`` (bot/stack.py): what it starts and says, with the processes replaced.
+
+The whole stack running for real is tests/test_e2e.py; these check the choices
+``up`` makes before it starts anything.
+"""
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from bot import stack
+
+ENGINE = {"DOCKER_HOST": "unix:///tmp/x/podman.sock", "CONTAINERS_CONF": "/tmp/x/containers.conf",
+          "CONTAINERS_REGISTRIES_CONF": "/tmp/x/registries.conf", "REGISTRY_URL": "http://127.0.0.1:5000",
+          "CONTAINER_ENGINE": "podman", "ENGINE_DIR": "/tmp/x"}
+
+
+class FakeProc:
+    def __init__(self, cmd, env=None, cwd=None):
+        self.cmd, self.env = cmd, env
+        self.signals = []
+
+    def send_signal(self, signum):
+        self.signals.append(signum)
+
+    def wait(self):
+        return 0
+
+
+@pytest.fixture
+def up(monkeypatch, tmp_path):
+    """Run ``stack.main()`` with the engine answer given; returns (the started process, stderr)."""
+    monkeypatch.setattr(stack.signal, "signal", lambda *a: None)  # leave pytest's handlers alone
+    for key in list(ENGINE) + ["PORT", "PUBLIC_URL", "JUPYTERHUB_URL", "JUPYTERHUB_BIND_URL", "NO_ENGINE"]:
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
+    started = []
+
+    def popen(cmd, env=None, cwd=None):
+        started.append(FakeProc(cmd, env, cwd))
+        return started[-1]
+
+    monkeypatch.setattr(stack.subprocess, "Popen", popen)
+
+    def run(engine, capsys, **env):
+        for k, v in env.items():
+            monkeypatch.setenv(k, v)
+        monkeypatch.setattr(stack, "_engine_env", lambda e: (engine, "podman socket and registry up")
+                            if engine else (None, "podman: command not found"))
+        assert stack.main() == 0
+        (proc,) = started
+        return proc, capsys.readouterr().err
+
+    return run
+
+
+def test_with_an_engine_the_hub_runs_the_service_and_the_registry_is_the_engines(up, capsys):
+    proc, err = up(dict(ENGINE), capsys)
+    assert proc.cmd[:2] == ["jupyterhub", "-f"] and proc.cmd[2].endswith("launcher/jupyterhub_config.py")
+    assert proc.env["DOCKER_HOST"] == ENGINE["DOCKER_HOST"] and proc.env["REGISTRY_URL"] == ENGINE["REGISTRY_URL"]
+    assert proc.env["BUILDER"] == "local" and proc.env["PUBLIC_URL"] == "http://127.0.0.1:8080"
+    assert "setup page:       http://127.0.0.1:8080/" in err and "JupyterHub:       http://127.0.0.1:8000/hub/" in err
+
+
+def test_a_registry_url_the_user_set_is_kept(up, capsys):
+    proc, err = up(dict(ENGINE), capsys, REGISTRY_URL="https://registry.example.org")
+    assert proc.env["REGISTRY_URL"] == "https://registry.example.org"
+    assert proc.env["DOCKER_HOST"] == ENGINE["DOCKER_HOST"]  # the engine's socket all the same
+    assert "registry https://registry.example.org" in err
+
+
+def test_an_empty_registry_url_means_images_stay_in_the_engine(up, capsys):
+    proc, err = up(dict(ENGINE), capsys, REGISTRY_URL="")
+    assert proc.env["REGISTRY_URL"] == ""
+    assert "registry none: images stay in the engine" in err
+
+
+def test_without_an_engine_it_says_how_to_get_one_and_serves_the_pages(up, capsys):
+    proc, err = up(None, capsys)
+    assert proc.cmd == [sys.executable, "-m", "bot.cli", "serve"]
+    assert "container engine: not available (podman: command not found)" in err
+    assert "apt-get install podman" in err and "Serving the setup and status pages only" in err
+    assert "setup page:" in err and "status page:" in err
