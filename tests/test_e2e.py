@@ -320,6 +320,9 @@ def _scenario(gh, watch, stack, images, local_engine, base_image, git_server) ->
     assert_feedback_follows_registry("check run A", check_run_reports(gh, c1.sha), is_in_progress, is_success,
                                      seen_a.last_absent, seen_a.first_present)
     assert watch.manifest_status(image_a) == 200
+    asked = [r.status for r in gh.call(gh.fake.calls, "GET", rf"/repos/{FULL}/contents/\.github/binder\.yml")
+             if r.query.get("ref") == c1.sha]
+    assert asked and set(asked) == {404}, asked  # no .github/binder.yml: the defaults
     labels = json.loads(local_engine.podman("image", "inspect", image_a, check=True).stdout)[0]["Labels"]
     assert labels.get("repo2docker.ref") == c1.sha and labels.get("repo2docker.repo") == clone_url, labels
 
