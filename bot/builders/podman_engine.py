@@ -43,6 +43,14 @@ runs in its own session) and remove what an interrupted buildah leaves behind: t
 RUN step's runc container (which otherwise runs on), its /var/tmp/buildahNNN
 bundle and the build's working containers.  Intermediate images stay (they are
 the layer cache).  A SIGKILLed repo2docker process leaves podman building.
+
+Each build carries ``--build-arg R2D_PODMAN_BUILD_ID=<random id>``: buildah keeps
+it in every working container it makes for that build, so the cleanup removes
+this build's containers and never those of a concurrent build FROM the same
+image (an undeclared arg touches no image, RUN step or cache key).  While
+``build()`` runs in the main thread, the first SIGINT/SIGTERM stops it and later
+ones wait until the cleanup is done (``podman_leftovers.SignalGuard``): the
+parent-death signal comes once per exiting thread, and Ctrl-C is pressed twice.
 """
 
 from __future__ import annotations
@@ -52,6 +60,7 @@ import ipaddress
 import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import subprocess
@@ -59,12 +68,17 @@ import tarfile
 import tempfile
 import threading
 import time
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 
 from repo2docker.docker import DockerEngine
 from repo2docker.engine import BuildError, Image, ImageLoadError
 from traitlets import Bool, Dict, Float, List, Unicode, default
+
+from bot.builders.podman_leftovers import (
+    BUILD_ID_ARG, NoSignalGuard, SignalGuard, builder_args, containers_of_build, remove_runc_containers,
+    runc_containers_under, without_build_id_warning,
+)
 
 __all__ = [
     "BuildCancelled",
@@ -75,7 +89,6 @@ __all__ = [
     "registry_host",
 ]
 
-RUNC_ROOT = "/run/runc"
 CONTAINER_CA_PATH = "/etc/ssl/certs/ca-certificates.crt"
 
 
@@ -162,13 +175,10 @@ class BuildCancelled(BuildError):
 class _Running:
     """One podman build/push process and what its cleanup needs."""
 
-    def __init__(self, engine: PodmanEngine, proc: subprocess.Popen, cleanup: bool) -> None:
+    def __init__(self, engine: PodmanEngine, proc: subprocess.Popen, build_id: str | None) -> None:
         self.engine = engine
         self.proc = proc
-        self.cleanup = cleanup
-        self.started = time.time()
-        self.step_ids: set[str] = set()
-        self.from_images: set[str] = set()
+        self.build_id = build_id  # None: a push (nothing but the process to stop)
         self.cancelled = False
         self.terminated = False
         self.lock = threading.Lock()
@@ -291,11 +301,21 @@ class PodmanEngine(DockerEngine):
     handle_signals = Bool(
         True,
         config=True,
-        help="When repo2docker runs single-threaded in the main thread (the CLI, or a "
-        "build subprocess): turn SIGTERM into BuildCancelled (so killing repo2docker "
-        "cleans up like Ctrl-C) and give podman PR_SET_PDEATHSIG=SIGTERM (so a "
-        "SIGKILLed repo2docker does not leave podman building and pushing).",
+        help="When build() runs in the main thread: the first SIGINT/SIGTERM stops the "
+        "build and later ones wait until its cleanup is done. When repo2docker also runs "
+        "single-threaded (the CLI, or a build subprocess): turn SIGTERM into BuildCancelled "
+        "(so killing repo2docker cleans up like Ctrl-C) and give podman "
+        "PR_SET_PDEATHSIG=SIGTERM (so a SIGKILLed repo2docker does not leave podman "
+        "building and pushing).",
     )
+
+    def __init__(self, *, parent=None, **traits):
+        """``parent``: repo2docker's app (its config applies); ``traits`` set options directly."""
+        super().__init__(parent=parent)
+        for name, value in traits.items():
+            if not self.has_trait(name):
+                raise TypeError(f"PodmanEngine has no option {name!r}")
+            setattr(self, name, value)
 
     # -- plumbing ------------------------------------------------------------
     @property
@@ -361,8 +381,11 @@ class PodmanEngine(DockerEngine):
                 # repo2docker passes it relative to the context (its cwd)
                 dockerfile_path = context / dockerfile_path
 
+            guard = self._signal_guard()
+            stack.callback(guard.uninstall)  # registered first: runs after every other exit
             authfile = self._login(work) if self.registry_credentials else None
             cache_repo, cache_to = self._cache_repo(tag, cache_from or [], push)
+            build_id = secrets.token_hex(8)
             args = self._build_args(
                 work=work,
                 context=context,
@@ -375,13 +398,14 @@ class PodmanEngine(DockerEngine):
                 cache_repo=cache_repo,
                 cache_to=cache_to,
                 authfile=authfile,
+                build_id=build_id,
             )
             self.log.debug("podman build: %s", args)
-            stack.enter_context(self._sigterm_raises())
             yield f"Building with: {' '.join(args)}\n"
-            yield from self._stream(args, BuildError, key=tag, cleanup=True)
+            guard.resumed()
+            yield from self._stream(args, BuildError, key=tag, guard=guard, build_id=build_id)
             if push:
-                yield from self._push(tag, work, authfile)
+                yield from self._push(tag, work, authfile, guard)
 
     # -- build helpers ---------------------------------------------------------
     _podman_version: tuple[int, ...] | None = None
@@ -444,7 +468,8 @@ class PodmanEngine(DockerEngine):
         return str(conf)
 
     def _build_args(
-        self, *, work, context, dockerfile, tag, buildargs, labels, platform, limits, cache_repo, cache_to, authfile
+        self, *, work, context, dockerfile, tag, buildargs, labels, platform, limits, cache_repo, cache_to, authfile,
+        build_id,
     ) -> list[str]:
         a = self._podman("build", "--layers", "--force-rm", f"--format={self.image_format}")
         a += ["--file", str(dockerfile)]
@@ -452,6 +477,7 @@ class PodmanEngine(DockerEngine):
             a += ["--tag", tag]
         for k, v in buildargs.items():
             a += ["--build-arg", f"{k}={v}"]
+        a += ["--build-arg", f"{BUILD_ID_ARG}={build_id}"]  # names this build's working containers
         for k, v in labels.items():
             a += ["--label", f"{k}={v}"]
         if platform:
@@ -505,7 +531,7 @@ class PodmanEngine(DockerEngine):
             raise ImageLoadError(f"podman login failed: {proc.stderr.decode(errors='replace').strip()}")
         return authfile
 
-    def _push(self, tag: str, work: Path, authfile: str | None):
+    def _push(self, tag: str, work: Path, authfile: str | None, guard: SignalGuard):
         args = self._podman("push")
         verify = self.tls_verify
         if verify is None and is_loopback_registry(tag):
@@ -521,8 +547,9 @@ class PodmanEngine(DockerEngine):
         while True:
             attempt += 1
             yield f"Pushing image {tag}\n"
+            guard.resumed()
             try:
-                yield from self._stream(args, ImageLoadError, key=tag, cleanup=False)
+                yield from self._stream(args, ImageLoadError, key=tag, guard=guard)
                 break
             except BuildCancelled:
                 raise
@@ -543,20 +570,12 @@ class PodmanEngine(DockerEngine):
             and threading.active_count() == 1
         )
 
-    @contextmanager
-    def _sigterm_raises(self):
-        if not self._owns_process() or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
-            yield
-            return
-
-        def on_sigterm(signum, frame):
-            raise BuildCancelled("repo2docker received SIGTERM")
-
-        signal.signal(signal.SIGTERM, on_sigterm)
-        try:
-            yield
-        finally:
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    def _signal_guard(self) -> SignalGuard:
+        if not self.handle_signals or threading.current_thread() is not threading.main_thread():
+            return NoSignalGuard()
+        return SignalGuard(
+            lambda: BuildCancelled("repo2docker received SIGTERM"), sigterm_stops=self._owns_process(), logger=self.log
+        ).install()
 
     @staticmethod
     def _set_pdeathsig():  # runs in the child between fork and exec
@@ -580,8 +599,11 @@ class PodmanEngine(DockerEngine):
             run.engine._terminate(run)
         return bool(runs)
 
-    def _stream(self, args: list[str], error_cls, *, key: str, cleanup: bool):
-        """Run ``args``, yield its merged output line by line, raise error_cls on failure."""
+    def _stream(self, args: list[str], error_cls, *, key: str, guard: SignalGuard, build_id: str | None = None):
+        """Run ``args``, yield its merged output line by line, raise error_cls on failure.
+
+        With a ``build_id`` (a build, not a push) an interrupted run's leftovers are removed.
+        """
         proc = subprocess.Popen(
             args,
             stdin=subprocess.DEVNULL,
@@ -594,57 +616,50 @@ class PodmanEngine(DockerEngine):
             bufsize=0,
             preexec_fn=self._set_pdeathsig if self._owns_process() else None,
         )
-        run = _Running(self, proc, cleanup)
+        run = _Running(self, proc, build_id)
         with self._active_lock:
             self._active.setdefault(key, []).append(run)
         splitter = _LineSplitter()
         tail: list[str] = []
-        finished = False
+        done = False
         try:
             fd = proc.stdout.fileno()
             while True:
                 data = os.read(fd, 65536)
                 lines = splitter.feed(data) if data else splitter.flush()
                 for line in lines:
-                    if cleanup:
-                        self._track(line, run)
+                    if build_id:
+                        line = without_build_id_warning(line)
+                        if line is None:
+                            continue
                     tail = (tail + [line.rstrip()])[-20:]
                     yield line
+                    guard.resumed()
                 if not data:
                     break
             rc = proc.wait()
-            finished = True
+            done = not run.cancelled
             if run.cancelled:
-                self._cleanup_after(run)
                 raise BuildCancelled(f"{' '.join(args[:2])} cancelled")
             if rc != 0:
                 detail = "\n".join(t for t in tail if t)[-2000:]
                 raise error_cls(f"{' '.join(args[:2])} exited with {rc}:\n{detail}")
         finally:
-            if not finished:  # consumer went away (generator closed) or an exception
-                self._terminate(run)
-                self._cleanup_after(run)
-            if proc.stdout:
-                proc.stdout.close()
-            with self._active_lock:
-                runs = self._active.get(key, [])
-                if run in runs:
-                    runs.remove(run)
-                if not runs:
-                    self._active.pop(key, None)
-
-    _STEP_RE = re.compile(r"^--> (?:Using cache )?([0-9a-f]{11,64})$")
-    _FROM_STEP_RE = re.compile(r"^STEP \d+/\d+: FROM\s+(?:--\S+\s+)*(\S+)", re.IGNORECASE)
-
-    def _track(self, line: str, run: _Running) -> None:
-        line = line.strip()
-        m = self._STEP_RE.match(line)
-        if m:
-            run.step_ids.add(m.group(1)[:11])
-            return
-        m = self._FROM_STEP_RE.match(line)
-        if m:
-            run.from_images.add(m.group(1))
+            guard.holding += 1  # first thing: SIGINT/SIGTERM wait until this cleanup is done
+            try:
+                if not done:  # cancelled, consumer went away (generator closed), or an exception
+                    self._terminate(run)
+                    self._cleanup_after(run)
+                if proc.stdout:
+                    proc.stdout.close()
+                with self._active_lock:
+                    runs = self._active.get(key, [])
+                    if run in runs:
+                        runs.remove(run)
+                    if not runs:
+                        self._active.pop(key, None)
+            finally:
+                guard.release()
 
     def _terminate(self, run: _Running) -> None:
         """Stop a podman process and the RUN-step container it leaves running."""
@@ -653,7 +668,7 @@ class PodmanEngine(DockerEngine):
                 return
             run.terminated = True
             proc = run.proc
-            runc_ids, bundles = self._runc_containers_under(proc.pid) if run.cleanup else ([], set())
+            runc_ids, bundles = runc_containers_under(proc.pid) if run.build_id else ([], set())
             if proc.poll() is None:
                 try:
                     os.killpg(proc.pid, signal.SIGTERM)
@@ -668,108 +683,37 @@ class PodmanEngine(DockerEngine):
                         pass
                     proc.wait()
             try:
-                self._cleanup_runc(runc_ids)
+                remove_runc_containers(runc_ids, self.log)
                 for bundle in bundles:  # a RUN step podman was just setting up or tearing down
                     shutil.rmtree(bundle, ignore_errors=True)
             except Exception as e:  # best effort: never mask the cancellation
                 self.log.warning("podman build cleanup incomplete: %s\n", e)
 
     def _cleanup_after(self, run: _Running) -> None:
-        if not run.cleanup:
+        """Remove the working containers of this build (and only this build: see BUILD_ID_ARG)."""
+        if not run.build_id:
             return
         try:
-            self._cleanup_working_containers(run.started, run.step_ids, run.from_images)
+            doomed = self.build_containers(run.build_id)
+            if doomed:
+                self._run_quiet(self._podman("rm", "--force", *doomed))
+                self.log.info("removed %d buildah working container(s)\n", len(doomed))
         except Exception as e:
             self.log.warning("podman build cleanup incomplete: %s\n", e)
 
-    @staticmethod
-    def _descendants(pid: int) -> set[int]:
-        children: dict[int, list[int]] = {}
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    stat = f.read()
-                ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
-            children.setdefault(ppid, []).append(int(entry))
-        seen, todo = set(), [pid]
-        while todo:
-            p = todo.pop()
-            for c in children.get(p, []):
-                if c not in seen:
-                    seen.add(c)
-                    todo.append(c)
-        return seen
+    _storage: tuple[str, str] | None = None
 
-    def _runc_list(self) -> list[dict]:
-        if not shutil.which("runc"):
-            return []
-        proc = subprocess.run(
-            ["runc", "--root", RUNC_ROOT, "list", "--format", "json"], capture_output=True
-        )
-        if proc.returncode != 0:
-            return []
-        return json.loads(proc.stdout.decode() or "null") or []
-
-    _BUNDLE_RE = re.compile(r"/(?:[^/]+/)*buildah\d+")
-
-    def _runc_containers_under(self, pid: int) -> tuple[list[dict], set[str]]:
-        """runc containers run by podman ``pid``'s RUN steps, and their bundle dirs.
-
-        buildah runs a step as podman -> buildah-oci-runtime (cwd = bundle dir)
-        -> the container's process; runc knows the container by that pid.
-        """
-        try:
-            desc = self._descendants(pid) | {pid}
-            bundles = set()
-            for p in desc:
-                try:
-                    cwd = os.readlink(f"/proc/{p}/cwd")
-                except OSError:
-                    continue
-                if self._BUNDLE_RE.fullmatch(cwd):
-                    bundles.add(cwd)
-            runc = [c for c in self._runc_list() if c.get("pid") in desc or c.get("bundle") in bundles]
-            return runc, bundles
-        except Exception:
-            return [], set()
-
-    def _cleanup_runc(self, containers: list[dict]) -> None:
-        for c in containers:
-            cid = c["id"]
-            subprocess.run(["runc", "--root", RUNC_ROOT, "kill", cid, "KILL"], capture_output=True)
-            for _ in range(20):
-                state = subprocess.run(["runc", "--root", RUNC_ROOT, "state", cid], capture_output=True)
-                if state.returncode != 0 or b'"stopped"' in state.stdout:
-                    break
-                time.sleep(0.25)
-            subprocess.run(["runc", "--root", RUNC_ROOT, "delete", "--force", cid], capture_output=True)
-            bundle = c.get("bundle") or ""
-            if self._BUNDLE_RE.fullmatch(bundle):
-                shutil.rmtree(bundle, ignore_errors=True)
-            self.log.info("removed interrupted build step container %s\n", cid)
-
-    def _cleanup_working_containers(self, started: float, step_ids: set[str], from_images: set[str]) -> None:
+    def build_containers(self, build_id: str) -> list[str]:
+        """Ids of the buildah working containers that exist for one build (its ``R2D_PODMAN_BUILD_ID``)."""
+        if self._storage is None:
+            info = self._run_quiet(self._podman("info", "--format", "{{.Store.GraphRoot}}\t{{.Store.GraphDriverName}}"))
+            root, _, driver = info.stdout.decode().strip().partition("\t")
+            if info.returncode != 0 or not root or not driver:
+                raise BuildError(f"podman info failed: {info.stderr.decode(errors='replace').strip()[-300:]}")
+            self._storage = (root, driver)
+        root, driver = self._storage
         proc = self._run_quiet(self._podman("ps", "--all", "--external", "--format", "json"))
         if proc.returncode != 0:
-            return
-        base_ids = set()
-        for image in from_images:
-            p = self._run_quiet(self._podman("image", "inspect", "--format", "{{.Id}}", image))
-            if p.returncode == 0:
-                base_ids.add(p.stdout.decode().strip()[:11])
-        ours = step_ids | base_ids
-        doomed = []
-        for c in json.loads(proc.stdout.decode() or "null") or []:
-            if c.get("Command") != ["buildah"] and (c.get("State") or "").lower() != "storage":
-                continue
-            if c.get("Created", 0) < started - 2:
-                continue
-            if (c.get("ImageID") or "")[:11] in ours:
-                doomed.append(c["Id"])
-        if doomed:
-            self._run_quiet(self._podman("rm", "--force", *doomed))
-            self.log.info("removed %d buildah working container(s)\n", len(doomed))
+            raise BuildError(f"podman ps failed: {proc.stderr.decode(errors='replace').strip()[-300:]}")
+        containers = json.loads(proc.stdout.decode() or "null") or []
+        return containers_of_build(containers, build_id, lambda cid: builder_args(root, driver, cid))
