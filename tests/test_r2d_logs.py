@@ -55,6 +55,22 @@ def test_buildx_push_lines_in_the_building_phase_mean_pushing():
     assert parse_line(line)[0] is Phase.PUSHING
 
 
+def test_podman_engine_push_line_means_pushing():
+    """PodmanEngine yields "Pushing image <tag>" from build(): repo2docker logs it in the building phase."""
+    tag = "127.0.0.1:5000/binder-octo-repo-55ab5c:" + "a" * 40
+    push, copying, building = r2d_emitted(
+        (f"Pushing image {tag}\n", R2dState.BUILDING),
+        ("Copying blob sha256:0123 done\n", R2dState.BUILDING),
+        ("STEP 2/5: RUN echo pushing images is not a push\n", R2dState.BUILDING),
+    )
+    assert parse_line(push) == (Phase.PUSHING, f"Pushing image {tag}")
+    assert parse_line(building)[0] is Phase.BUILDING
+    reader = LogReader()
+    reader.feed(building)
+    assert reader.feed(push) == (Phase.PUSHING, f"Pushing image {tag}")
+    assert reader.feed(copying) == (Phase.PUSHING, "Copying blob sha256:0123 done")
+
+
 def test_non_json_and_odd_lines_pass_through():
     assert parse_line(b"fatal: could not read Username\n") == (None, "fatal: could not read Username")
     assert parse_line("{not json") == (None, "{not json")

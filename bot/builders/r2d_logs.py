@@ -6,8 +6,10 @@ building, pushing, running or failed, and is absent on lines logged without it
 (e.g. "Picked Git content provider."). Since repo2docker 2025 the push happens
 inside ``docker buildx build --push``, so there is no separate "pushing" line
 any more: buildx's own "pushing layers" / "pushing manifest" lines (logged in
-the building phase) mark it instead. Anything that is not JSON (an engine or
-git message on stderr) is passed through as a plain line.
+the building phase) mark it instead, and so does our PodmanEngine's
+``Pushing image <tag>`` (it runs ``podman push`` after ``podman build``).
+Anything that is not JSON (an engine or git message on stderr) is passed
+through as a plain line.
 
 Both builders (Kubernetes pods and the local engine) use these.
 """
@@ -27,7 +29,7 @@ _R2D_PHASES = {
     "failed": Phase.FAILED,
     "failure": Phase.FAILED,
 }
-_PUSH_LINE = re.compile(r"\bpushing (layers|manifest)\b|^Successfully pushed\b", re.IGNORECASE)
+_PUSH_LINE = re.compile(r"\bpushing (layers|manifest)\b|^Successfully pushed\b|^Pushing image \S", re.IGNORECASE)
 _ORDER = {Phase.WAITING: 0, Phase.FETCHING: 1, Phase.BUILDING: 2, Phase.PUSHING: 3}
 MAX_LINE = 4000
 
