@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -101,6 +103,28 @@ def tags(local_engine):
     for tag in made:
         if local_engine.podman("image", "exists", tag).returncode == 0:
             local_engine.podman("untag", tag, tag)  # this name only
+
+
+@pytest.fixture
+def ours(local_engine):
+    """Nonces and build ids of this test: whatever a failing engine left of them is removed afterwards."""
+    made: dict[str, list[str]] = {"nonces": [], "build_ids": []}
+    yield made
+    runc = subprocess.run(["runc", "--root", "/run/runc", "list", "--format", "json"], capture_output=True, text=True)
+    for c in json.loads(runc.stdout or "null") or []:
+        bundle = c.get("bundle") or ""
+        try:
+            with open(os.path.join(bundle, "config.json")) as f:
+                command = " ".join(json.load(f)["process"]["args"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if re.fullmatch(r"/var/tmp/buildah\d+", bundle) and any(f": {n}" in command for n in made["nonces"]):
+            subprocess.run(["runc", "--root", "/run/runc", "delete", "--force", c["id"]], capture_output=True)
+            shutil.rmtree(bundle, ignore_errors=True)
+    for build_id in made["build_ids"]:
+        leftovers = working_containers(local_engine, build_id)
+        if leftovers:
+            local_engine.podman("rm", "--force", *leftovers)
 
 
 def new_tag(tags: list[str], what: str) -> str:
@@ -259,7 +283,7 @@ for line in PodmanEngine().build(path=ctx, tag=tag):
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_repeated_signals_do_not_interrupt_the_cleanup(local_engine, base_image, tmp_path, tags, sig):
+def test_repeated_signals_do_not_interrupt_the_cleanup(local_engine, base_image, tmp_path, tags, ours, sig):
     """A second Ctrl-C (or the parent-death signal, once per exiting thread) during cleanup.
 
     repo2docker runs the engine single-threaded in its main thread; the first
@@ -267,6 +291,7 @@ def test_repeated_signals_do_not_interrupt_the_cleanup(local_engine, base_image,
     gone must not stop the cleanup half-way: the RUN step's container would run on.
     """
     nonce = f"pesig{secrets.token_hex(4)}"
+    ours["nonces"].append(nonce)
     ctx = context(tmp_path, "ctx", f'FROM {base_image}\nRUN sh -c "sleep 300; : {nonce}"\n')
     proc = subprocess.Popen(
         [sys.executable, "-c", _DRIVER, str(ctx), new_tag(tags, "sig")], cwd=ROOT, env=local_engine.env,
@@ -274,6 +299,7 @@ def test_repeated_signals_do_not_interrupt_the_cleanup(local_engine, base_image,
     try:
         first = proc.stdout.readline()
         build_id = build_id_of([first])
+        ours["build_ids"].append(build_id)
         wait_until(lambda: processes_with(f": {nonce}"), 60, "the RUN step")
         assert working_containers(local_engine, build_id)
 
@@ -311,11 +337,12 @@ class BuildThread(threading.Thread):
             self.error = e
 
 
-def test_cancelling_one_of_two_concurrent_builds_leaves_the_other(local_engine, base_image, tmp_path, tags):
+def test_cancelling_one_of_two_concurrent_builds_leaves_the_other(local_engine, base_image, tmp_path, tags, ours):
     """Two builds FROM the same base at the same time; cancelling one must not touch the other's containers."""
     gate = tmp_path / "gate"
     gate.mkdir()
     nonce_a, nonce_b = f"pecca{secrets.token_hex(4)}", f"peccb{secrets.token_hex(4)}"
+    ours["nonces"] += [nonce_a, nonce_b]
     ctx_a = context(tmp_path, "a", f'FROM {base_image}\nRUN sh -c "sleep 300; : {nonce_a}"\n')
     # b waits in its RUN step until the test opens the gate (after a's cleanup)
     ctx_b = context(tmp_path, "b", f'FROM {base_image}\n'
@@ -329,6 +356,7 @@ def test_cancelling_one_of_two_concurrent_builds_leaves_the_other(local_engine, 
         wait_until(lambda: processes_with(f": {nonce_a}") and processes_with(f": {nonce_b}"), 90,
                    "both RUN steps")
         id_a, id_b = build_id_of(a.lines), build_id_of(b.lines)
+        ours["build_ids"] += [id_a, id_b]
         assert id_a != id_b
         assert working_containers(local_engine, id_b)
 

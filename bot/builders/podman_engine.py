@@ -365,6 +365,9 @@ class PodmanEngine(DockerEngine):
         if push and not tag:
             raise ValueError("push=True needs a tag")
         with ExitStack() as stack:
+            guard = self._signal_guard()
+            stack.callback(guard.uninstall)  # registered first: runs after every other exit
+            guard.install()
             work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="r2d-podman-")))
             if fileobj is not None:
                 context = work / "context"
@@ -381,8 +384,6 @@ class PodmanEngine(DockerEngine):
                 # repo2docker passes it relative to the context (its cwd)
                 dockerfile_path = context / dockerfile_path
 
-            guard = self._signal_guard()
-            stack.callback(guard.uninstall)  # registered first: runs after every other exit
             authfile = self._login(work) if self.registry_credentials else None
             cache_repo, cache_to = self._cache_repo(tag, cache_from or [], push)
             build_id = secrets.token_hex(8)
@@ -575,7 +576,7 @@ class PodmanEngine(DockerEngine):
             return NoSignalGuard()
         return SignalGuard(
             lambda: BuildCancelled("repo2docker received SIGTERM"), sigterm_stops=self._owns_process(), logger=self.log
-        ).install()
+        )
 
     @staticmethod
     def _set_pdeathsig():  # runs in the child between fork and exec
