@@ -97,12 +97,12 @@ def engine_env(local_engine) -> dict[str, str]:
 
 @pytest.fixture
 def tags(local_engine):
-    """Tags a test builds (each from a Dockerfile with a nonce, so the image is ours); removed afterwards."""
+    """Tags a test builds; removed afterwards with their images (a nonce in each Dockerfile makes them ours)."""
     made: list[str] = []
     yield made
     for tag in made:
         if local_engine.podman("image", "exists", tag).returncode == 0:
-            local_engine.podman("untag", tag, tag)  # this name only
+            local_engine.podman("rmi", tag)  # no --force: an image someone else uses stays
 
 
 @pytest.fixture
