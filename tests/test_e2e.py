@@ -407,7 +407,7 @@ def _scenario(gh, watch, stack, images, local_engine, base_image, git_server) ->
 
 def _dump(gh: FakeGitHubThread, stack: Stack) -> None:
     """What one needs to see when this fails: the stack's log, FakeGitHub's view, the build records."""
-    print("\n===== binder-prebuild up (Hub, service, culler) log tail =====")
+    print(f"\n===== binder-prebuild up (Hub, service, culler) log tail; all of it: {stack.log_path} =====")
     print(stack.log_tail(400))
     fake = gh.fake
     print("===== FakeGitHub: rejected (422) and handler errors =====")
