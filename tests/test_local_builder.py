@@ -21,9 +21,8 @@ from traitlets.config.loader import PyFileConfigLoader
 
 from bot.builders.local import LocalBuilder
 from bot.builders.local_images import LocalImages
-from bot.builders.local_r2d import (
-    BadJob, child_env, failure_reason, leftover_containers, r2d_args, r2d_config,
-)
+from bot.builders.local_r2d import BadJob, child_env, failure_reason, r2d_args, r2d_config
+from bot.builders.podman_leftovers import BUILD_ID_ARG, build_id_in, builder_args
 from bot.config import Settings
 from bot.model import BuildJob, BuildRequest, Phase, ProgressEvent
 from bot.registry import RegistryClient
@@ -149,6 +148,22 @@ def image_name(local_engine, tag: str, *, registry: bool = True) -> str:
     return f"{local_engine.registry_host}/{repo}:{tag}" if registry else f"{repo}:{tag}"
 
 
+def containers_with_arg(local_engine, name: str, value: str) -> list[str]:
+    """Working containers whose buildah.json carries build arg ``name=value`` (a build's own mark)."""
+    info = local_engine.podman("info", "--format", "{{.Store.GraphRoot}} {{.Store.GraphDriverName}}", check=True)
+    root, driver = info.stdout.split()
+    out = local_engine.podman("ps", "--all", "--external", "--format", "json", check=True).stdout
+    return sorted(c["Id"] for c in json.loads(out or "null") or []
+                  if (builder_args(root, driver, c["Id"]) or {}).get(name) == value)
+
+
+def engine_build_id(messages: list[str]) -> str:
+    """The id PodmanEngine gave the build (its ``Building with:`` line)."""
+    found = next((build_id_in(m) for m in messages if m.startswith("Building with: ")), None)
+    assert found, messages[:20]
+    return found
+
+
 def buildah_leftovers(local_engine, base_alias: str, ids: set[str], since: float) -> list[dict]:
     """Working containers of a stopped build: made from our base alias or one of its step images."""
     out = local_engine.podman("ps", "--all", "--external", "--format", "json", check=True).stdout
@@ -213,18 +228,6 @@ def test_failure_reason_is_one_line():
     assert failure_reason(multi, [], 1) == "Error during build: podman push exited with 125: Error: pinging: refused"
     assert failure_reason(None, ["all fine"], 2) == "repo2docker exited with code 2"
     assert failure_reason(None, [], -9) == "repo2docker was stopped by signal 9"
-
-
-def test_leftover_containers_only_of_this_build():
-    cs = [
-        {"Id": "a", "Command": ["buildah"], "State": "storage", "ImageID": "aaaaaaaaaaa0", "Created": 100},
-        {"Id": "b", "Command": ["buildah"], "State": "storage", "ImageID": "bbbbbbbbbbb0", "Created": 100},
-        {"Id": "old", "Command": ["buildah"], "State": "storage", "ImageID": "aaaaaaaaaaa0", "Created": 10},
-        {"Id": "run", "Command": ["sleep"], "State": "running", "ImageID": "aaaaaaaaaaa0", "Created": 100},
-        {"Id": "shared", "Command": ["buildah"], "State": "storage", "ImageID": "ccccccccccc0", "Created": 100},
-    ]
-    assert leftover_containers(cs, since=99, image_ids={"aaaaaaaaaaa", "ccccccccccc"},
-                               protected={"ccccccccccc"}) == ["a"]
 
 
 # ---------------------------------------------------------------- real builds
@@ -305,8 +308,69 @@ async def test_cancel_mid_run_stops_it_and_leaves_no_buildah_containers(
     assert not pid_alive(pid)
     assert processes_with(nonce) == []  # the RUN step's container did not run on
     assert buildah_leftovers(local_engine, test_base, step_ids(emit.messages), since) == []
+    assert containers_with_arg(local_engine, BUILD_ID_ARG, engine_build_id(emit.messages)) == []
     assert builder.running() == []
     assert local_engine.podman("image", "exists", image).returncode != 0
+
+
+async def test_cancel_leaves_a_concurrent_build_from_the_same_base_alone(
+        local_engine, test_base, git_server, settings, images, tmp_path, caplog):
+    """Another build FROM the same image, started during ours (another test run, another service on
+    this storage, a plain ``podman build``): stopping ours removes none of its working containers."""
+    caplog.set_level(logging.INFO, logger="bot.builders.local")
+    commit, nonce = sleeper_repo(git_server, test_base, "conc")
+    builder = LocalBuilder(settings(), env=local_engine.env)
+    emit = Recorder()
+    job = make_job(commit, image_name(local_engine, commit.sha))
+    task = asyncio.create_task(builder.run(job, emit))
+    other = None
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    other_nonce = f"lbother{secrets.token_hex(4)}"
+    ctx = tmp_path / "other"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(
+        f'FROM {test_base}\nRUN sh -c "while [ ! -e /gate/open ]; do sleep 0.1; done; : {other_nonce}"\n')
+    other_tag = f"localhost/lbtest-other-{secrets.token_hex(4)}:latest"
+    try:
+        await wait_process(f": {nonce}")  # our RUN step runs; the other build starts after ours
+        build_id = engine_build_id(emit.messages)
+        ours = containers_with_arg(local_engine, BUILD_ID_ARG, build_id)
+        assert ours
+        other = await asyncio.create_subprocess_exec(
+            "podman", "build", "--layers", "--build-arg", f"LBTEST_MARK={other_nonce}",
+            "--volume", f"{gate}:/gate:ro", "--tag", other_tag, str(ctx),
+            env=local_engine.env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True)
+        images.append(other_tag)
+        await wait_process(f": {other_nonce}")
+        theirs = containers_with_arg(local_engine, "LBTEST_MARK", other_nonce)
+        assert theirs and not set(theirs) & set(ours)
+
+        await builder.cancel(job.build_id)
+        outcome = await asyncio.wait_for(task, 60)
+        assert outcome.phase == Phase.CANCELLED
+        assert processes_with(f": {nonce}") == []
+        assert containers_with_arg(local_engine, BUILD_ID_ARG, build_id) == []
+        assert containers_with_arg(local_engine, "LBTEST_MARK", other_nonce) == theirs, "ours took theirs"
+        assert processes_with(f": {other_nonce}")  # their RUN step runs on
+        assert f"podman build {build_id}" in caplog.text  # the after-stop check looked for ours by its id
+    finally:
+        (gate / "open").touch()
+        if not task.done():
+            await builder.cancel(job.build_id)
+            await asyncio.wait_for(task, 60)
+        if other is not None:
+            try:
+                output, _ = await asyncio.wait_for(other.communicate(), 120)
+            except TimeoutError:
+                other.kill()
+                output, _ = await other.communicate()
+            left = containers_with_arg(local_engine, "LBTEST_MARK", other_nonce)  # only if it failed
+            if left:
+                local_engine.podman("rm", "--force", *left)
+    assert other.returncode == 0, output.decode(errors="replace")[-2000:]  # their build finished unharmed
+    assert local_engine.podman("image", "exists", other_tag).returncode == 0
 
 
 async def test_timeout_stops_the_build(local_engine, test_base, git_server, settings, images):
@@ -320,6 +384,7 @@ async def test_timeout_stops_the_build(local_engine, test_base, git_server, sett
     assert any(m.endswith(f": {nonce}\"") for m in emit.messages)  # it was in the RUN step
     assert processes_with(nonce) == []
     assert buildah_leftovers(local_engine, test_base, step_ids(emit.messages), since) == []
+    assert containers_with_arg(local_engine, BUILD_ID_ARG, engine_build_id(emit.messages)) == []
 
 
 async def test_task_cancellation_stops_the_child(local_engine, test_base, git_server, settings, images):
@@ -338,6 +403,7 @@ async def test_task_cancellation_stops_the_child(local_engine, test_base, git_se
     assert pid is not None and not pid_alive(pid)
     assert processes_with(nonce) == []
     assert buildah_leftovers(local_engine, test_base, step_ids(emit.messages), since) == []
+    assert containers_with_arg(local_engine, BUILD_ID_ARG, engine_build_id(emit.messages)) == []
     assert builder.running() == []
 
 

@@ -25,7 +25,7 @@ import pytest
 
 from bot.builders.podman_engine import BuildCancelled, PodmanEngine
 from bot.builders.podman_leftovers import (
-    BUILD_ID_ARG, build_id_in, builder_args, containers_of_build, without_build_id_warning,
+    BUILD_ID_ARG, build_id_in, builder_args, containers_of_build, parse_store, without_build_id_warning,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -143,6 +143,12 @@ def test_build_id_and_its_warning():
     assert without_build_id_warning(warn % "NB_UID R2D_PODMAN_BUILD_ID ZZ") == warn % "NB_UID ZZ"
     assert without_build_id_warning(warn % "NB_UID") == warn % "NB_UID"
     assert without_build_id_warning("STEP 1/2: FROM x\n") == "STEP 1/2: FROM x\n"
+
+
+def test_parse_store():
+    assert parse_store("/var/lib/containers/storage\toverlay\n") == ("/var/lib/containers/storage", "overlay")
+    for bad in ("", "\toverlay", "/root\t", "relative\toverlay", "Error: no"):
+        assert parse_store(bad) is None
 
 
 def test_containers_of_build_only_those_with_its_id():

@@ -10,7 +10,10 @@ repo2docker gets SIGINT.
 Stopping: ``cancel(build_id)`` (superseded, PR closed) and a build timeout send
 SIGINT to the process group, then SIGTERM and SIGKILL after grace periods, and
 then check that no buildah working container of that build remains (removing
-any that do). Cancelling the task running ``run`` (the bot is going away) stops
+any that do). A build's containers are found by the id the engine gives its
+``podman build`` (its ``Building with:`` line, ``podman_leftovers``), never by
+image or time: other builds FROM the same image, in this process or any other
+using the same storage, keep theirs. Cancelling the task running ``run`` (the bot is going away) stops
 the child the same way: a local build cannot outlive the bot (the child also
 gets SIGINT if the bot dies, through PR_SET_PDEATHSIG).
 """
@@ -24,29 +27,26 @@ import importlib.util
 import json
 import logging
 import os
-import re
 import shutil
 import signal
 import sys
 import tempfile
-import time
 from collections.abc import Mapping
 from pathlib import Path
 
 from bot.builders.base import Builder, Emit
 from bot.builders.local_r2d import (
-    BadJob, LineSplitter, StepTracker, child_env, engine_command, engine_name, failure_reason,
-    leftover_containers, r2d_args, r2d_config,
+    BadJob, LineSplitter, child_env, engine_command, engine_name, failure_reason, r2d_args, r2d_config,
 )
-from bot.builders.r2d_logs import LogReader, advance
+from bot.builders.podman_leftovers import STORE_FORMAT, build_id_in, builder_args, containers_of_build, parse_store
+from bot.builders.r2d_logs import LogReader
 from bot.config import Settings
 from bot.model import BuildJob, BuildOutcome, Phase, ProgressEvent
 
 log = logging.getLogger(__name__)
 
 LOG_TAIL_LINES = 200
-# PodmanEngine announces its push with this line (buildx's "pushing layers" is in r2d_logs)
-_PUSHING_LINE = re.compile(r"^Pushing image \S+")
+_BUILDING_WITH = "Building with: "  # PodmanEngine's first line: the podman build command, with its id
 
 
 def _pdeathsig_setter():
@@ -69,8 +69,7 @@ class _Run:
 
     build_id: str
     proc: asyncio.subprocess.Process
-    started: float
-    tracker: StepTracker
+    podman_build: str | None = None  # the engine's id of its podman build (R2D_PODMAN_BUILD_ID)
     cancelled: bool = False
     pumping: bool = False  # someone reads its output (else a stop drains it: a full pipe blocks the child)
     stopper: asyncio.Task[None] | None = None
@@ -93,6 +92,7 @@ class LocalBuilder(Builder):
         self.command = engine_command(settings.container_engine)
         self._runs: dict[str, _Run] = {}
         self._preexec = _pdeathsig_setter()
+        self._storage: tuple[str, str] | None = None  # podman's graph root and driver
 
     # -- lifecycle ------------------------------------------------------------
     async def close(self) -> None:
@@ -149,7 +149,7 @@ class LocalBuilder(Builder):
             except OSError as e:
                 log.error("build %s: cannot start repo2docker: %s", bid, e)
                 return BuildOutcome(Phase.FAILED, f"cannot start repo2docker: {e.strerror or e}")
-            run = _Run(bid, proc, time.time(), StepTracker())
+            run = _Run(bid, proc)
             self._runs[bid] = run
             log.info("build %s: repo2docker pid %d (%s engine) building %s", bid, proc.pid, self.engine, job.image)
             return await self._follow(job, run, reader, emit)
@@ -206,9 +206,9 @@ class LocalBuilder(Builder):
                     if item is None:
                         continue
                     phase, message = item
-                    run.tracker.feed(message)
-                    if phase is Phase.BUILDING and _PUSHING_LINE.match(message):
-                        phase = reader.phase = advance(reader.phase, Phase.PUSHING)
+                    if run.podman_build is None and phase is Phase.BUILDING and message.startswith(_BUILDING_WITH):
+                        # the first such line only: a RUN step's output comes later and could imitate it
+                        run.podman_build = build_id_in(message) or ""
                     await emit(ProgressEvent(phase, message))
                 if not data:
                     return
@@ -263,37 +263,43 @@ class LocalBuilder(Builder):
                 pass
 
     async def _remove_leftovers(self, run: _Run) -> None:
-        """No buildah working container of this build may remain (the engine removes them; check)."""
-        mine = run.tracker.step_ids | await self._image_ids(run.tracker.from_images)
-        others: set[str] = set()
-        for other in list(self._runs.values()):
-            if other is not run and other.proc.returncode is None:
-                others |= other.tracker.step_ids | await self._image_ids(other.tracker.from_images)
+        """No buildah working container of this build may remain (the engine removes them; check).
+
+        Only the containers whose buildah state carries this build's id are
+        touched (see ``podman_leftovers``): others on the machine are not ours.
+        """
+        pbid = run.podman_build
+        if not pbid:  # podman build never started (or gave no id: an engine without one)
+            return
         for attempt in range(2):
-            rc, out, err = await self._engine_cli("ps", "--all", "--external", "--format", "json")
-            if rc != 0:
-                log.warning("build %s: podman ps failed: %s", run.build_id, err.strip()[-300:])
-                return
-            doomed = leftover_containers(json.loads(out or "null") or [], since=run.started,
-                                         image_ids=mine, protected=others)
+            doomed = await self._build_containers(run.build_id, pbid)
             if not doomed:
+                if doomed is not None and not attempt:
+                    log.info("build %s: podman build %s left no working container", run.build_id, pbid)
                 return
             if attempt:
-                log.warning("build %s: %d buildah container(s) could not be removed: %s",
-                            run.build_id, len(doomed), ", ".join(d[:12] for d in doomed))
+                log.warning("build %s: %d working container(s) of podman build %s could not be removed: %s",
+                            run.build_id, len(doomed), pbid, ", ".join(d[:12] for d in doomed))
                 return
-            log.info("build %s: removing %d buildah working container(s) left behind", run.build_id, len(doomed))
+            log.info("build %s: removing %d working container(s) podman build %s left behind",
+                     run.build_id, len(doomed), pbid)
             await self._engine_cli("rm", "--force", *doomed)
-        if mine & others:
-            log.info("build %s: containers from images another build uses were left to it", run.build_id)
 
-    async def _image_ids(self, images: set[str]) -> set[str]:
-        ids = set()
-        for image in images:
-            rc, out, _ = await self._engine_cli("image", "inspect", "--format", "{{.Id}}", image)
-            if rc == 0 and out.strip():
-                ids.add(out.strip().removeprefix("sha256:")[:11])
-        return ids
+    async def _build_containers(self, build_id: str, podman_build: str) -> list[str] | None:
+        """Ids of the working containers of one podman build (None: podman could not tell)."""
+        if self._storage is None:
+            rc, out, err = await self._engine_cli("info", "--format", STORE_FORMAT)
+            self._storage = parse_store(out) if rc == 0 else None
+            if self._storage is None:
+                log.warning("build %s: podman info failed: %s", build_id, err.strip()[-300:])
+                return None
+        rc, out, err = await self._engine_cli("ps", "--all", "--external", "--format", "json")
+        if rc != 0:
+            log.warning("build %s: podman ps failed: %s", build_id, err.strip()[-300:])
+            return None
+        root, driver = self._storage
+        return containers_of_build(json.loads(out or "null") or [], podman_build,
+                                   lambda cid: builder_args(root, driver, cid))
 
     # -- helpers ----------------------------------------------------------------
     def _auth_file(self) -> Path | None:

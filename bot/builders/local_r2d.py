@@ -5,8 +5,7 @@ process that can be decided without running it lives here: the command line,
 the traitlets config (Git content provider only), the environment (an allowlist,
 so the bot's own secrets never reach repo2docker, git or the engine; the clone
 token only through a git credential helper reading an environment variable),
-which podman lines name the build's working images, and the one-sentence reason
-of a failed build.
+and the one-sentence reason of a failed build.
 """
 from __future__ import annotations
 
@@ -149,53 +148,6 @@ def child_env(
         env.update(credential_env(job.request.clone_url))
         env[TOKEN_ENV] = job.clone_token
     return env
-
-
-# ---- what the podman output says about the build's working containers
-_STEP_RE = re.compile(r"^--> (?:Using cache )?([0-9a-f]{11,64})$")
-_FROM_STEP_RE = re.compile(r"^STEP \d+/\d+: FROM\s+(?:--\S+\s+)*(\S+)", re.IGNORECASE)
-
-
-class StepTracker:
-    """Image ids a podman build works from (its FROM images, each finished step).
-
-    A buildah working container is made from one of these, so they are how a
-    cancelled build's leftovers are told apart from other builds' containers.
-    """
-
-    def __init__(self) -> None:
-        self.step_ids: set[str] = set()
-        self.from_images: set[str] = set()
-
-    def feed(self, message: str) -> None:
-        line = message.strip()
-        m = _STEP_RE.match(line)
-        if m:
-            self.step_ids.add(m.group(1)[:11])
-            return
-        m = _FROM_STEP_RE.match(line)
-        if m:
-            self.from_images.add(m.group(1))
-
-
-def leftover_containers(
-    containers: Iterable[Mapping], *, since: float, image_ids: set[str], protected: set[str] = frozenset(),
-) -> list[str]:
-    """Ids of buildah working containers (``podman ps -a --external --format json``) a build left.
-
-    Made since the build started, from one of its images, and not from an image
-    another running build works from.
-    """
-    doomed = []
-    for c in containers:
-        if c.get("Command") != ["buildah"] and str(c.get("State") or "").lower() != "storage":
-            continue
-        if float(c.get("Created") or 0) < since - 2:
-            continue
-        image = str(c.get("ImageID") or "")[:11]
-        if image and image in image_ids and image not in protected:
-            doomed.append(str(c["Id"]))
-    return doomed
 
 
 # ---- why a build failed, in one sentence

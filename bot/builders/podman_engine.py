@@ -76,8 +76,8 @@ from repo2docker.engine import BuildError, Image, ImageLoadError
 from traitlets import Bool, Dict, Float, List, Unicode, default
 
 from bot.builders.podman_leftovers import (
-    BUILD_ID_ARG, NoSignalGuard, SignalGuard, builder_args, containers_of_build, remove_runc_containers,
-    runc_containers_under, without_build_id_warning,
+    BUILD_ID_ARG, STORE_FORMAT, NoSignalGuard, SignalGuard, builder_args, containers_of_build, parse_store,
+    remove_runc_containers, runc_containers_under, without_build_id_warning,
 )
 
 __all__ = [
@@ -473,12 +473,13 @@ class PodmanEngine(DockerEngine):
         build_id,
     ) -> list[str]:
         a = self._podman("build", "--layers", "--force-rm", f"--format={self.image_format}")
+        # names this build's working containers; early in the logged line (long lines are cut)
+        a += ["--build-arg", f"{BUILD_ID_ARG}={build_id}"]
         a += ["--file", str(dockerfile)]
         if tag:
             a += ["--tag", tag]
         for k, v in buildargs.items():
             a += ["--build-arg", f"{k}={v}"]
-        a += ["--build-arg", f"{BUILD_ID_ARG}={build_id}"]  # names this build's working containers
         for k, v in labels.items():
             a += ["--label", f"{k}={v}"]
         if platform:
@@ -707,11 +708,11 @@ class PodmanEngine(DockerEngine):
     def build_containers(self, build_id: str) -> list[str]:
         """Ids of the buildah working containers that exist for one build (its ``R2D_PODMAN_BUILD_ID``)."""
         if self._storage is None:
-            info = self._run_quiet(self._podman("info", "--format", "{{.Store.GraphRoot}}\t{{.Store.GraphDriverName}}"))
-            root, _, driver = info.stdout.decode().strip().partition("\t")
-            if info.returncode != 0 or not root or not driver:
+            info = self._run_quiet(self._podman("info", "--format", STORE_FORMAT))
+            store = parse_store(info.stdout.decode()) if info.returncode == 0 else None
+            if store is None:
                 raise BuildError(f"podman info failed: {info.stderr.decode(errors='replace').strip()[-300:]}")
-            self._storage = (root, driver)
+            self._storage = store
         root, driver = self._storage
         proc = self._run_quiet(self._podman("ps", "--all", "--external", "--format", "json"))
         if proc.returncode != 0:

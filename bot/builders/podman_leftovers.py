@@ -1,6 +1,6 @@
 """What an interrupted ``podman build`` leaves behind, found precisely, and signals held while it is removed.
 
-Used by ``PodmanEngine`` (and usable by LocalBuilder's after-the-fact check).
+Used by ``PodmanEngine`` and by LocalBuilder's check after it stopped a build.
 
 * The RUN step's runc container (which runs on when podman is killed) and its
   ``/var/tmp/buildahNNN`` bundle: found through the process tree of that podman.
@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 RUNC_ROOT = "/run/runc"
 BUILD_ID_ARG = "R2D_PODMAN_BUILD_ID"
+STORE_FORMAT = "{{.Store.GraphRoot}}\t{{.Store.GraphDriverName}}"  # podman info --format: where buildah.json is
 
 _BUILD_ID_RE = re.compile(rf"--build-arg[= ]{BUILD_ID_ARG}=([0-9a-f]+)\b")
 _UNCONSUMED_RE = re.compile(r"^(\[Warning\] one or more build args were not consumed: \[)([^\]]*)(\].*)$", re.DOTALL)
@@ -43,6 +44,12 @@ def build_id_in(line: str) -> str | None:
     """The build id in a ``podman build`` command line (PodmanEngine logs it as ``Building with: ...``)."""
     m = _BUILD_ID_RE.search(line)
     return m.group(1) if m else None
+
+
+def parse_store(info: str) -> tuple[str, str] | None:
+    """(graph root, graph driver) from ``podman info --format STORE_FORMAT`` (None if it is not that)."""
+    root, _, driver = info.strip().partition("\t")
+    return (root, driver) if root.startswith("/") and driver and "\t" not in driver else None
 
 
 def without_build_id_warning(line: str) -> str | None:
