@@ -104,21 +104,17 @@ class Resolver:
 
     # -- GitHub calls ----------------------------------------------------------
     def _client(self, access: Access) -> Any:
+        """The installation's client (or an anonymous one), with our ETag cache: GETs are conditional."""
         services = self.services
         if access.installation_id is not None and services.github is not None:
-            gh = services.github.installation_client(access.installation_id)
-        else:
-            if self._anonymous is None:
-                from bot.github.client import GitHubClient
+            return services.github.installation_client(access.installation_id, cache=self._etags)
+        if self._anonymous is None:
+            from bot.github.client import GitHubClient
 
-                self._anonymous = GitHubClient(services.session, base_url=services.settings.github_api_url,
-                                               metrics=services.extras.get("metrics"), label="anonymous launcher")
-            gh = self._anonymous
-        # gidgethub's constructor takes ``cache=``; the App hands out clients without one,
-        # so lend them ours: conditional requests (ETag -> 304) then happen inside gidgethub.
-        if getattr(gh, "_cache", None) is None:
-            gh._cache = self._etags
-        return gh
+            self._anonymous = GitHubClient(services.session, base_url=services.settings.github_api_url,
+                                           metrics=services.extras.get("metrics"), label="anonymous launcher",
+                                           cache=self._etags)
+        return self._anonymous
 
     async def _get(self, access: Access, url: str, accept: str | None = None) -> Any:
         gh = self._client(access)
