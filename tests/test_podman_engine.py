@@ -23,6 +23,10 @@ from pathlib import Path
 
 import pytest
 
+from bot.builders.podman_args import (
+    BuildSpec, build_command, build_tls_verify, cache_plan, cache_repository_of, dockerfile_base_images,
+    is_loopback_registry, login_command, push_command,
+)
 from bot.builders.podman_engine import BuildCancelled, PodmanEngine
 from bot.builders.podman_leftovers import (
     BUILD_ID_ARG, build_id_in, builder_args, containers_of_build, parse_store, without_build_id_warning,
@@ -143,6 +147,50 @@ def test_build_id_and_its_warning():
     assert without_build_id_warning(warn % "NB_UID R2D_PODMAN_BUILD_ID ZZ") == warn % "NB_UID ZZ"
     assert without_build_id_warning(warn % "NB_UID") == warn % "NB_UID"
     assert without_build_id_warning("STEP 1/2: FROM x\n") == "STEP 1/2: FROM x\n"
+
+
+def test_image_references():
+    assert cache_repository_of("127.0.0.1:5000/p/o-r:abc") == "127.0.0.1:5000/p/o-r"
+    assert cache_repository_of("quay.io/x/y@sha256:00") == "quay.io/x/y"
+    assert cache_repository_of("x/y") == "x/y"
+    assert [is_loopback_registry(r) for r in ("localhost:5000/a", "127.0.0.2:5000/a", "[::1]:5000/a",
+                                              "quay.io/a", "a/b")] == [True, True, True, False, False]
+    text = "FROM python:3 AS base\nFROM --platform=x base\nFROM scratch\nfrom localhost/x:y AS z\n"
+    assert dockerfile_base_images(text) == ["python:3", "localhost/x:y"]
+
+
+def test_cache_plan_and_tls_decisions():
+    tag, old = "127.0.0.1:5000/p/r:new", "127.0.0.1:5000/p/r:old"
+    assert cache_plan(tag, [old], True, layer_cache=False, cache_repository="") == ("127.0.0.1:5000/p/r", False)
+    assert cache_plan(tag, [], True, layer_cache=False, cache_repository="") == (None, False)
+    assert cache_plan(tag, [], True, layer_cache=True, cache_repository="") == ("127.0.0.1:5000/p/r", True)
+    assert cache_plan(tag, [], False, layer_cache=True, cache_repository="{repository}-cache") == (
+        "127.0.0.1:5000/p/r-cache", False)
+    assert build_tls_verify(None, "127.0.0.1:5000/p/r", ["localhost/base:1"]) is False
+    assert build_tls_verify(None, "127.0.0.1:5000/p/r", ["python:3"]) is None  # docker.io: registries.conf
+    assert build_tls_verify(None, "127.0.0.1:5000/p/r", None) is None  # Dockerfile unreadable
+    assert build_tls_verify(True, "127.0.0.1:5000/p/r", []) is True
+
+
+def test_command_lines():
+    spec = BuildSpec(build_id="0a1b", context="/ctx", dockerfile="/ctx/Dockerfile", iidfile="/w/iid", tag="r:t",
+                     buildargs={"NB_USER": "jovyan"}, labels={"l": "v"}, limits={"memory": 10, "cpushares": 0},
+                     ca_bundle="/etc/ca.crt", cache_repo="reg/r", cache_to=True, tls_verify=False)
+    args = build_command(["podman", "--root", "/x"], spec)
+    line = " ".join(args)
+    assert args[:4] == ["podman", "--root", "/x", "build"] and args[-1] == "/ctx"
+    assert build_id_in(line) == "0a1b" and line.index(BUILD_ID_ARG) < line.index("--file")
+    for part in ("--build-arg NB_USER=jovyan", "--label l=v", "--memory 10", "--cache-from reg/r",
+                 "--cache-to reg/r", "--tls-verify=false", "--iidfile /w/iid", "--tag r:t",
+                 "--volume /etc/ca.crt:/etc/ssl/certs/ca-certificates.crt:ro"):
+        assert part in line
+    assert "--cpu-shares" not in line and "--authfile" not in line
+    assert push_command(["podman"], "127.0.0.1:5000/r:t", tls_verify=None, authfile=None, digestfile="/d") == [
+        "podman", "push", "--tls-verify=false", "--digestfile", "/d", "127.0.0.1:5000/r:t"]
+    assert "--tls-verify=false" not in push_command(["podman"], "quay.io/r:t", tls_verify=None, authfile="/a",
+                                                   digestfile="/d")
+    assert login_command(["podman"], "https://127.0.0.1:5000/", "u", authfile="/a", tls_verify=None)[-2:] == [
+        "--tls-verify=false", "127.0.0.1:5000"]
 
 
 def test_parse_store():
