@@ -12,6 +12,9 @@ import logging
 import os
 import secrets
 import shlex
+import shutil
+import signal
+import subprocess
 import sys
 import time
 
@@ -371,6 +374,86 @@ async def test_cancel_leaves_a_concurrent_build_from_the_same_base_alone(
                 local_engine.podman("rm", "--force", *left)
     assert other.returncode == 0, output.decode(errors="replace")[-2000:]  # their build finished unharmed
     assert local_engine.podman("image", "exists", other_tag).returncode == 0
+
+
+def gated_build(local_engine, ctx, base: str, gate, nonce: str, mark: str, tag: str):
+    """A plain ``podman build`` FROM ``base`` whose RUN step waits for ``gate/open``; ``mark`` a build arg."""
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(
+        f'FROM {base}\nRUN sh -c "while [ ! -e /gate/open ]; do sleep 0.1; done; : {nonce}"\n')
+    return asyncio.create_subprocess_exec(
+        "podman", "build", "--layers", "--build-arg", mark, "--volume", f"{gate}:/gate:ro", "--tag", tag,
+        str(ctx), env=local_engine.env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        start_new_session=True)
+
+
+def delete_runc_containers_running(nonce: str) -> None:
+    """The stopped RUN-step container a SIGKILLed podman build leaves in runc (ours: the nonce says so)."""
+    runc = subprocess.run(["runc", "--root", "/run/runc", "list", "--format", "json"], capture_output=True, text=True)
+    for c in json.loads(runc.stdout or "null") or []:
+        bundle = c.get("bundle") or ""
+        try:
+            with open(os.path.join(bundle, "config.json")) as f:
+                command = " ".join(json.load(f)["process"]["args"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if bundle.startswith("/var/tmp/buildah") and f": {nonce}" in command:
+            subprocess.run(["runc", "--root", "/run/runc", "delete", "--force", c["id"]], capture_output=True)
+            shutil.rmtree(bundle, ignore_errors=True)
+
+
+async def test_leftover_check_removes_that_podman_builds_containers_only(
+        local_engine, test_base, settings, tmp_path, images):
+    """An engine killed before its cleanup leaves its working containers; the check after a stop
+    removes exactly those (by the build id), not those of another build running FROM the same image."""
+    gate_a, gate_b = tmp_path / "gate-a", tmp_path / "gate-b"
+    gate_a.mkdir()
+    gate_b.mkdir()
+    podman_build = secrets.token_hex(8)
+    nonce_a, nonce_b = f"lbkilled{secrets.token_hex(4)}", f"lbalive{secrets.token_hex(4)}"
+    tag_a, tag_b = (f"localhost/lbtest-{n}:latest" for n in (nonce_a, nonce_b))
+    images.append(tag_b)
+    a = await gated_build(local_engine, tmp_path / "a", test_base, gate_a, nonce_a, f"{BUILD_ID_ARG}={podman_build}",
+                          tag_a)
+    b = await gated_build(local_engine, tmp_path / "b", test_base, gate_b, nonce_b, f"LBTEST_MARK={nonce_b}", tag_b)
+    try:
+        await wait_process(f": {nonce_a}")
+        await wait_process(f": {nonce_b}")
+        os.killpg(a.pid, signal.SIGKILL)  # no cleanup at all: as if the engine were SIGKILLed
+        await a.wait()
+        (gate_a / "open").touch()  # its RUN step ends by itself
+        deadline = time.monotonic() + 30
+        while processes_with(f": {nonce_a}"):
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.1)
+        left = containers_with_arg(local_engine, BUILD_ID_ARG, podman_build)
+        theirs = containers_with_arg(local_engine, "LBTEST_MARK", nonce_b)
+        assert left and theirs
+
+        builder = LocalBuilder(settings(), env=local_engine.env)
+        assert sorted(await builder.remove_leftovers("lb-check", podman_build)) == left
+        assert containers_with_arg(local_engine, BUILD_ID_ARG, podman_build) == []
+        assert containers_with_arg(local_engine, "LBTEST_MARK", nonce_b) == theirs
+        assert processes_with(f": {nonce_b}")
+        assert await builder.remove_leftovers("lb-check", podman_build) == []
+    finally:
+        (gate_a / "open").touch()
+        (gate_b / "open").touch()
+        if a.returncode is None:
+            os.killpg(a.pid, signal.SIGKILL)
+            await a.wait()
+        try:
+            await asyncio.wait_for(b.wait(), 120)
+        except TimeoutError:
+            b.kill()
+            await b.wait()
+        delete_runc_containers_running(nonce_a)
+        for arg, value in ((BUILD_ID_ARG, podman_build), ("LBTEST_MARK", nonce_b)):
+            mine = containers_with_arg(local_engine, arg, value)
+            if mine:
+                local_engine.podman("rm", "--force", *mine)
+    assert b.returncode == 0  # the other build finished unharmed
+    assert local_engine.podman("image", "exists", tag_b).returncode == 0
 
 
 async def test_timeout_stops_the_build(local_engine, test_base, git_server, settings, images):

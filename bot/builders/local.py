@@ -251,7 +251,8 @@ class LocalBuilder(Builder):
                 await drain
         if self.engine == "podman":
             try:
-                await self._remove_leftovers(run)
+                if run.podman_build:  # else podman build never started (or the engine gave no id)
+                    await self.remove_leftovers(run.build_id, run.podman_build)
             except Exception:  # never let the check mask the stop
                 log.exception("build %s: could not check for buildah leftovers", run.build_id)
 
@@ -262,28 +263,29 @@ class LocalBuilder(Builder):
             while await run.proc.stdout.read(65536):
                 pass
 
-    async def _remove_leftovers(self, run: _Run) -> None:
-        """No buildah working container of this build may remain (the engine removes them; check).
+    async def remove_leftovers(self, build_id: str, podman_build: str) -> list[str]:
+        """No buildah working container of one podman build may remain (the engine removes them; check).
 
-        Only the containers whose buildah state carries this build's id are
+        Only the containers whose buildah state carries that build's id are
         touched (see ``podman_leftovers``): others on the machine are not ours.
+        Returns the ids removed.
         """
-        pbid = run.podman_build
-        if not pbid:  # podman build never started (or gave no id: an engine without one)
-            return
+        removed: list[str] = []
         for attempt in range(2):
-            doomed = await self._build_containers(run.build_id, pbid)
+            doomed = await self._build_containers(build_id, podman_build)
             if not doomed:
                 if doomed is not None and not attempt:
-                    log.info("build %s: podman build %s left no working container", run.build_id, pbid)
-                return
+                    log.info("build %s: podman build %s left no working container", build_id, podman_build)
+                return removed
             if attempt:
                 log.warning("build %s: %d working container(s) of podman build %s could not be removed: %s",
-                            run.build_id, len(doomed), pbid, ", ".join(d[:12] for d in doomed))
-                return
+                            build_id, len(doomed), podman_build, ", ".join(d[:12] for d in doomed))
+                return [d for d in removed if d not in doomed]
             log.info("build %s: removing %d working container(s) podman build %s left behind",
-                     run.build_id, len(doomed), pbid)
+                     build_id, len(doomed), podman_build)
             await self._engine_cli("rm", "--force", *doomed)
+            removed = doomed
+        return removed
 
     async def _build_containers(self, build_id: str, podman_build: str) -> list[str] | None:
         """Ids of the working containers of one podman build (None: podman could not tell)."""
