@@ -71,12 +71,14 @@ def create_app(settings: Settings, *, start_workers: bool = True, builder: Facto
 
     from bot.web import health, pages
     from bot.webhooks import receiver
+    from launcher import build_page
     from launcher import routes as launcher_routes
 
     receiver.setup(app)
     health.setup(app)
     pages.setup(app)
     launcher_routes.setup(app)
+    build_page.setup(app)
     return app
 
 

@@ -65,6 +65,11 @@ def launch_url(public_url: str, owner: str, repo: str, ref: str, urlpath: str | 
     return url
 
 
+def build_url(public_url: str, owner: str, repo: str, sha: str) -> str:
+    """The build's progress page (launcher/build_page.py): the check run's details_url."""
+    return f"{_base(public_url)}/build/gh/{quote(owner, safe='')}/{quote(repo, safe='')}/{sha}"
+
+
 def badge_url(public_url: str, owner: str, repo: str, ref: str) -> str:
     return f"{_base(public_url)}/badge/gh/{quote(owner, safe='')}/{quote(repo, safe='')}/{quote(ref, safe='/')}.svg"
 

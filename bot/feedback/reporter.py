@@ -86,7 +86,8 @@ class Reporter:
         return pr
 
     def _details_url(self, owner: str, repo: str, sha: str) -> str:
-        return render.launch_url(self.services.settings.public_url, owner, repo, sha)
+        """The build's own progress page (it follows the build and starts no server)."""
+        return render.build_url(self.services.settings.public_url, owner, repo, sha)
 
     async def _client(self, installation_id: int | None) -> GitHubAPI | None:
         app = self.services.github
