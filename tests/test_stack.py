@@ -5,7 +5,10 @@ The whole stack running for real is tests/test_e2e.py; these check the choices
 """
 from __future__ import annotations
 
+import signal
+import subprocess
 import sys
+import types
 
 import pytest
 
@@ -31,7 +34,9 @@ class FakeProc:
 @pytest.fixture
 def up(monkeypatch, tmp_path):
     """Run ``stack.main()`` with the engine answer given; returns (the started process, stderr)."""
-    monkeypatch.setattr(stack.signal, "signal", lambda *a: None)  # leave pytest's handlers alone
+    # only stack's own view of these modules: pytest's signal handlers and everyone's Popen stay
+    monkeypatch.setattr(stack, "signal", types.SimpleNamespace(signal=lambda *a: None, SIGTERM=signal.SIGTERM,
+                                                               SIGINT=signal.SIGINT))
     for key in list(ENGINE) + ["PORT", "PUBLIC_URL", "JUPYTERHUB_URL", "JUPYTERHUB_BIND_URL", "NO_ENGINE"]:
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
@@ -41,7 +46,7 @@ def up(monkeypatch, tmp_path):
         started.append(FakeProc(cmd, env, cwd))
         return started[-1]
 
-    monkeypatch.setattr(stack.subprocess, "Popen", popen)
+    monkeypatch.setattr(stack, "subprocess", types.SimpleNamespace(Popen=popen, run=subprocess.run))
 
     def run(engine, capsys, **env):
         for k, v in env.items():
