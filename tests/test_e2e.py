@@ -203,7 +203,8 @@ def binder_runs(gh: FakeGitHubThread, sha: str) -> list[dict[str, Any]]:
 
 
 def bot_comments(gh: FakeGitHubThread) -> list[dict[str, Any]]:
-    return [c for c in gh.call(gh.fake.comments_on, FULL, PR_NUMBER) if c["body"].startswith("<!-- binder-prebuild -->")]
+    return [c for c in gh.call(gh.fake.comments_on, FULL, PR_NUMBER)
+            if c["body"].startswith("<!-- binder-prebuild -->")]
 
 
 def assert_feedback_follows_registry(label: str, reports: list[tuple[float, str]], building: Any, ready: Any,
