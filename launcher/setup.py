@@ -71,8 +71,7 @@ async def attach(services: "Services", **options: Any) -> LauncherState:
 
     if services.hub is not None:
         add_check(services, "hub", services.hub.health)
-    if services.settings.registry_url and services.images is not None:
-        add_check(services, "registry", services.images.health)
+    # the registry (or local images) check is registered by bot/app.py, next to the lookup it checks
     if services.hub is None:
         log.warning("JUPYTERHUB_API_URL is not set: launches will build images but cannot start servers")
     return state
