@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 LOG_TAIL_LINES = 200
 REGISTRY_RETRY_SECONDS = 15.0
+RETRY_SECONDS = REGISTRY_RETRY_SECONDS  # a dependency that is down: how long a queued build waits
 
 
 class Action(enum.Enum):
@@ -283,7 +284,17 @@ class Scheduler:
             await builds.update_job(job_id, state=BuildState.RUNNING, started_at=time.time(), cache_from=cache_from)
         else:
             cache_from = lead.cache_from
-        token = await self._clone_token(lead.request)
+        try:
+            token = await self._clone_token(lead.request)
+        except Exception as e:  # GitHub down or the installation gone: wait and retry, say why
+            log.warning("build %s: no clone token for %s (%s); retrying in %g s", job_id,
+                        lead.request.full_name, e, RETRY_SECONDS)
+            await builds.update_job(job_id, state=BuildState.QUEUED)
+            self._registry_wait_until[job_id] = time.time() + RETRY_SECONDS
+            await self._publish_job(job_id, ProgressEvent(
+                Phase.WAITING, "could not get a token from GitHub to clone this private repository; "
+                "the build will retry", job_id, image))
+            return
         job = BuildJob(build_id=job_id, request=lead.request, image=image, cache_from=cache_from, clone_token=token)
         tail = self._tails.setdefault(job_id, collections.deque(maxlen=LOG_TAIL_LINES))
         self._job_phase[job_id] = lead.phase if lead.state == BuildState.RUNNING else Phase.WAITING

@@ -244,3 +244,31 @@ def test_verify_outcome():
     assert verify_outcome(BuildOutcome(Phase.BUILT), False)[0] == BuildState.FAILED
     assert verify_outcome(BuildOutcome(Phase.BUILT), None)[0] == BuildState.FAILED
     assert verify_outcome(BuildOutcome(Phase.FAILED, "boom"), True) == (BuildState.FAILED, "boom")
+
+
+async def test_private_repo_token_failure_waits_and_retries(h):
+    class BrokenGitHub:
+        calls = 0
+
+        async def installation_token(self, installation_id, repositories=None, permissions=None):
+            BrokenGitHub.calls += 1
+            if BrokenGitHub.calls == 1:
+                raise ConnectionError("GitHub is down")
+            return "ghs_token"
+
+    h.services.github = BrokenGitHub()
+    private = BuildRequest(owner="octo", repo="secret", sha=SHA2, clone_url="http://127.0.0.1:1/octo/secret.git",
+                           branch="main", installation_id=5, private=True)
+    rec = await h.scheduler.submit(private)
+    for _ in range(300):
+        if BrokenGitHub.calls:
+            break
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.1)
+    got = await h.services.builds.get(rec.id)
+    assert got.state == BuildState.QUEUED and h.builder.jobs == []
+    assert any("token" in e.message for r, e in h.events if r.id == rec.id and e.phase == Phase.WAITING)
+    h.scheduler._registry_wait_until.clear()
+    h.scheduler._wake.set()
+    await h.wait_state(rec.id, BuildState.BUILT)
+    assert h.builder.jobs[0].clone_token == "ghs_token"
