@@ -255,6 +255,9 @@ class Scheduler:
         task.add_done_callback(lambda t, j=job_id: self._job_done(j, t))
 
     def _job_done(self, job_id: str, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("build %s: scheduler task failed: %r; the build stays in the store for the next start",
+                      job_id, task.exception())
         if self._jobs.get(job_id) is task:
             del self._jobs[job_id]
         self._job_phase.pop(job_id, None)
