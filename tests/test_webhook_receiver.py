@@ -82,6 +82,34 @@ def test_deeply_nested_json_is_400_not_a_crash():
     assert e.value.status == 400
 
 
+@pytest.mark.parametrize("fast", [False, True])
+@pytest.mark.parametrize("body", [
+    b'{"n": NaN, "i": Infinity}',  # the stdlib reads these; orjson refuses them
+    b'{"s": "\\ud800"}',  # a lone surrogate escape: orjson refuses it
+    b'{"a": 1, "a": 2}',  # duplicate keys: the last wins, as in json.loads
+    b'  {"x": [1.5e3, -0.0, "\\u00e9", 9223372036854775807, null, true]} ',
+])
+def test_json_bodies_decode_as_the_stdlib_does(body, fast):
+    """Whichever parser the receiver's check uses, it accepts and reads what json.loads does."""
+    got = decode_payload(MediaType.JSON, body, fast=fast)
+    assert repr(got) == repr(json.loads(body))
+
+
+def test_handlers_get_integers_beyond_64_bits_exactly():
+    """The dispatcher's reading (the default) is the stdlib's: no integer turns into a float."""
+    body = b'{"n": [123456789012345678901234567890, -9223372036854775809]}'
+    assert decode_payload(MediaType.JSON, body) == {"n": [123456789012345678901234567890, -9223372036854775809]}
+
+
+@pytest.mark.parametrize("fast", [False, True])
+@pytest.mark.parametrize("body", [b'{"a": 1', b"{'a': 1}", b'{"a": 1} x', b"[1, 2]", b'"s"', b"\xff{}",
+                                  b"[" * 100000 + b"]" * 100000])
+def test_json_bodies_the_stdlib_refuses_are_400(body, fast):
+    with pytest.raises(BadDelivery) as e:
+        decode_payload(MediaType.JSON, body, fast=fast)
+    assert e.value.status == 400
+
+
 # ------------------------------------------------------------------ accepted
 
 

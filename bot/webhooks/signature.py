@@ -17,6 +17,11 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
 
+try:  # optional: 2-3x faster than the stdlib on GitHub's payloads (the receiver's largest CPU item)
+    import orjson as _orjson
+except ImportError:  # pragma: no cover - the stdlib parser alone gives the same answers
+    _orjson = None
+
 MAX_BODY_BYTES = 25 * 1024 * 1024
 """GitHub caps payloads at 25 MB; anything above is refused with 413 unread."""
 
@@ -104,8 +109,8 @@ def media_type(content_type: str | None) -> MediaType:
         ) from None
 
 
-def decode_payload(kind: MediaType, body: bytes) -> dict[str, Any]:
-    """The JSON object in a body of the given media type, or 400."""
+def decode_payload(kind: MediaType, body: bytes, *, fast: bool = False) -> dict[str, Any]:
+    """The JSON object in a body of the given media type, or 400 (``fast``: see :func:`_loads`)."""
     try:
         if kind is MediaType.FORM:
             fields = parse_qs(body.decode("utf-8"), keep_blank_values=True, max_num_fields=100)
@@ -114,7 +119,7 @@ def decode_payload(kind: MediaType, body: bytes) -> dict[str, Any]:
                 raise BadDelivery(400, Outcome.BAD_REQUEST, "form body must carry exactly one 'payload' field")
             data = json.loads(values[0])
         else:
-            data = json.loads(body)
+            data = _loads(body, fast=fast)
     except BadDelivery:
         raise
     except (ValueError, UnicodeDecodeError, RecursionError) as e:
@@ -122,6 +127,23 @@ def decode_payload(kind: MediaType, body: bytes) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise BadDelivery(400, Outcome.BAD_REQUEST, "payload must be a JSON object")
     return data
+
+
+def _loads(body: bytes, *, fast: bool) -> Any:
+    """``json.loads``; with ``fast``, through orjson when it is installed.
+
+    orjson refuses a few documents the stdlib accepts (NaN, lone surrogates):
+    those fall back to ``json.loads``, so what is accepted or refused (400) never
+    depends on orjson. It also reads integers beyond 64 bits as floats, so only
+    the receiver's check (which keeps the raw body and reads three fields) uses
+    it; handlers get the stdlib's reading of the stored body.
+    """
+    if fast and _orjson is not None:
+        try:
+            return _orjson.loads(body)
+        except _orjson.JSONDecodeError:
+            pass
+    return json.loads(body)
 
 
 def kept_headers(headers: Mapping[str, str]) -> dict[str, str]:
@@ -151,7 +173,7 @@ def parse_delivery(headers: Mapping[str, str], body: bytes, secret: str | None) 
         raise BadDelivery(400, Outcome.BAD_REQUEST, "missing X-GitHub-Delivery header")
     if not _DELIVERY_RE.match(delivery_id):
         raise BadDelivery(400, Outcome.BAD_REQUEST, "malformed X-GitHub-Delivery header")
-    payload = decode_payload(kind, body)
+    payload = decode_payload(kind, body, fast=True)
     return ParsedDelivery(
         delivery_id=delivery_id, event=event, payload=payload, action=_str(payload.get("action")),
         installation_id=installation_id(payload), repo=repo_full_name(payload), headers=kept_headers(headers),
