@@ -95,7 +95,24 @@ class Database:
             return result
 
         async with self._write_lock:
-            return await conn._execute(tx)
+            # Only queueing needs the lock: the store thread runs its jobs one by
+            # one in order, and ``tx`` is a whole transaction, so nothing can
+            # interleave with it (a ``transaction()`` block holds the lock from
+            # BEGIN to COMMIT, so nothing is queued inside one either). Not
+            # holding it until ``tx`` returns lets the next transaction wait in
+            # the thread's queue instead of behind an event-loop round trip.
+            done = self._enqueue(tx)
+        return await done
+
+    def _enqueue(self, fn: Callable[[], T]) -> "asyncio.Future[T]":
+        """Put ``fn`` on the store thread's queue now (aiosqlite's ``_execute`` minus its await)."""
+        conn = self.conn
+        queue = getattr(conn, "_tx", None)
+        if queue is None or not getattr(conn, "_running", False) or conn._connection is None:
+            return asyncio.ensure_future(conn._execute(fn))  # another aiosqlite layout, or closed: its own path
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        queue.put_nowait((future, fn))
+        return future
 
     async def execute(self, sql: str, params: Iterable[Any] = ()) -> int:
         """One write statement in its own transaction; returns rows changed (one hop: see ``run``)."""

@@ -30,8 +30,9 @@ class GroupCommit(Generic[T, R]):
     """Batch ``submit`` calls into calls of ``commit(items) -> results`` (one result per item)."""
 
     def __init__(self, commit: Callable[[Sequence[T]], Awaitable[Sequence[R]]], *, name: str,
-                 max_batch: int = 256) -> None:
+                 max_batch: int = 256, max_inflight: int = 2) -> None:
         self._commit_fn = commit
+        self._max_inflight = max_inflight
         self._name = name
         self._max_batch = max_batch
         self._queue: list[tuple[T, asyncio.Future[R]]] = []
@@ -66,14 +67,27 @@ class GroupCommit(Generic[T, R]):
             self._task = None
 
     async def _run(self) -> None:
+        # Up to ``max_inflight`` batches are handed to the store at once: while one
+        # commits, the next already waits in the store thread's queue, so the thread
+        # never idles through the round trip that reports a commit to the event loop.
+        # The store runs them in order, each its own transaction, and every caller
+        # still hears only of the commit that holds its item.
+        inflight: set[asyncio.Task[None]] = set()
         while True:
             await self._pending.wait()
             self._pending.clear()
             while self._queue:
+                if len(inflight) >= self._max_inflight:
+                    await asyncio.wait(set(inflight), return_when=asyncio.FIRST_COMPLETED)
+                    continue
                 batch = self._queue[: self._max_batch]
                 del self._queue[: self._max_batch]
-                await self._commit(batch)
+                task = asyncio.create_task(self._commit(batch))
+                inflight.add(task)
+                task.add_done_callback(inflight.discard)
             if self._closed:
+                if inflight:
+                    await asyncio.wait(inflight)
                 return
 
     async def _commit(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
