@@ -35,6 +35,8 @@ KEPT_HEADERS = frozenset({
     "x-hub-signature-256", "x-github-enterprise-host", "x-github-enterprise-version",
 })
 
+_KEPT_ORDER = tuple(sorted(KEPT_HEADERS))
+
 _EVENT_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 _DELIVERY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 
@@ -147,7 +149,11 @@ def _loads(body: bytes, *, fast: bool) -> Any:
 
 
 def kept_headers(headers: Mapping[str, str]) -> dict[str, str]:
-    return {k.lower(): v for k, v in headers.items() if k.lower() in KEPT_HEADERS}
+    """The kept headers, by lowercase name (``headers`` as for :func:`parse_delivery`).
+
+    Ten lookups instead of a pass over every header the request carries.
+    """
+    return {k: v for k in _KEPT_ORDER if (v := headers.get(k)) is not None}
 
 
 def parse_delivery(headers: Mapping[str, str], body: bytes, secret: str | None) -> ParsedDelivery:
