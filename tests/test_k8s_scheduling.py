@@ -39,8 +39,9 @@ async def harness(tmp_path, fake, *, max_builds=8, db=None, images=None, **kw):
 
 
 async def close(h, *, db=True):
-    await h.scheduler.stop()
-    await h.builder.close()
+    """Each step bounded, so a teardown that hangs names itself."""
+    await asyncio.wait_for(h.scheduler.stop(), 15)
+    await asyncio.wait_for(h.builder.close(), 15)
     await h.services.session.close()
     if db:
         await h.services.db.close()
