@@ -35,6 +35,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from bot.builders.base import Builder, Emit
+from bot.builders.engine_cli import run_engine_cli
 from bot.builders.local_r2d import (
     BadJob, LineSplitter, child_env, engine_command, engine_name, failure_reason, r2d_args, r2d_config,
 )
@@ -315,19 +316,4 @@ class LocalBuilder(Builder):
     async def _engine_cli(self, *args: str, timeout: float = 60.0) -> tuple[int | None, str, str]:
         """Run the engine CLI (None, "", reason when it cannot run or does not finish)."""
         env = {k: v for k, v in self.env.items() if not k.startswith(("GITHUB_", "JUPYTERHUB_"))}
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                *self.command, *args, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE, env=env)
-        except OSError as e:
-            return None, "", f"cannot run {self.command[0]}: {e.strerror or e}"
-        try:
-            out, err = await asyncio.wait_for(proc.communicate(), timeout)
-        except (asyncio.TimeoutError, asyncio.CancelledError) as e:
-            if proc.returncode is None:
-                proc.kill()
-            await proc.wait()
-            if isinstance(e, asyncio.CancelledError):
-                raise
-            return None, "", f"{self.command[0]} did not answer within {timeout:g} s"
-        return proc.returncode, out.decode(errors="replace"), err.decode(errors="replace")
+        return await run_engine_cli(self.command, args, env=env, timeout=timeout)

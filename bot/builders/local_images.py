@@ -17,6 +17,7 @@ import shlex
 from collections.abc import Mapping
 
 from bot.builders.base import ImageLookup
+from bot.builders.engine_cli import run_engine_cli
 
 log = logging.getLogger(__name__)
 
@@ -89,23 +90,7 @@ class LocalImages(ImageLookup):
 
     async def _run(self, *args: str, timeout: float | None = None) -> tuple[int | None, str, str]:
         """Run the engine CLI; (None, "", reason) when it cannot be run or does not finish."""
-        argv = [*self.command, *args]
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE, env=self.env)
-        except OSError as e:  # FileNotFoundError, PermissionError
-            return None, "", f"cannot run {self.command[0]}: {e.strerror or e}"
-        try:
-            out, err = await asyncio.wait_for(proc.communicate(), timeout or self.timeout)
-        except (asyncio.TimeoutError, asyncio.CancelledError) as e:
-            if proc.returncode is None:
-                proc.kill()
-            await proc.wait()
-            if isinstance(e, asyncio.CancelledError):
-                raise
-            return None, "", f"{self.command[0]} did not answer within {timeout or self.timeout:g} s"
-        return proc.returncode, out.decode(errors="replace"), err.decode(errors="replace")
+        return await run_engine_cli(self.command, args, env=self.env, timeout=timeout or self.timeout)
 
 
 def _last_line(text: str) -> str:
