@@ -31,8 +31,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 LOG_TAIL_LINES = 200
-REGISTRY_RETRY_SECONDS = 15.0
-RETRY_SECONDS = REGISTRY_RETRY_SECONDS  # a dependency that is down: how long a queued build waits
+RETRY_SECONDS = 15.0  # a dependency that is down (registry, GitHub): how long a queued build waits
 
 
 class Action(enum.Enum):
@@ -101,7 +100,7 @@ class Scheduler:
         self._wake = asyncio.Event()
         self._submit_lock = asyncio.Lock()
         self._loop_task: asyncio.Task[None] | None = None
-        self._registry_wait_until: dict[str, float] = {}
+        self._retry_at: dict[str, float] = {}  # job_id -> when a build held back by a dependency may start
         self._prefix = effective_prefix(self.settings.image_prefix, self.settings.registry_url)
 
     # -- naming ------------------------------------------------------------
@@ -228,7 +227,7 @@ class Scheduler:
                 await self._fill_slots()
             except Exception:
                 log.exception("scheduler loop failed; retrying")
-            waits = [t - time.time() for t in self._registry_wait_until.values()]
+            waits = [t - time.time() for t in self._retry_at.values()]
             timeout = max(0.05, min(waits)) if waits else 30.0
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
@@ -244,9 +243,9 @@ class Scheduler:
         for job_id in jobs:
             if len(self._jobs) >= cap:
                 break
-            if self._registry_wait_until.get(job_id, 0) > now:
+            if self._retry_at.get(job_id, 0) > now:
                 continue
-            self._registry_wait_until.pop(job_id, None)
+            self._retry_at.pop(job_id, None)
             await self._launch(job_id)
 
     async def _launch(self, job_id: str) -> None:
@@ -275,7 +274,7 @@ class Scheduler:
             # Someone else (a BinderHub, another sha path) may have built it meanwhile.
             exists = await self._exists(image)
             if exists is None:
-                self._registry_wait_until[job_id] = time.time() + REGISTRY_RETRY_SECONDS
+                self._retry_at[job_id] = time.time() + RETRY_SECONDS
                 log.warning("build %s: registry unreachable; waiting before building", job_id)
                 await self._publish_job(job_id, ProgressEvent(
                     Phase.WAITING, "the registry is not answering; the build will start when it does", job_id, image))
@@ -293,7 +292,7 @@ class Scheduler:
             log.warning("build %s: no clone token for %s (%s); retrying in %g s", job_id,
                         lead.request.full_name, e, RETRY_SECONDS)
             await builds.update_job(job_id, state=BuildState.QUEUED)
-            self._registry_wait_until[job_id] = time.time() + RETRY_SECONDS
+            self._retry_at[job_id] = time.time() + RETRY_SECONDS
             await self._publish_job(job_id, ProgressEvent(
                 Phase.WAITING, "could not get a token from GitHub to clone this private repository; "
                 "the build will retry", job_id, image))
@@ -348,7 +347,7 @@ class Scheduler:
         records = await builds.active_for_job(job_id)
         tail = tuple(self._tails.get(job_id, ()))
         await builds.update_job(
-            job_id, state=state, phase=Phase(state.value) if state != BuildState.SKIPPED else Phase.FAILED,
+            job_id, state=state, phase=Phase(state.value),
             reason=reason or None, finished_at=time.time(), log_tail=tail[-50:], from_cache=from_cache)
         metrics = self.services.extras.get("metrics")
         if metrics is not None:

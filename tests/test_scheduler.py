@@ -195,7 +195,7 @@ async def test_registry_down_waits_instead_of_building(h):
     assert h.builder.jobs == []
     assert (await h.services.builds.get(rec.id)).state == BuildState.QUEUED
     h.images.down = False
-    h.scheduler._registry_wait_until.clear()
+    h.scheduler._retry_at.clear()
     h.scheduler._wake.set()
     await h.wait_state(rec.id, BuildState.BUILT)
 
@@ -268,7 +268,7 @@ async def test_private_repo_token_failure_waits_and_retries(h):
     got = await h.services.builds.get(rec.id)
     assert got.state == BuildState.QUEUED and h.builder.jobs == []
     assert any("token" in e.message for r, e in h.events if r.id == rec.id and e.phase == Phase.WAITING)
-    h.scheduler._registry_wait_until.clear()
+    h.scheduler._retry_at.clear()
     h.scheduler._wake.set()
     await h.wait_state(rec.id, BuildState.BUILT)
     assert h.builder.jobs[0].clone_token == "ghs_token"
