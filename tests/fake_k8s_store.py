@@ -1,0 +1,242 @@
+"""The object store of the fake Kubernetes API (tests/fake_k8s.py), and the pods' lifecycle.
+
+Objects keyed by (kind, namespace, name), each change stamped with a fresh
+resourceVersion, kept in a bounded event history and fanned out to open watches;
+deleting a pod deletes what it owns (the garbage collector). Tests drive pods
+through their phases here (``set_running``, ``log``, ``succeed``, ``fail``, ...).
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import copy
+import dataclasses
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from tests.fake_k8s_wire import K8S_VERSION, NAMESPACE, matches, nano_timestamp, now_rfc3339
+
+
+@dataclasses.dataclass
+class _Watcher:
+    kind: str
+    namespace: str
+    terms: list[tuple[str, str, str | None]]
+    queue: asyncio.Queue[dict[str, Any] | None]
+
+
+class KubeStore:
+    """Pods, secrets, pod logs, the event history and the watchers it feeds; no HTTP."""
+
+    def __init__(self, *, version: str = K8S_VERSION, history: int = 10_000) -> None:
+        self.version = version
+        self.history_size = history
+        self.objects: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self.logs: dict[str, list[tuple[str, float, str]]] = {}  # pod uid -> (ts, epoch, line)
+        self.history: list[tuple[int, str, str, dict[str, Any]]] = []  # (rv, kind, type, object)
+        self.oldest_rv = 0
+        self._rv = 1
+        self._watchers: list[_Watcher] = []
+        self._changed: dict[str, asyncio.Event] = {}  # pod uid -> log/state change
+        self._cut_logs = 0
+
+    # -- inspection and stream faults --------------------------------------------
+    def compact(self) -> None:
+        """Drop the event history: a watch resuming from an older resourceVersion gets 410."""
+        self.history.clear()
+        self.oldest_rv = self._rv + 1  # every version handed out so far is now too old
+
+    def cut_watches(self) -> None:
+        """End every open watch (as an API server restart would)."""
+        for w in list(self._watchers):
+            w.queue.put_nowait(None)
+
+    def cut_logs(self) -> None:
+        """End every open log stream while pods keep running (a dropped connection)."""
+        self._cut_logs += 1
+        for ev in self._changed.values():
+            ev.set()
+
+    @property
+    def pods(self) -> dict[str, dict[str, Any]]:
+        return {k[2]: v for k, v in self.objects.items() if k[0] == "Pod"}
+
+    @property
+    def secrets(self) -> dict[str, dict[str, Any]]:
+        return {k[2]: v for k, v in self.objects.items() if k[0] == "Secret"}
+
+    def pod(self, name: str, namespace: str = NAMESPACE) -> dict[str, Any]:
+        return self.objects[("Pod", namespace, name)]
+
+    # -- object store ------------------------------------------------------------
+    def _next_rv(self) -> str:
+        self._rv += 1
+        return str(self._rv)
+
+    def _record(self, kind: str, event: str, obj: dict[str, Any]) -> None:
+        rv = int(obj["metadata"]["resourceVersion"])
+        self.history.append((rv, kind, event, obj))
+        if len(self.history) > self.history_size:
+            drop = len(self.history) - self.history_size
+            self.oldest_rv = self.history[drop - 1][0]
+            del self.history[:drop]
+        ns = obj["metadata"].get("namespace", NAMESPACE)
+        labels = obj["metadata"].get("labels") or {}
+        for w in self._watchers:
+            if w.kind == kind and w.namespace == ns and matches(labels, w.terms):
+                w.queue.put_nowait({"type": event, "object": obj})
+
+    def _store(self, kind: str, obj: dict[str, Any], event: str) -> dict[str, Any]:
+        obj = copy.deepcopy(obj)
+        obj["metadata"]["resourceVersion"] = self._next_rv()
+        meta = obj["metadata"]
+        self.objects[(kind, meta["namespace"], meta["name"])] = obj
+        self._record(kind, event, obj)
+        return obj
+
+    def _remove(self, kind: str, ns: str, name: str) -> dict[str, Any] | None:
+        obj = self.objects.pop((kind, ns, name), None)
+        if obj is None:
+            return None
+        obj = copy.deepcopy(obj)
+        obj["metadata"]["resourceVersion"] = self._next_rv()
+        obj["metadata"].setdefault("deletionTimestamp", now_rfc3339())
+        self._record(kind, "DELETED", obj)
+        if kind == "Pod":
+            uid = obj["metadata"]["uid"]
+            self.logs.pop(uid, None)
+            ev = self._changed.pop(uid, None)
+            if ev:
+                ev.set()
+            # the garbage collector: dependents owned by this pod go with it
+            for key, dep in list(self.objects.items()):
+                refs = dep["metadata"].get("ownerReferences") or []
+                if any(r.get("uid") == uid for r in refs):
+                    self._remove(key[0], key[1], key[2])
+        return obj
+
+    def _new_object(self, kind: str, ns: str, body: dict[str, Any]) -> dict[str, Any]:
+        obj = copy.deepcopy(body)
+        obj.setdefault("apiVersion", "v1")
+        obj.setdefault("kind", kind)
+        meta = obj.setdefault("metadata", {})
+        meta["namespace"] = ns
+        meta["uid"] = str(uuid.uuid4())
+        meta["creationTimestamp"] = now_rfc3339()
+        return obj
+
+    @staticmethod
+    def _fold_string_data(obj: dict[str, Any]) -> None:
+        obj.setdefault("type", "Opaque")
+        data = obj.setdefault("data", {})
+        for k, v in (obj.pop("stringData", None) or {}).items():
+            data[k] = base64.b64encode(v.encode()).decode()
+
+    # -- pod lifecycle, driven by tests -----------------------------------------
+    @staticmethod
+    def _container_started(pod: dict[str, Any]) -> bool:
+        for cs in pod.get("status", {}).get("containerStatuses") or []:
+            return "running" in cs.get("state", {}) or "terminated" in cs.get("state", {})
+        return False
+
+    @staticmethod
+    def _terminated(pod: dict[str, Any]) -> bool:
+        return pod.get("status", {}).get("phase") in ("Succeeded", "Failed")
+
+    @staticmethod
+    def _waiting_reason(pod: dict[str, Any]) -> str:
+        for cs in pod.get("status", {}).get("containerStatuses") or []:
+            return cs.get("state", {}).get("waiting", {}).get("reason", "ContainerCreating")
+        return "ContainerCreating"
+
+    def _update_status(self, name: str, namespace: str, **changes: Any) -> dict[str, Any]:
+        pod = copy.deepcopy(self.objects[("Pod", namespace, name)])
+        st = pod.setdefault("status", {})
+        container = pod["spec"]["containers"][0]
+        state = changes.pop("state", None)
+        for k, v in changes.items():
+            if v is None:
+                st.pop(k, None)
+            else:
+                st[k] = v
+        if state is not None:
+            st["containerStatuses"] = [{
+                "name": container["name"], "image": container["image"], "imageID": "",
+                "ready": "running" in state, "restartCount": 0, "started": "running" in state, "state": state,
+            }]
+        pod = self._store("Pod", pod, "MODIFIED")
+        ev = self._changed.get(pod["metadata"]["uid"])
+        if ev:
+            ev.set()
+        return pod
+
+    def waiting(self, name: str, reason: str = "ContainerCreating", message: str | None = None,
+                namespace: str = NAMESPACE) -> dict[str, Any]:
+        detail = {"reason": reason} | ({"message": message} if message else {})
+        return self._update_status(name, namespace, phase="Pending", state={"waiting": detail})
+
+    def set_running(self, name: str, namespace: str = NAMESPACE) -> dict[str, Any]:
+        pod = self.objects[("Pod", namespace, name)]
+        pod["spec"]["nodeName"] = "fake-node"
+        return self._update_status(name, namespace, phase="Running", startTime=now_rfc3339(),
+                                   state={"running": {"startedAt": now_rfc3339()}})
+
+    def log(self, name: str, *lines: str, namespace: str = NAMESPACE) -> None:
+        pod = self.objects[("Pod", namespace, name)]
+        uid = pod["metadata"]["uid"]
+        for line in lines:
+            self.logs[uid].append((nano_timestamp(), time.time(), line))
+        ev = self._changed.get(uid)
+        if ev:
+            ev.set()
+
+    def succeed(self, name: str, namespace: str = NAMESPACE) -> dict[str, Any]:
+        return self._update_status(name, namespace, phase="Succeeded", state={"terminated": {
+            "exitCode": 0, "reason": "Completed", "startedAt": now_rfc3339(), "finishedAt": now_rfc3339()}})
+
+    def fail(self, name: str, exit_code: int = 1, reason: str = "Error", message: str | None = None,
+             namespace: str = NAMESPACE) -> dict[str, Any]:
+        term: dict[str, Any] = {"exitCode": exit_code, "reason": reason, "startedAt": now_rfc3339(),
+                                "finishedAt": now_rfc3339()}
+        if message:
+            term["message"] = message
+        return self._update_status(name, namespace, phase="Failed", state={"terminated": term})
+
+    def deadline_exceeded(self, name: str, namespace: str = NAMESPACE) -> dict[str, Any]:
+        """What the kubelet reports when activeDeadlineSeconds passes."""
+        return self._update_status(
+            name, namespace, phase="Failed", reason="DeadlineExceeded",
+            message="Pod was active on the node longer than the specified deadline",
+            state={"terminated": {"exitCode": 137, "reason": "Error", "startedAt": now_rfc3339(),
+                                  "finishedAt": now_rfc3339()}})
+
+    async def run_pod(self, name: str, lines: list[str] | tuple[str, ...] = (), *, succeed: bool = True,
+                      namespace: str = NAMESPACE, delay: float = 0.0) -> None:
+        """Pending -> Running -> (log lines) -> Succeeded or Failed; for autopilots."""
+        if ("Pod", namespace, name) not in self.objects:
+            return
+        self.set_running(name, namespace)
+        if delay:
+            await asyncio.sleep(delay)
+        if ("Pod", namespace, name) not in self.objects:
+            return
+        if lines:
+            self.log(name, *lines, namespace=namespace)
+        if succeed:
+            self.succeed(name, namespace)
+        else:
+            self.fail(name, namespace=namespace)
+
+    async def wait_for(self, predicate: Callable[[], Any], timeout: float = 10.0) -> Any:
+        """Poll until ``predicate()`` is truthy (tests waiting for the builder to act)."""
+        end = time.monotonic() + timeout
+        while True:
+            value = predicate()
+            if value:
+                return value
+            if time.monotonic() > end:
+                raise AssertionError("condition not reached in time")
+            await asyncio.sleep(0.01)
+
