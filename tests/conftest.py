@@ -509,3 +509,49 @@ def git_server():
         server.stop()
 # END local engine fixtures
 # ======================================================================
+
+
+# ======================================================================
+# BEGIN local builder test fixtures (tests/test_local_builder_*.py; helpers in
+# tests/local_builder_helpers.py)
+#   test_base  - the base image under a name of the test module's own (module-scoped),
+#                so the working containers made from it are that module's alone
+#   images     - a list a test appends the image names it builds to; removed afterwards
+#   settings   - settings(**overrides) -> Settings for the local engine (podman, its
+#                registry, a 300 s build timeout)
+# ======================================================================
+import secrets as _lb_secrets
+
+import pytest as _lb_pytest
+
+
+@_lb_pytest.fixture(scope="module")
+def test_base(local_engine, base_image):
+    """The base image under a name of this module's own, so its working containers are ours alone."""
+    alias = f"localhost/lbtest-{_lb_secrets.token_hex(4)}:base"
+    local_engine.podman("tag", base_image, alias, check=True)
+    yield alias
+    local_engine.podman("untag", alias, alias)  # that name only (`untag IMAGE` alone drops every name)
+
+
+@_lb_pytest.fixture
+def images(local_engine):
+    """Image names a test builds; removed from local storage afterwards."""
+    made: list[str] = []
+    yield made
+    if made:
+        local_engine.podman("rmi", "--force", *made)
+
+
+@_lb_pytest.fixture
+def settings(local_engine):
+    from bot.config import Settings
+
+    def make(**kw) -> Settings:
+        kw.setdefault("container_engine", "podman")
+        kw.setdefault("registry_url", local_engine.registry_url)
+        kw.setdefault("build_timeout", 300)
+        return Settings(**kw)
+    return make
+# END local builder test fixtures
+# ======================================================================
