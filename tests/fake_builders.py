@@ -44,6 +44,7 @@ class InstantBuilder(Builder):
         self.push = True  # False: report success without the image arriving
         self.log_lines = ["Step 1/3 : FROM base", "Step 2/3 : COPY . .", "Successfully built"]
         self._gates: dict[str, asyncio.Event] = {}
+        self.emits: dict[str, Emit] = {}  # a running build's emit: tests add log lines while it is held
 
     def release(self, build_id: str | None = None) -> None:
         for bid, gate in self._gates.items():
@@ -59,6 +60,7 @@ class InstantBuilder(Builder):
     async def run(self, job: BuildJob, emit: Emit) -> BuildOutcome:
         self.jobs.append(job)
         self.running[job.build_id] = job
+        self.emits[job.build_id] = emit
         gate = self._gates.setdefault(job.build_id, asyncio.Event())
         try:
             await emit(ProgressEvent(Phase.FETCHING, f"cloning {job.request.clone_url}"))
@@ -75,6 +77,7 @@ class InstantBuilder(Builder):
             return BuildOutcome(Phase.BUILT, "", tuple(self.log_lines))
         finally:
             self.running.pop(job.build_id, None)
+            self.emits.pop(job.build_id, None)
             self._gates.pop(job.build_id, None)
 
     async def cancel(self, build_id: str) -> None:

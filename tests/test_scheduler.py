@@ -9,7 +9,7 @@ import pytest
 from bot.config import Settings
 from bot.events import EventBus
 from bot.metrics import Metrics
-from bot.model import BuildRequest, BuildState, Phase
+from bot.model import BuildRequest, BuildState, Phase, ProgressEvent
 from bot.scheduler import Action, Scheduler, plan_submit, verify_outcome
 from bot.model import BuildOutcome
 from bot.services import Services
@@ -272,3 +272,56 @@ async def test_private_repo_token_failure_waits_and_retries(h):
     h.scheduler._wake.set()
     await h.wait_state(rec.id, BuildState.BUILT)
     assert h.builder.jobs[0].clone_token == "ghs_token"
+
+
+class CountingReads:
+    """Counts the store's reads of a job's active records (the per-event fan-out query)."""
+
+    def __init__(self, db: Database) -> None:
+        self.n = 0
+        self._fetchall = db.fetchall
+
+        async def fetchall(sql, params=()):
+            if "WHERE job_id=?" in sql:
+                self.n += 1
+            return await self._fetchall(sql, params)
+
+        db.fetchall = fetchall  # type: ignore[method-assign]
+
+
+async def test_log_lines_fan_out_without_a_store_read_each(tmp_path):
+    """Every log line reaches each record sharing the job, and a record that joins or
+    leaves mid-build is seen at once; the store is read per change, not per line."""
+    h = await make_harness(tmp_path, hold=True)
+    try:
+        reads = CountingReads(h.services.db)
+        branch = await h.scheduler.submit(req(SHA1))
+        await h.builder.wait_running(1)
+        emit = h.builder.emits[branch.job_id]
+
+        before = reads.n
+        for i in range(200):
+            await emit(ProgressEvent(Phase.BUILDING, f"line {i}"))
+        assert reads.n - before <= 1  # 200 lines, at most one read (the first after the last write)
+        assert sum(1 for r, e in h.events if r.id == branch.id and e.message.startswith("line ")) == 200
+
+        pr = await h.scheduler.submit(req(SHA1, pr=7))  # follows the running job: a write
+        assert pr.job_id == branch.job_id
+        await emit(ProgressEvent(Phase.BUILDING, "after the PR joined"))
+        got = {r.id for r, e in h.events if e.message == "after the PR joined"}
+        assert got == {branch.id, pr.id}
+
+        await h.scheduler.cancel_key(pr.supersede_key, "PR closed")  # the PR leaves: a write
+        await emit(ProgressEvent(Phase.BUILDING, "after the PR left"))
+        got = {r.id for r, e in h.events if e.message == "after the PR left"}
+        assert got == {branch.id}
+
+        before = reads.n
+        for i in range(100):
+            await emit(ProgressEvent(Phase.BUILDING, f"more {i}"))
+        assert reads.n - before <= 1
+        h.builder.release()
+        await h.wait_state(branch.id, BuildState.BUILT)
+    finally:
+        await h.scheduler.stop()
+        await h.services.session.close()

@@ -7,6 +7,8 @@ import json
 import time
 from typing import Any
 
+from cachetools import LRUCache
+
 from bot.model import BuildRequest, BuildState, Phase, Trigger
 from bot.store.db import Database, register_schema
 
@@ -101,8 +103,22 @@ def _record(row: Any) -> BuildRecord:
 
 
 class BuildStore:
+    """Build records. One process owns DATA_DIR, so every write goes through here.
+
+    That makes a cheap cache sound: every write bumps ``generation``, and a read
+    cached under an older generation is never returned. The scheduler fans each
+    build event (log lines included) out to the job's active records; without the
+    cache that is one query per log line on the store's one thread, the thread the
+    webhook receiver commits on.
+    """
+
     def __init__(self, db: Database) -> None:
         self.db = db
+        self.generation = 0
+        self._active_by_job: LRUCache[str, tuple[int, tuple[BuildRecord, ...]]] = LRUCache(maxsize=1024)
+
+    def _written(self) -> None:
+        self.generation += 1
 
     async def create(
         self, req: BuildRequest, image: str, *, state: BuildState = BuildState.QUEUED,
@@ -131,6 +147,7 @@ class BuildStore:
                 (bid, req.owner, req.repo, req.sha, image, req.supersede_key, job_id or bid, attempt, state.value,
                  phase.value, request_to_json(req), cache_from, int(from_cache), reason, now, started_at, finished),
             )
+        self._written()
         rec = await self.get(bid)
         assert rec is not None
         return rec
@@ -200,16 +217,26 @@ class BuildStore:
         if not fields:
             return
         clause, vals = self._set_clause(fields)
-        await self.db.execute(f"UPDATE builds SET {clause} WHERE id=?", [*vals, bid])
+        try:
+            await self.db.execute(f"UPDATE builds SET {clause} WHERE id=?", [*vals, bid])
+        finally:
+            self._written()
 
     async def recent(self, limit: int = 20) -> list[BuildRecord]:
         rows = await self.db.fetchall("SELECT * FROM builds ORDER BY created_at DESC LIMIT ?", (limit,))
         return [_record(r) for r in rows]
 
     async def active_for_job(self, job_id: str) -> list[BuildRecord]:
+        """The job's queued or running records, oldest first (cached until the next write)."""
+        generation = self.generation  # taken before the read: a write during it makes the result stale
+        hit = self._active_by_job.get(job_id)
+        if hit is not None and hit[0] == generation:
+            return list(hit[1])
         rows = await self.db.fetchall(
             "SELECT * FROM builds WHERE job_id=? AND state IN ('queued','running') ORDER BY created_at", (job_id,))
-        return [_record(r) for r in rows]
+        records = tuple(_record(r) for r in rows)
+        self._active_by_job[job_id] = (generation, records)
+        return list(records)
 
     async def active_for_image(self, image: str) -> list[BuildRecord]:
         rows = await self.db.fetchall(
@@ -221,5 +248,8 @@ class BuildStore:
         if not fields:
             return
         clause, vals = self._set_clause(fields)
-        await self.db.execute(
-            f"UPDATE builds SET {clause} WHERE job_id=? AND state IN ('queued','running')", [*vals, job_id])
+        try:
+            await self.db.execute(
+                f"UPDATE builds SET {clause} WHERE job_id=? AND state IN ('queued','running')", [*vals, job_id])
+        finally:
+            self._written()
