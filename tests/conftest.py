@@ -516,8 +516,8 @@ def git_server():
 # tests/local_builder_helpers.py)
 #   test_base  - the base image under a name of the test module's own (module-scoped),
 #                so the working containers made from it are that module's alone
-#   images     - a list a test appends the image names it builds to; removed afterwards
-#   settings   - settings(**overrides) -> Settings for the local engine (podman, its
+#   lb_images  - a list a test appends the image names it builds to; removed afterwards
+#   lb_settings - lb_settings(**overrides) -> Settings for the local engine (podman, its
 #                registry, a 300 s build timeout)
 # ======================================================================
 import secrets as _lb_secrets
@@ -535,7 +535,7 @@ def test_base(local_engine, base_image):
 
 
 @_lb_pytest.fixture
-def images(local_engine):
+def lb_images(local_engine):
     """Image names a test builds; removed from local storage afterwards."""
     made: list[str] = []
     yield made
@@ -544,7 +544,7 @@ def images(local_engine):
 
 
 @_lb_pytest.fixture
-def settings(local_engine):
+def lb_settings(local_engine):
     from bot.config import Settings
 
     def make(**kw) -> Settings:

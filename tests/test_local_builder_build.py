@@ -20,12 +20,12 @@ from tests.git_server import Commit
 from tests.local_builder_helpers import SHA, Recorder, descendants, dockerfile, image_name, make_job
 
 
-async def test_build_pushes_to_registry_with_phases(local_engine, test_base, git_server, settings, images):
+async def test_build_pushes_to_registry_with_phases(local_engine, test_base, git_server, lb_settings, lb_images):
     commit = git_server.create(f"ok-{secrets.token_hex(3)}", {"Dockerfile": dockerfile(test_base),
                                                                 "index.ipynb": "{}\n"})
     image = image_name(local_engine, commit.sha)
-    images.append(image)
-    builder = LocalBuilder(settings(), env=local_engine.env)
+    lb_images.append(image)
+    builder = LocalBuilder(lb_settings(), env=local_engine.env)
     emit = Recorder()
     outcome = await builder.run(make_job(commit, image), emit)
     assert outcome.phase == Phase.BUILT, (outcome.reason, outcome.log_tail[-20:])
@@ -43,7 +43,7 @@ async def test_build_pushes_to_registry_with_phases(local_engine, test_base, git
         second = git_server.commit(commit.clone_url.rsplit("/", 1)[-1].removesuffix(".git"),
                                    {"index.ipynb": '{"cells": []}\n'})
         image2 = image.rsplit(":", 1)[0] + ":" + second.sha
-        images.append(image2)
+        lb_images.append(image2)
         emit2 = Recorder()
         outcome2 = await builder.run(make_job(second, image2, cache_from=image), emit2)
         assert outcome2.phase == Phase.BUILT, (outcome2.reason, outcome2.log_tail[-20:])
@@ -52,11 +52,11 @@ async def test_build_pushes_to_registry_with_phases(local_engine, test_base, git
         assert await registry.exists(image2) is True
 
 
-async def test_failing_dockerfile_gives_the_reason(local_engine, test_base, git_server, settings, images):
+async def test_failing_dockerfile_gives_the_reason(local_engine, test_base, git_server, lb_settings, lb_images):
     commit = git_server.create(f"bad-{secrets.token_hex(3)}",
                                {"Dockerfile": dockerfile(test_base, "echo nope; exit 3")})
     image = image_name(local_engine, commit.sha)
-    builder = LocalBuilder(settings(), env=local_engine.env)
+    builder = LocalBuilder(lb_settings(), env=local_engine.env)
     emit = Recorder()
     outcome = await builder.run(make_job(commit, image), emit)
     assert outcome.phase == Phase.FAILED
@@ -67,8 +67,8 @@ async def test_failing_dockerfile_gives_the_reason(local_engine, test_base, git_
         assert await RegistryClient(session, local_engine.registry_url).exists(image) is False
 
 
-async def test_unreachable_repository_fails_at_fetch(local_engine, settings):
-    builder = LocalBuilder(settings(), env=local_engine.env)
+async def test_unreachable_repository_fails_at_fetch(local_engine, lb_settings):
+    builder = LocalBuilder(lb_settings(), env=local_engine.env)
     emit = Recorder()
     gone = Commit("http://127.0.0.1:9/nothing.git", SHA)
     outcome = await builder.run(make_job(gone, image_name(local_engine, SHA)), emit)
@@ -77,15 +77,15 @@ async def test_unreachable_repository_fails_at_fetch(local_engine, settings):
     assert emit.phases() == [Phase.FETCHING]
 
 
-async def test_private_repo_token_never_in_args_or_logs(local_engine, test_base, git_server, settings, images,
+async def test_private_repo_token_never_in_args_or_logs(local_engine, test_base, git_server, lb_settings, lb_images,
                                                         caplog):
     caplog.set_level(logging.DEBUG)
     name = f"private/secret-{secrets.token_hex(3)}"
     commit = git_server.create(name, {"Dockerfile": dockerfile(test_base), "data.txt": "x"}, private=True)
     token = git_server.token
     image = image_name(local_engine, commit.sha)
-    images.append(image)
-    builder = LocalBuilder(settings(), env=local_engine.env)
+    lb_images.append(image)
+    builder = LocalBuilder(lb_settings(), env=local_engine.env)
 
     # without the token the clone is refused (and git does not wait for a password)
     no_token = await builder.run(make_job(commit, image), Recorder())
@@ -118,13 +118,13 @@ async def test_private_repo_token_never_in_args_or_logs(local_engine, test_base,
     assert token not in inspect
 
 
-async def test_without_registry_the_image_is_in_local_storage(local_engine, test_base, git_server, settings,
-                                                              images):
+async def test_without_registry_the_image_is_in_local_storage(local_engine, test_base, git_server, lb_settings,
+                                                              lb_images):
     commit = git_server.create(f"local-{secrets.token_hex(3)}", {
         "binder/Dockerfile": dockerfile(test_base), "binder/index.ipynb": "{}\n", "README.md": "hi\n"})
     image = image_name(local_engine, commit.sha, registry=False)
-    images.append(image)
-    builder = LocalBuilder(settings(registry_url=None), env=local_engine.env)
+    lb_images.append(image)
+    builder = LocalBuilder(lb_settings(registry_url=None), env=local_engine.env)
     emit = Recorder()
     outcome = await builder.run(make_job(commit, image, subdir="binder"), emit)
     assert outcome.phase == Phase.BUILT, (outcome.reason, outcome.log_tail[-20:])
@@ -134,10 +134,10 @@ async def test_without_registry_the_image_is_in_local_storage(local_engine, test
     assert await lookup.exists(image.rsplit(":", 1)[0] + ":" + "f" * 40) is False
 
 
-async def test_health(local_engine, settings):
-    ok, detail = await LocalBuilder(settings(), env=local_engine.env).health()
+async def test_health(local_engine, lb_settings):
+    ok, detail = await LocalBuilder(lb_settings(), env=local_engine.env).health()
     assert ok and detail.startswith("podman "), detail
-    broken = LocalBuilder(settings(container_engine="podman --remote --url unix:///nonexistent/podman.sock"),
+    broken = LocalBuilder(lb_settings(container_engine="podman --remote --url unix:///nonexistent/podman.sock"),
                           env=local_engine.env)
     ok, detail = await broken.health()
     assert not ok and "does not answer" in detail

@@ -31,10 +31,10 @@ from tests.local_builder_helpers import (
 
 
 async def test_cancel_mid_run_stops_it_and_leaves_no_buildah_containers(
-        local_engine, test_base, git_server, settings, images):
+        local_engine, test_base, git_server, lb_settings, lb_images):
     commit, nonce = sleeper_repo(git_server, test_base, "cancel")
     image = image_name(local_engine, commit.sha)
-    builder = LocalBuilder(settings(), env=local_engine.env)
+    builder = LocalBuilder(lb_settings(), env=local_engine.env)
     emit = Recorder()
     job = make_job(commit, image)
     since = time.time()
@@ -56,12 +56,12 @@ async def test_cancel_mid_run_stops_it_and_leaves_no_buildah_containers(
 
 
 async def test_cancel_leaves_a_concurrent_build_from_the_same_base_alone(
-        local_engine, test_base, git_server, settings, images, tmp_path, caplog):
+        local_engine, test_base, git_server, lb_settings, lb_images, tmp_path, caplog):
     """Another build FROM the same image, started during ours (another test run, another service on
     this storage, a plain ``podman build``): stopping ours removes none of its working containers."""
     caplog.set_level(logging.INFO, logger="bot.builders.local")
     commit, nonce = sleeper_repo(git_server, test_base, "conc")
-    builder = LocalBuilder(settings(), env=local_engine.env)
+    builder = LocalBuilder(lb_settings(), env=local_engine.env)
     emit = Recorder()
     job = make_job(commit, image_name(local_engine, commit.sha))
     task = asyncio.create_task(builder.run(job, emit))
@@ -84,7 +84,7 @@ async def test_cancel_leaves_a_concurrent_build_from_the_same_base_alone(
             "--volume", f"{gate}:/gate:ro", "--tag", other_tag, str(ctx),
             env=local_engine.env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
             start_new_session=True)
-        images.append(other_tag)
+        lb_images.append(other_tag)
         await wait_process(f": {other_nonce}")
         theirs = containers_with_arg(local_engine, "LBTEST_MARK", other_nonce)
         assert theirs and not set(theirs) & set(ours)
@@ -142,7 +142,7 @@ def delete_runc_containers_running(nonce: str) -> None:
 
 
 async def test_leftover_check_removes_that_podman_builds_containers_only(
-        local_engine, test_base, settings, tmp_path, images):
+        local_engine, test_base, lb_settings, tmp_path, lb_images):
     """An engine killed before its cleanup leaves its working containers; the check after a stop
     removes exactly those (by the build id), not those of another build running FROM the same image."""
     gate_a, gate_b = tmp_path / "gate-a", tmp_path / "gate-b"
@@ -151,7 +151,7 @@ async def test_leftover_check_removes_that_podman_builds_containers_only(
     podman_build = secrets.token_hex(8)
     nonce_a, nonce_b = f"lbkilled{secrets.token_hex(4)}", f"lbalive{secrets.token_hex(4)}"
     tag_a, tag_b = (f"localhost/lbtest-{n}:latest" for n in (nonce_a, nonce_b))
-    images.append(tag_b)
+    lb_images.append(tag_b)
     a = await gated_build(local_engine, tmp_path / "a", test_base, gate_a, nonce_a, f"{BUILD_ID_ARG}={podman_build}",
                           tag_a)
     b = await gated_build(local_engine, tmp_path / "b", test_base, gate_b, nonce_b, f"LBTEST_MARK={nonce_b}", tag_b)
@@ -169,7 +169,7 @@ async def test_leftover_check_removes_that_podman_builds_containers_only(
         theirs = containers_with_arg(local_engine, "LBTEST_MARK", nonce_b)
         assert left and theirs
 
-        builder = LocalBuilder(settings(), env=local_engine.env)
+        builder = LocalBuilder(lb_settings(), env=local_engine.env)
         assert sorted(await builder.remove_leftovers("lb-check", podman_build)) == left
         assert containers_with_arg(local_engine, BUILD_ID_ARG, podman_build) == []
         assert containers_with_arg(local_engine, "LBTEST_MARK", nonce_b) == theirs
@@ -195,9 +195,9 @@ async def test_leftover_check_removes_that_podman_builds_containers_only(
     assert local_engine.podman("image", "exists", tag_b).returncode == 0
 
 
-async def test_timeout_stops_the_build(local_engine, test_base, git_server, settings, images):
+async def test_timeout_stops_the_build(local_engine, test_base, git_server, lb_settings, lb_images):
     commit, nonce = sleeper_repo(git_server, test_base, "timeout")
-    builder = LocalBuilder(settings(build_timeout=6), env=local_engine.env)
+    builder = LocalBuilder(lb_settings(build_timeout=6), env=local_engine.env)
     emit = Recorder()
     since = time.time()
     outcome = await builder.run(make_job(commit, image_name(local_engine, commit.sha)), emit)
@@ -209,10 +209,10 @@ async def test_timeout_stops_the_build(local_engine, test_base, git_server, sett
     assert containers_with_arg(local_engine, BUILD_ID_ARG, engine_build_id(emit.messages)) == []
 
 
-async def test_task_cancellation_stops_the_child(local_engine, test_base, git_server, settings, images):
+async def test_task_cancellation_stops_the_child(local_engine, test_base, git_server, lb_settings, lb_images):
     """The bot going away (its task cancelled, no cancel()) must not leave repo2docker building."""
     commit, nonce = sleeper_repo(git_server, test_base, "task")
-    builder = LocalBuilder(settings(), env=local_engine.env)
+    builder = LocalBuilder(lb_settings(), env=local_engine.env)
     emit = Recorder()
     job = make_job(commit, image_name(local_engine, commit.sha))
     since = time.time()
@@ -248,7 +248,7 @@ asyncio.run(main())
 """
 
 
-async def test_bot_killed_the_build_stops(local_engine, test_base, git_server, images):
+async def test_bot_killed_the_build_stops(local_engine, test_base, git_server, lb_images):
     """SIGKILL of the bot (no cleanup code runs in it) still stops repo2docker and its RUN step."""
     commit, nonce = sleeper_repo(git_server, test_base, "orphan")
     image = image_name(local_engine, commit.sha, registry=False)
@@ -273,7 +273,7 @@ async def test_bot_killed_the_build_stops(local_engine, test_base, git_server, i
 
 
 async def test_through_the_scheduler_supersede_stops_the_process(
-        local_engine, test_base, git_server, make_services, images):
+        local_engine, test_base, git_server, make_services, lb_images):
     """The scheduler drives LocalBuilder: a newer sha on the branch stops the running build's process."""
     from bot.model import BuildState
     from bot.scheduler import Scheduler
@@ -301,13 +301,13 @@ async def test_through_the_scheduler_supersede_stops_the_process(
             return BuildRequest("octo", repo, commit.sha, commit.clone_url, branch="main", default_branch="main")
 
         a = await services.scheduler.submit(request(first))
-        images.append(a.image)
+        lb_images.append(a.image)
         await wait_process(f": {nonce}")
         pid = builder.pid_of(a.job_id)
         assert pid is not None
 
         b = await services.scheduler.submit(request(second))
-        images.append(b.image)
+        lb_images.append(b.image)
         assert (await services.builds.get(a.id)).state == BuildState.CANCELLED
         assert not pid_alive(pid) and processes_with(f": {nonce}") == []
 
