@@ -152,8 +152,27 @@ async def drained(db: Path, timeout: float = 300) -> float:
 
 def cpu_seconds(pid: int) -> float:
     """User+system CPU time of a process (and its threads) so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return _ticks(Path(f"/proc/{pid}/stat")) / os.sysconf("SC_CLK_TCK")
+
+
+def _ticks(stat: Path) -> int:
+    fields = stat.read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def busy_split(pid: int) -> tuple[int, int]:
+    """CPU ticks so far of a process's main thread (the event loop) and of its other threads."""
+    main, rest = 0, 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            t = _ticks(task / "stat")
+        except OSError:  # a thread that just ended
+            continue
+        if task.name == str(pid):
+            main = t
+        else:
+            rest += t
+    return main, rest
 
 
 def start(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
@@ -172,7 +191,8 @@ def stop(proc: subprocess.Popen) -> None:
 
 
 def fmt(r: dict[str, float]) -> str:
-    return f"{r['p50']:8.2f} {r['p99']:8.2f} {r['max']:8.2f} {r['rate']:10.0f} {r['cpu_us']:9.0f}"
+    return (f"{r['p50']:8.2f} {r['p99']:8.2f} {r['max']:8.2f} {r['rate']:10.0f} {r['cpu_us']:9.0f}"
+            f" {r['loop_pct']:6.0f} {r['threads_pct']:7.0f} {r['client_pct']:7.0f}")
 
 
 async def main() -> int:
@@ -213,9 +233,17 @@ async def main() -> int:
                 proc = serve if name == "serve" else bare
                 items = deliveries(args.n, seed=rnd * 2 + (name == "serve"))
                 cpu0 = cpu_seconds(proc.pid)
+                split0, client0 = busy_split(proc.pid), _ticks(Path("/proc/self/stat"))
                 r = await blast(targets[name], items, args.c)
                 # server CPU per delivery during the round (serve: receiver and dispatcher together)
                 r["cpu_us"] = (cpu_seconds(proc.pid) - cpu0) / args.n * 1e6
+                # how busy each part was (% of one core): a part near 100 is the bottleneck;
+                # all well below 100 means the round was bound by waiting, not by CPU
+                hz = os.sysconf("SC_CLK_TCK") * r["wall"] / 100
+                split1 = busy_split(proc.pid)
+                r["loop_pct"] = (split1[0] - split0[0]) / hz
+                r["threads_pct"] = (split1[1] - split0[1]) / hz
+                r["client_pct"] = (_ticks(Path("/proc/self/stat")) - client0) / hz
                 results[name].append(r)
                 print(f"{rnd + 1:<6} {name:<6} {fmt(r)}  {r['statuses']}")
                 if name == "serve":
