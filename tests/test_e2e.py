@@ -43,7 +43,7 @@ import requests
 
 from bot.images import effective_prefix, image_name
 from tests import payloads
-from tests.e2e_stack import FakeGitHubThread, RegistryWatch, Stack, build_records, free_port, \
+from tests.e2e_stack import FakeGitHubThread, RegistryWatch, Sighting, Stack, build_records, free_port, \
     launch_events_url, read_events, wait_until
 from tests.fake_github_base import FakeCommit
 
@@ -221,6 +221,18 @@ def assert_feedback_follows_registry(label: str, reports: list[tuple[float, str]
                                 f"but the registry had no manifest at {absent:.2f}")
 
 
+def present_sighting(watch: RegistryWatch, image: str) -> Sighting:
+    """The watch's sighting once it has seen the manifest (it polls every 0.1 s).
+
+    Feedback said "ready" only after the scheduler found the manifest, so it is
+    there by now; the watch may just not have polled since. Waiting for its poll
+    keeps the check strict: "ready" must still come after its last "absent".
+    """
+    wait_until(f"the registry watch to see {image}", lambda: watch.sighting(image).first_present is not None,
+               10, interval=0.05)
+    return watch.sighting(image)
+
+
 def is_in_progress(body: dict[str, Any]) -> bool:
     return body.get("status") == "in_progress"
 
@@ -317,7 +329,7 @@ def _scenario(gh, watch, stack, images, local_engine, base_image, git_server) ->
                FIRST_BUILD_TIMEOUT, interval=1)
     (run_a,) = binder_runs(gh, c1.sha)
     assert run_a["conclusion"] == "success", run_a
-    seen_a = watch.sighting(image_a)
+    seen_a = present_sighting(watch, image_a)
     assert_feedback_follows_registry("check run A", check_run_reports(gh, c1.sha), is_in_progress, is_success,
                                      seen_a.last_absent, seen_a.first_present)
     assert watch.manifest_status(image_a) == 200
@@ -344,7 +356,7 @@ def _scenario(gh, watch, stack, images, local_engine, base_image, git_server) ->
     assert run_b["conclusion"] == "success", run_b
     wait_until("the PR comment to say ready", lambda: any("**Ready**" in c["body"] for c in bot_comments(gh)),
                30, interval=0.2)
-    seen_b = watch.sighting(image_b)
+    seen_b = present_sighting(watch, image_b)
     assert_feedback_follows_registry("check run B", check_run_reports(gh, sha2), is_in_progress, is_success,
                                      seen_b.last_absent, seen_b.first_present)
     (comment,) = bot_comments(gh)
