@@ -10,8 +10,12 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import secrets
+import shutil
+import subprocess
 import time
+from collections.abc import Iterable
 
 from bot.builders.podman_leftovers import build_id_in, builder_args
 from bot.model import BuildJob, BuildRequest, Phase, ProgressEvent
@@ -148,3 +152,22 @@ def buildah_leftovers(local_engine, base_alias: str, ids: set[str], since: float
     return [c for c in json.loads(out or "null") or []
             if c.get("Created", 0) >= since - 2
             and (any(n.startswith(name) for n in c.get("Names") or []) or (c.get("ImageID") or "")[:11] in ids)]
+
+
+def delete_runc_leftovers(nonces: Iterable[str]) -> None:
+    """Delete the RUN-step containers a SIGKILLed podman build leaves in runc, and their
+    buildah bundles: only ours (a test's nonce is in the command), never anyone else's."""
+    nonces = list(nonces)
+    if not nonces:
+        return
+    runc = subprocess.run(["runc", "--root", "/run/runc", "list", "--format", "json"], capture_output=True, text=True)
+    for c in json.loads(runc.stdout or "null") or []:
+        bundle = c.get("bundle") or ""
+        try:
+            with open(os.path.join(bundle, "config.json")) as f:
+                command = " ".join(json.load(f)["process"]["args"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if re.fullmatch(r"/var/tmp/buildah\d+", bundle) and any(f": {n}" in command for n in nonces):
+            subprocess.run(["runc", "--root", "/run/runc", "delete", "--force", c["id"]], capture_output=True)
+            shutil.rmtree(bundle, ignore_errors=True)

@@ -12,9 +12,7 @@ import json
 import logging
 import os
 import secrets
-import shutil
 import signal
-import subprocess
 import sys
 import time
 
@@ -25,7 +23,8 @@ from bot.builders.podman_leftovers import BUILD_ID_ARG
 from bot.model import BuildRequest, Phase
 from bot.registry import RegistryClient
 from tests.local_builder_helpers import (
-    Recorder, buildah_leftovers, containers_with_arg, dockerfile, engine_build_id, image_name, make_job, pid_alive,
+    Recorder, buildah_leftovers, containers_with_arg, delete_runc_leftovers, dockerfile, engine_build_id, image_name,
+    make_job, pid_alive,
     processes_with, sleeper_repo, step_ids, wait_process,
 )
 
@@ -126,21 +125,6 @@ def gated_build(local_engine, ctx, base: str, gate, nonce: str, mark: str, tag: 
         start_new_session=True)
 
 
-def delete_runc_containers_running(nonce: str) -> None:
-    """The stopped RUN-step container a SIGKILLed podman build leaves in runc (ours: the nonce says so)."""
-    runc = subprocess.run(["runc", "--root", "/run/runc", "list", "--format", "json"], capture_output=True, text=True)
-    for c in json.loads(runc.stdout or "null") or []:
-        bundle = c.get("bundle") or ""
-        try:
-            with open(os.path.join(bundle, "config.json")) as f:
-                command = " ".join(json.load(f)["process"]["args"])
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-        if bundle.startswith("/var/tmp/buildah") and f": {nonce}" in command:
-            subprocess.run(["runc", "--root", "/run/runc", "delete", "--force", c["id"]], capture_output=True)
-            shutil.rmtree(bundle, ignore_errors=True)
-
-
 async def test_leftover_check_removes_that_podman_builds_containers_only(
         local_engine, test_base, lb_settings, tmp_path, lb_images):
     """An engine killed before its cleanup leaves its working containers; the check after a stop
@@ -186,7 +170,7 @@ async def test_leftover_check_removes_that_podman_builds_containers_only(
         except TimeoutError:
             b.kill()
             await b.wait()
-        delete_runc_containers_running(nonce_a)
+        delete_runc_leftovers([nonce_a])
         for arg, value in ((BUILD_ID_ARG, podman_build), ("LBTEST_MARK", nonce_b)):
             mine = containers_with_arg(local_engine, arg, value)
             if mine:

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import secrets
-import shutil
 import signal
 import subprocess
 import sys
@@ -31,6 +29,7 @@ from bot.builders.podman_engine import BuildCancelled, PodmanEngine
 from bot.builders.podman_leftovers import (
     BUILD_ID_ARG, build_id_in, builder_args, containers_of_build, parse_store, without_build_id_warning,
 )
+from tests.local_builder_helpers import delete_runc_leftovers
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -114,17 +113,7 @@ def ours(local_engine):
     """Nonces and build ids of this test: whatever a failing engine left of them is removed afterwards."""
     made: dict[str, list[str]] = {"nonces": [], "build_ids": []}
     yield made
-    runc = subprocess.run(["runc", "--root", "/run/runc", "list", "--format", "json"], capture_output=True, text=True)
-    for c in json.loads(runc.stdout or "null") or []:
-        bundle = c.get("bundle") or ""
-        try:
-            with open(os.path.join(bundle, "config.json")) as f:
-                command = " ".join(json.load(f)["process"]["args"])
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-        if re.fullmatch(r"/var/tmp/buildah\d+", bundle) and any(f": {n}" in command for n in made["nonces"]):
-            subprocess.run(["runc", "--root", "/run/runc", "delete", "--force", c["id"]], capture_output=True)
-            shutil.rmtree(bundle, ignore_errors=True)
+    delete_runc_leftovers(made["nonces"])
     for build_id in made["build_ids"]:
         leftovers = working_containers(local_engine, build_id)
         if leftovers:
