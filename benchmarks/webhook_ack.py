@@ -239,11 +239,11 @@ async def main() -> int:
                 r["cpu_us"] = (cpu_seconds(proc.pid) - cpu0) / args.n * 1e6
                 # how busy each part was (% of one core): a part near 100 is the bottleneck;
                 # all well below 100 means the round was bound by waiting, not by CPU
-                hz = os.sysconf("SC_CLK_TCK") * r["wall"] / 100
+                ticks_per_pct = os.sysconf("SC_CLK_TCK") * r["wall"] / 100  # clock ticks in 1 % of the round
                 split1 = busy_split(proc.pid)
-                r["loop_pct"] = (split1[0] - split0[0]) / hz
-                r["threads_pct"] = (split1[1] - split0[1]) / hz
-                r["client_pct"] = (_ticks(Path("/proc/self/stat")) - client0) / hz
+                r["loop_pct"] = (split1[0] - split0[0]) / ticks_per_pct
+                r["threads_pct"] = (split1[1] - split0[1]) / ticks_per_pct
+                r["client_pct"] = (_ticks(Path("/proc/self/stat")) - client0) / ticks_per_pct
                 results[name].append(r)
                 print(f"{rnd + 1:<6} {name:<6} {fmt(r)}  {r['statuses']}")
                 if name == "serve":
