@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install what binder-prebuild needs on a Debian 12 machine, idempotently:
-#   - Debian packages: python3-venv, git, nodejs/npm, podman + runc, docker-registry,
-#     mmdebstrap (offline base image), chromium (browser tests)
+#   - Debian packages, only those whose command is missing (scripts/install_plan.py decides):
+#     git, curl, nodejs/npm, podman + runc + uidmap, docker-registry, mmdebstrap (offline
+#     base image), chromium (browser tests), python3-venv
 #   - a virtualenv in .venv with the project and its test dependencies
 #   - configurable-http-proxy (npm) in .cache/node, for JupyterHub
 # Usage: scripts/install.sh [--no-engine] [--no-browser]
@@ -18,27 +19,37 @@ for a in "$@"; do
 done
 log() { printf 'install: %s\n' "$*" >&2; }
 
-pkgs=(git python3 python3-venv python3-pip nodejs npm curl ca-certificates)
-bins=(git python3 node npm curl)
-if [[ $ENGINE == 1 ]]; then pkgs+=(podman runc uidmap docker-registry mmdebstrap); bins+=(podman runc docker-registry mmdebstrap); fi
-if [[ $BROWSER == 1 ]]; then pkgs+=(chromium); bins+=(chromium); fi
+groups=base
+[[ $ENGINE == 1 ]] && groups+=,engine
+[[ $BROWSER == 1 ]] && groups+=,browser
 
-missing=()
-for i in "${!bins[@]}"; do command -v "${bins[$i]}" >/dev/null 2>&1 || missing+=("${bins[$i]}"); done
-if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then missing+=(python3-venv); fi
-if (( ${#missing[@]} )); then
-  SUDO=""
-  if [[ $(id -u) != 0 ]]; then
-    if command -v sudo >/dev/null; then SUDO=sudo; else
-      log "missing ${missing[*]} and not root (no sudo): install: ${pkgs[*]}"; exit 1; fi
+SUDO=""
+if [[ $(id -u) != 0 ]] && command -v sudo >/dev/null; then SUDO=sudo; fi
+apt_install() { # packages...; on failure, say which package conflicted and how to go on
+  local out
+  if ! out=$(DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "$@" 2>&1); then
+    printf '%s\n' "$out" | tail -n 20 >&2
+    printf '%s\n' "$out" | python3 scripts/install_plan.py explain "$@" | sed 's/^/install: /' >&2
+    exit 1
   fi
-  if command -v apt-get >/dev/null; then
-    log "installing Debian packages (missing: ${missing[*]})"
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
-  else
-    log "not a Debian system: please install ${pkgs[*]} yourself"; exit 1
+}
+# python3 first: the package plan is decided by a python3 script (stdlib only)
+if ! command -v python3 >/dev/null 2>&1; then
+  command -v apt-get >/dev/null || { log "python3 is missing: install Python 3.11 or later"; exit 1; }
+  log "installing python3"; $SUDO apt-get update -qq; apt_install python3 python3-venv
+fi
+# Only what is missing, command by command: never a package whose command is already there
+# (e.g. Debian's npm beside a Node.js that bundles its own, which apt cannot install).
+if ! plan=$(python3 scripts/install_plan.py plan --groups "$groups"); then exit 1; fi
+mapfile -t pkgs < <(printf '%s\n' "$plan" | sed '/^$/d')
+if (( ${#pkgs[@]} )); then
+  if [[ $(id -u) != 0 && -z $SUDO ]]; then
+    log "missing packages and not root (no sudo): apt-get install ${pkgs[*]}"; exit 1
   fi
+  command -v apt-get >/dev/null || { log "not a Debian system: please install ${pkgs[*]} yourself"; exit 1; }
+  log "installing Debian packages: ${pkgs[*]}"
+  $SUDO apt-get update -qq
+  apt_install "${pkgs[@]}"
 fi
 
 PY=python3
