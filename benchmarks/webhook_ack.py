@@ -74,6 +74,7 @@ def deliveries(n: int, seed: int) -> list[tuple[dict[str, str], bytes]]:
             body = payloads.rewrite(body, installation_id=9_000_000 + seed * 100_000 + i)
         elif kind.startswith("push"):
             body = payloads.rewrite(body, repo=f"bench-org/repo{i % 17}")
+        body = payloads.vary(body, seed * 100_000 + i)  # a repeated body would be refused as a replay
         out.append(payloads.signed(payloads.event_of(kind), body, SECRET, delivery_id=str(uuid.uuid4())))
     return out
 

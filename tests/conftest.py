@@ -226,7 +226,8 @@ def github_settings(fake_github, tmp_path):
 #   make_services    - await make_services(**settings_overrides) -> Services with a real
 #                      SQLite store in tmp_path, Metrics, EventBus; closed at teardown
 #   webhook_client   - await webhook_client(services) -> aiohttp TestClient of an app with
-#                      only the receiver mounted (POST /webhooks/github, plus /health)
+#                      only the receiver mounted (POST /webhooks/github, plus /health);
+#                      middlewares=[...] and receiver.setup options (body_timeout=) optional
 # ======================================================================
 import pytest as _wh_pytest
 
@@ -280,15 +281,15 @@ def webhook_client(aiohttp_client):
     from bot.web import health
     from bot.webhooks import receiver
 
-    async def make(services):
-        app = web.Application()
+    async def make(services, *, middlewares=(), **receiver_options):
+        app = web.Application(middlewares=list(middlewares))
 
         async def ctx(app):
             app[SERVICES] = services
             yield
 
         app.cleanup_ctx.append(ctx)
-        receiver.setup(app)
+        receiver.setup(app, **receiver_options)
         health.setup(app)
         return await aiohttp_client(app)
 

@@ -51,7 +51,9 @@ class Bot:
     # sending ------------------------------------------------------------------
     async def send(self, event: str, body: dict[str, Any], delivery_id: str | None = None) -> str:
         delivery_id = delivery_id or str(uuid.uuid4())
-        headers, raw = payloads.signed(event, body, self.settings.github_webhook_secret, delivery_id=delivery_id)
+        self._sent = getattr(self, "_sent", 0) + 1  # GitHub's bodies differ per event: no accidental replay
+        headers, raw = payloads.signed(event, payloads.vary(body, self._sent),
+                                       self.settings.github_webhook_secret, delivery_id=delivery_id)
         resp = await self.client.post("/webhooks/github", data=raw, headers=headers)
         assert resp.status in (200, 202), (resp.status, await resp.text())
         return delivery_id

@@ -16,6 +16,7 @@ import functools
 import hashlib
 import hmac
 import json
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,18 @@ def event_of(name: str) -> str:
 def load(name: str) -> dict[str, Any]:
     """A fresh copy of one fixture."""
     return json.loads(_text(name))
+
+
+def vary(payload: dict[str, Any], n: int) -> dict[str, Any]:
+    """A copy whose bytes differ for each ``n``, as GitHub's bodies for two events always do
+    (a timestamp moves): identical bodies under new delivery ids are refused as replays."""
+    out = copy.deepcopy(payload)
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(1_700_000_000 + n))
+    for key in ("repository", "installation", "hook"):
+        if isinstance(out.get(key), dict):
+            out[key]["updated_at"] = stamp
+            return out
+    raise ValueError("payload has no repository, installation or hook to stamp")
 
 
 def head_sha(payload: dict[str, Any]) -> str | None:

@@ -132,6 +132,7 @@ def make_delivery(i: int, rng: random.Random) -> Delivery:
         body = payloads.rewrite(body, installation_id=inst)
     elif kind.startswith("push"):
         body = payloads.rewrite(body, repo=f"crash-org/repo{i % 11}")
+    body = payloads.vary(body, i)  # distinct events have distinct bodies (a repeated body is a replay)
     headers, raw = payloads.signed(payloads.event_of(kind), body, SECRET, delivery_id=str(uuid.uuid4()))
     return Delivery(headers["X-GitHub-Delivery"], kind, headers, raw, inst)
 

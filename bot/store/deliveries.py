@@ -87,6 +87,42 @@ class NewDelivery:
     repo: str | None = None
 
 
+def delivery_rows(items: Sequence[NewDelivery], now: float) -> list[tuple[Any, ...]]:
+    """The ``deliveries`` rows for new items (built on the event loop, before the transaction)."""
+    return [(it.id, it.event, it.action, it.installation_id, it.repo, json.dumps(it.headers), it.body,
+             now, DeliveryState.PENDING.value, now) for it in items]
+
+
+def insert_new(conn: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> list[bool]:
+    """Insert rows from :func:`delivery_rows` inside the caller's transaction.
+
+    Per row: True if it was new; False if its id was already stored (or came
+    earlier in ``rows``).
+    """
+    unique = list(dict.fromkeys(row[0] for row in rows))
+    seen: set[str] = set()
+    for i in range(0, len(unique), 500):
+        chunk = unique[i:i + 500]
+        cur = conn.execute(f"SELECT id FROM deliveries WHERE id IN ({','.join('?' * len(chunk))})", chunk)
+        seen.update(r[0] for r in cur.fetchall())
+    results: list[bool] = []
+    new_rows = []
+    for row in rows:
+        results.append(row[0] not in seen)
+        if row[0] not in seen:
+            seen.add(row[0])
+            new_rows.append(row)
+    for i in range(0, len(new_rows), _ROWS_PER_INSERT):
+        chunk = new_rows[i:i + _ROWS_PER_INSERT]
+        conn.execute(
+            "INSERT INTO deliveries (id, event, action, installation_id, repo, headers, body,"
+            " received_at, state, next_attempt_at) VALUES "
+            + ",".join(["(?,?,?,?,?,?,?,?,?,?)"] * len(chunk)),
+            [v for row in chunk for v in row],
+        )
+    return results
+
+
 class DeliveryStore:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -121,39 +157,12 @@ class DeliveryStore:
         if not items:
             return []
         now = time.time()
-
         # Built here, on the event loop: the store thread then runs four statements
         # (BEGIN, one SELECT, one multi-row INSERT, COMMIT). Every statement step
         # hands the GIL back and forth, and under load each hand-back waits for the
         # busy event loop, so fewer steps is what keeps a group commit short.
-        unique = list(dict.fromkeys(it.id for it in items))
-        rows = [(it.id, it.event, it.action, it.installation_id, it.repo, json.dumps(it.headers), it.body,
-                 now, DeliveryState.PENDING.value, now) for it in items]
-
-        def tx(conn: sqlite3.Connection) -> list[bool]:
-            seen: set[str] = set()
-            for i in range(0, len(unique), 500):
-                chunk = unique[i:i + 500]
-                cur = conn.execute(f"SELECT id FROM deliveries WHERE id IN ({','.join('?' * len(chunk))})", chunk)
-                seen.update(r[0] for r in cur.fetchall())
-            results: list[bool] = []
-            new_rows = []
-            for row in rows:
-                results.append(row[0] not in seen)
-                if row[0] not in seen:
-                    seen.add(row[0])
-                    new_rows.append(row)
-            for i in range(0, len(new_rows), _ROWS_PER_INSERT):
-                chunk = new_rows[i:i + _ROWS_PER_INSERT]
-                conn.execute(
-                    "INSERT INTO deliveries (id, event, action, installation_id, repo, headers, body,"
-                    " received_at, state, next_attempt_at) VALUES "
-                    + ",".join(["(?,?,?,?,?,?,?,?,?,?)"] * len(chunk)),
-                    [v for row in chunk for v in row],
-                )
-            return results
-
-        return await self.db.run(tx)
+        rows = delivery_rows(items, now)
+        return await self.db.run(lambda conn: insert_new(conn, rows))
 
     async def claim(self, *, limit: int, lease_seconds: float) -> list[Delivery]:
         """Take up to ``limit`` due deliveries (pending, failed-and-due, or with an expired lease)."""

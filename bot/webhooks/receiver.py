@@ -6,9 +6,16 @@ to the store through the group-commit writer, and answered 202 (200 for a ping
 or a delivery id already accepted). The dispatcher, woken by an event, does
 the work later. Bad input always gets a 4xx; only a store failure is a 503
 (GitHub then shows the delivery as failed and it can be redelivered).
+
+Unsigned requests cost little and hold nothing: the body must arrive within
+``BODY_TIMEOUT`` (408 otherwise), and a request counts as in hand (the gauge
+that makes the dispatcher yield to intake) only once its signature is verified.
+A body already accepted under another delivery id is a replay: 200, not stored
+(bot.store.replays).
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -21,11 +28,13 @@ from bot.appkeys import SERVICES
 from bot.logs import delivery_context
 from bot.services import Services
 from bot.store.deliveries import NewDelivery
+from bot.store.replays import Intake, IntakeStore, SignedDelivery, digest_of
 from bot.webhooks import ingest_gauge, wakeup_event
 from bot.webhooks.signature import (
     MAX_BODY_BYTES,
     BadDelivery,
     Outcome,
+    ParsedDelivery,
     media_type,
     parse_delivery,
     too_large,
@@ -38,16 +47,21 @@ ROUTE = "/webhooks/github"
 _WRITER = "delivery_writer"
 _READ_CHUNK = 256 * 1024
 
+BODY_TIMEOUT = web.AppKey("webhook_body_timeout", float)
+DEFAULT_BODY_TIMEOUT = 10.0
+"""Seconds a client has to send the whole body (GitHub itself gives up on a delivery after 10 s)."""
 
-def setup(app: web.Application) -> None:
+
+def setup(app: web.Application, *, body_timeout: float = DEFAULT_BODY_TIMEOUT) -> None:
     """Mount the route; the writer lives as long as the app (after the services exist)."""
+    app[BODY_TIMEOUT] = body_timeout
     app.router.add_post(ROUTE, receive)
     app.cleanup_ctx.append(_writer_ctx)
 
 
 async def _writer_ctx(app: web.Application) -> AsyncIterator[None]:
     services = app[SERVICES]
-    writer = DeliveryWriter(services.deliveries)
+    writer = DeliveryWriter(IntakeStore(services.db))
     writer.start()
     services.extras[_WRITER] = writer
     if not services.settings.github_webhook_secret:
@@ -71,16 +85,12 @@ async def receive(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     started = time.perf_counter()
     event = "unknown"  # a metrics label only once the signature proves GitHub sent it
-    gauge = ingest_gauge(services)
-    gauge.enter()
     try:
         status, outcome, body, event = await _receive(request, services)
     except BadDelivery as e:
         status, outcome, body = e.status, e.outcome, {"error": e.message}
         log.info("refused webhook: %d %s", e.status, e.message,
                  extra={"delivery_id": _safe_id(request), "status": e.status})
-    finally:
-        gauge.leave()
     metrics = services.extras.get("metrics")
     if metrics is not None:
         _counter(metrics, event, outcome).inc()
@@ -121,24 +131,38 @@ async def _receive(request: web.Request, services: Services) -> tuple[int, Outco
         raise BadDelivery(401, Outcome.NO_SECRET,
                           "webhook secret not configured; this service refuses unsigned webhooks")
     media_type(request.headers.get("Content-Type"))
-    raw = await _read_capped(request)
+    raw = await _read_in_time(request, request.app.get(BODY_TIMEOUT, DEFAULT_BODY_TIMEOUT))
     parsed = parse_delivery(request.headers, raw, secret)
+    # verified: from here on the request is GitHub's and counts as in hand
+    gauge = ingest_gauge(services)
+    gauge.enter()
+    try:
+        return await _store(services, parsed, raw)
+    finally:
+        gauge.leave()
+
+
+async def _store(services: Services, parsed: ParsedDelivery,
+                 raw: bytes) -> tuple[int, Outcome, dict[str, str], str]:
     with delivery_context(parsed.delivery_id):
         writer: DeliveryWriter = services.extras[_WRITER]
         try:
-            new = await writer.add(NewDelivery(
+            intake = await writer.add(SignedDelivery(NewDelivery(
                 id=parsed.delivery_id, event=parsed.event, headers=parsed.headers, body=raw,
                 action=parsed.action, installation_id=parsed.installation_id, repo=parsed.repo,
-            ))
+            ), digest_of(parsed.headers["x-hub-signature-256"])))
         except Exception as e:  # the store is down: a dependency failure, not bad input
             log.error("could not store %s delivery: %s", parsed.event, e)
             return 503, Outcome.UNAVAILABLE, {"error": "delivery store unavailable; retry later"}, parsed.event
-        if new:
-            wakeup_event(services).set()
         answer = {"delivery": parsed.delivery_id, "event": parsed.event}
-        if not new:
+        if intake is Intake.REPLAY:
+            log.warning("%s delivery replays a body already accepted under another delivery id: not processed",
+                        parsed.event)
+            return 200, Outcome.REPLAY, {**answer, "status": "replay"}, parsed.event
+        if intake is Intake.DUPLICATE:
             log.info("%s delivery already accepted", parsed.event)
             return 200, Outcome.DUPLICATE, {**answer, "status": "duplicate"}, parsed.event
+        wakeup_event(services).set()
         if parsed.event == "ping":
             log.debug("ping received (zen: %s)", str(parsed.payload.get("zen", ""))[:100])
             return 200, Outcome.PING, {**answer, "status": "pong"}, parsed.event
@@ -146,6 +170,15 @@ async def _receive(request: web.Request, services: Services) -> tuple[int, Outco
         log.debug("accepted %s%s delivery for %s", parsed.event,
                  f".{parsed.action}" if parsed.action else "", parsed.repo or "-")
         return 202, Outcome.ACCEPTED, {**answer, "status": "accepted"}, parsed.event
+
+
+async def _read_in_time(request: web.Request, timeout: float) -> bytes:
+    """The body, or 408 if it does not arrive within ``timeout`` s (a held connection costs nothing)."""
+    try:
+        async with asyncio.timeout(timeout):
+            return await _read_capped(request)
+    except TimeoutError:
+        raise BadDelivery(408, Outcome.BODY_TIMEOUT, f"request body not received within {timeout:g} s") from None
 
 
 async def _read_capped(request: web.Request) -> bytes:

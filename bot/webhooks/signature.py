@@ -46,11 +46,13 @@ class Outcome(str, enum.Enum):
 
     ACCEPTED = "accepted"
     DUPLICATE = "duplicate"
+    REPLAY = "replay"
     PING = "ping"
     NO_SECRET = "no_secret"
     BAD_SIGNATURE = "bad_signature"
     BAD_REQUEST = "bad_request"
     TOO_LARGE = "too_large"
+    BODY_TIMEOUT = "body_timeout"
     UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
     UNAVAILABLE = "unavailable"
 

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
-from bot.store.deliveries import DeliveryStore, NewDelivery
+from bot.store.replays import Intake, IntakeStore, SignedDelivery
 
 log = logging.getLogger(__name__)
 
@@ -106,13 +106,14 @@ class GroupCommit(Generic[T, R]):
                 fut.set_result(result)
 
 
-class DeliveryWriter(GroupCommit[NewDelivery, bool]):
-    """New deliveries into the store; ``add`` returns False for an id already accepted."""
+class DeliveryWriter(GroupCommit[SignedDelivery, Intake]):
+    """Verified deliveries into the store; ``add`` says whether each was new, a
+    redelivery of an accepted id, or a replay of an accepted body."""
 
-    def __init__(self, store: DeliveryStore, *, max_batch: int = 256) -> None:
+    def __init__(self, store: IntakeStore, *, max_batch: int = 256) -> None:
         super().__init__(store.add_many, name="delivery-writer", max_batch=max_batch)
 
-    async def add(self, item: NewDelivery) -> bool:
+    async def add(self, item: SignedDelivery) -> Intake:
         return await self.submit(item)
 
 
