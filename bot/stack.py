@@ -81,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  container engine: {detail} ({engine.get('DOCKER_HOST')}, registry {registry})", file=sys.stderr)
         print(f"  JupyterHub:       {hub_url}/hub/", file=sys.stderr)
     public = env["PUBLIC_URL"]
-    print(f"  setup page:       {public}/   (register the GitHub App here on first run)", file=sys.stderr)
+    print(f"  setup page:       {public}/   (first run: open the ?token= link the service logs below)",
+          file=sys.stderr)
     print(f"  status page:      {public}/   health {public}/health   metrics {public}/metrics", file=sys.stderr)
     print(f"  launch links:     {public}/v2/gh/OWNER/REPO/REF", file=sys.stderr)
     sys.stderr.flush()

@@ -41,6 +41,13 @@ async def bare_services(make_services, fake_github):
                                public_url="http://binder.example.org")
 
 
+async def as_operator(client) -> None:
+    """Open the setup link from the service's log: the one-time token moves into a cookie."""
+    token = client.app[pages.SETUP_TOKEN][0]
+    resp = await client.get("/", params={"token": token}, allow_redirects=False)
+    assert resp.status == 303 and resp.headers["Location"] == "/"
+
+
 def form_of(text: str) -> tuple[str, dict]:
     action = html.unescape(re.search(r'<form method="post" action="([^"]+)"', text).group(1))
     value = html.unescape(re.search(r'name="manifest" value="([^"]*)"', text).group(1))
@@ -55,6 +62,7 @@ def assert_no_secrets(text: str, *secrets: str) -> None:
 
 async def test_setup_page_offers_registration(bare_services, page_client, fake_github):
     client = await page_client(bare_services)
+    await as_operator(client)
     resp = await client.get("/")
     assert resp.status == 200
     text = await resp.text()
@@ -71,14 +79,23 @@ async def test_setup_page_offers_registration(bare_services, page_client, fake_g
 async def test_state_cookie_is_secure_behind_https(make_services, page_client, fake_github):
     services = await make_services(github_webhook_secret=None, github_api_url=fake_github.url,
                                    public_url="https://binder.example.org")
-    resp = await (await page_client(services)).get("/")
+    client = await page_client(services)
+    token = client.app[pages.SETUP_TOKEN][0]
+    first = await client.get("/", params={"token": token}, allow_redirects=False)
+    token_cookie = first.headers["Set-Cookie"]
+    assert "Secure" in token_cookie and "HttpOnly" in token_cookie and "SameSite=Lax" in token_cookie
+    # (the test client speaks http, so its jar would not send a Secure cookie back)
+    resp = await client.get("/", headers={"Cookie": f"{pages.TOKEN_COOKIE}={token}"})
     cookie = resp.headers["Set-Cookie"]
     assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=Lax" in cookie
 
 
 async def test_setup_page_for_an_organization(bare_services, page_client, fake_github):
     client = await page_client(bare_services)
-    text = await (await client.get("/?org=binder-examples&name=my-binder&public=on")).text()
+    await as_operator(client)
+    token = client.app[pages.SETUP_TOKEN][0]
+    text = await (await client.post("/setup", data={"org": "binder-examples", "name": "my-binder", "public": "on",
+                                                    "token": token})).text()
     action, manifest = form_of(text)
     assert action.startswith(f"{fake_github.web_url}/organizations/binder-examples/settings/apps/new?state=")
     assert manifest["name"] == "my-binder" and manifest["public"] is True
@@ -86,7 +103,9 @@ async def test_setup_page_for_an_organization(bare_services, page_client, fake_g
 
 async def test_setup_page_refuses_a_bad_org_and_escapes_it(bare_services, page_client):
     client = await page_client(bare_services)
-    resp = await client.get("/", params={"org": "<script>alert(1)</script>"})
+    await as_operator(client)
+    resp = await client.post("/setup", data={"org": "<script>alert(1)</script>",
+                                             "token": client.app[pages.SETUP_TOKEN][0]})
     assert resp.status == 400
     text = await resp.text()
     assert "<script>alert" not in text and "&lt;script&gt;" in text
@@ -95,12 +114,15 @@ async def test_setup_page_refuses_a_bad_org_and_escapes_it(bare_services, page_c
 async def test_loopback_public_url_is_warned_about(make_services, page_client, fake_github):
     services = await make_services(github_webhook_secret=None, github_api_url=fake_github.url,
                                    public_url="http://127.0.0.1:8080")
-    text = await (await (await page_client(services)).get("/")).text()
+    client = await page_client(services)
+    await as_operator(client)
+    text = await (await client.get("/")).text()
     assert "loopback" in text
 
 
 async def test_full_registration_flow(bare_services, page_client, fake_github, tmp_path):
     client = await page_client(bare_services)
+    await as_operator(client)
     action, _ = form_of(await (await client.get("/")).text())
     state = parse_qs(urlsplit(action).query)["state"][0]
     code, app = fake_github.add_manifest_code()  # what GitHub does when the user confirms
@@ -119,11 +141,13 @@ async def test_full_registration_flow(bare_services, page_client, fake_github, t
     # and / is now the status page
     status = await (await client.get("/")).text()
     assert "Register GitHub App" not in status and "Installations" in status
+    assert client.app[pages.SETUP_TOKEN] == []  # the token was one-time
     assert_no_secrets(status, app["webhook_secret"], app["client_secret"])
 
 
 async def test_callback_with_an_unknown_state_converts_nothing(bare_services, page_client, fake_github):
     client = await page_client(bare_services)
+    await as_operator(client)
     await client.get("/")
     code, _ = fake_github.add_manifest_code()
     resp = await client.get("/setup/callback", params={"code": code, "state": "forged"})
@@ -134,10 +158,13 @@ async def test_callback_with_an_unknown_state_converts_nothing(bare_services, pa
 
 async def test_state_is_single_use_and_bound_to_the_browser(bare_services, page_client, fake_github):
     client = await page_client(bare_services)
+    await as_operator(client)
     action, _ = form_of(await (await client.get("/")).text())
     state = parse_qs(urlsplit(action).query)["state"][0]
     code, _ = fake_github.add_manifest_code()
-    client.session.cookie_jar.clear()  # another browser
+    token_cookie = client.session.cookie_jar.filter_cookies(client.make_url("/"))[pages.TOKEN_COOKIE]
+    client.session.cookie_jar.clear()  # another browser (even one holding the setup token)
+    client.session.cookie_jar.update_cookies({pages.TOKEN_COOKIE: token_cookie.value})
     resp = await client.get("/setup/callback", params={"code": code, "state": state})
     assert resp.status == 400
     assert fake_github.calls("POST", "/app-manifests/{code}/conversions") == []
@@ -145,6 +172,7 @@ async def test_state_is_single_use_and_bound_to_the_browser(bare_services, page_
 
 async def test_expired_code_shows_an_error_not_a_crash(bare_services, page_client, fake_github):
     client = await page_client(bare_services)
+    await as_operator(client)
     action, _ = form_of(await (await client.get("/")).text())
     state = parse_qs(urlsplit(action).query)["state"][0]
     resp = await client.get("/setup/callback", params={"code": "deadbeef", "state": state})
@@ -187,3 +215,84 @@ async def test_status_page_renders_when_github_is_down(make_services, page_clien
     resp = await (await page_client(services)).get("/")
     assert resp.status == 200
     assert f"id {fake_github.app_id}" in await resp.text()
+
+
+# ------------------------------------------------------------------ the setup page belongs to the operator (issue 11 item 7)
+
+
+async def test_the_setup_link_with_its_token_is_logged_at_start(bare_services, page_client, caplog):
+    caplog.set_level("WARNING", logger="bot.web.pages")
+    client = await page_client(bare_services)
+    token = client.app[pages.SETUP_TOKEN][0]
+    assert len(token) >= 32
+    assert f"http://binder.example.org/?token={token}" in caplog.text
+
+
+async def test_no_token_is_made_or_logged_when_credentials_exist(make_services, page_client, github_settings,
+                                                                 caplog):
+    caplog.set_level("WARNING", logger="bot.web.pages")
+    client = await page_client(await make_services(**vars(github_settings())))
+    assert client.app[pages.SETUP_TOKEN] == [] and "token=" not in caplog.text
+
+
+@pytest.mark.parametrize("query", [{}, {"token": "guess"}, {"token": ""},
+                                   {"name": "evil", "public": "on", "org": "binder-examples"}])
+async def test_a_visitor_without_the_token_gets_no_setup_page(bare_services, page_client, query):
+    client = await page_client(bare_services)
+    resp = await client.get("/", params=query, allow_redirects=False)
+    assert resp.status == 403
+    text = await resp.text()
+    assert "Register GitHub App" not in text and "manifest" not in text
+    assert pages.STATE_COOKIE not in resp.cookies and pages.TOKEN_COOKIE not in resp.cookies
+    assert len(client.app[pages.SETUP_STATES]) == 0
+
+
+async def test_a_stranger_cannot_complete_a_registration(bare_services, page_client, fake_github, aiohttp_client):
+    """First callback no longer wins: the callback needs the operator's token cookie."""
+    client = await page_client(bare_services)
+    await as_operator(client)
+    action, _ = form_of(await (await client.get("/")).text())
+    state = parse_qs(urlsplit(action).query)["state"][0]
+    code, _ = fake_github.add_manifest_code()  # the stranger registered their own App on GitHub
+    stranger = client.session.cookie_jar.filter_cookies(client.make_url("/"))[pages.STATE_COOKIE].value
+    client.session.cookie_jar.clear()
+    client.session.cookie_jar.update_cookies({pages.STATE_COOKIE: stranger})  # even with a leaked state
+    resp = await client.get("/setup/callback", params={"code": code, "state": state})
+    assert resp.status == 403
+    assert fake_github.calls("POST", "/app-manifests/{code}/conversions") == []
+    assert not bare_services.settings.has_app_credentials
+
+
+async def test_page_views_cannot_evict_the_operators_pending_state(bare_services, page_client, fake_github):
+    client = await page_client(bare_services)
+    await as_operator(client)
+    action, _ = form_of(await (await client.get("/")).text())
+    state = parse_qs(urlsplit(action).query)["state"][0]
+    jar = client.session.cookie_jar.filter_cookies(client.make_url("/"))
+    client.session.cookie_jar.clear()
+    for _ in range(300):  # anonymous views
+        assert (await client.get("/")).status == 403
+    client.session.cookie_jar.update_cookies({k: v.value for k, v in jar.items()})
+    code, _ = fake_github.add_manifest_code()
+    resp = await client.get("/setup/callback", params={"code": code, "state": state})
+    assert resp.status == 200, await resp.text()
+    assert bare_services.settings.has_app_credentials
+
+
+async def test_name_owner_and_visibility_come_only_from_the_operators_form(bare_services, page_client,
+                                                                           fake_github):
+    client = await page_client(bare_services)
+    await as_operator(client)
+    # a link (even one the operator follows, cookie and all) cannot choose them
+    text = await (await client.get("/", params={"name": "evil", "public": "on", "org": "evil-org"})).text()
+    action, manifest = form_of(text)
+    assert manifest["public"] is False and manifest["name"] != "evil"
+    assert action.startswith(f"{fake_github.web_url}/settings/apps/new?")
+    # a form posted from elsewhere carries no token
+    resp = await client.post("/setup", data={"name": "evil", "public": "on"})
+    assert resp.status == 403
+    # the operator's own form does
+    token = client.app[pages.SETUP_TOKEN][0]
+    _, manifest = form_of(await (await client.post("/setup", data={"name": "mine", "public": "on",
+                                                                   "token": token})).text())
+    assert manifest["name"] == "mine" and manifest["public"] is True

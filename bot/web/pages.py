@@ -1,11 +1,20 @@
 """``GET /``: first-run setup (register the GitHub App from app.yml) or the status page.
 
-Without App credentials, ``/`` offers a "Register GitHub App" form that POSTs the
-manifest straight to GitHub with a one-time ``state``; GitHub sends the browser back
-to ``/setup/callback?code=...&state=...``, where the state is checked (issued here,
-unused, and matching this browser's cookie), the code converted and the credentials
-stored in DATA_DIR, then applied to this process. With credentials, ``/`` shows the
-App, its installations, and recent deliveries and builds. No page shows a secret.
+The setup page belongs to the operator. Without App credentials the service makes
+a one-time setup token at start and logs the link that carries it (as Jupyter
+does); only a browser that opened that link (an HttpOnly cookie holding the token)
+sees the setup page, changes the App's name, owner or visibility (a POSTed form
+carrying the token too, so no link from elsewhere can set them), gets a pending
+registration ``state`` and completes the callback. Strangers get 403 and cannot
+evict the operator's pending state.
+
+The "Register GitHub App" form POSTs the manifest straight to GitHub with a
+one-time ``state``; GitHub sends the browser back to
+``/setup/callback?code=...&state=...``, where the token cookie and the state are
+checked (issued here, unused, and matching this browser's cookie), the code
+converted and the credentials stored in DATA_DIR, then applied to this process.
+With credentials, ``/`` shows the App, its installations, and recent deliveries
+and builds. No page shows a secret.
 """
 from __future__ import annotations
 
@@ -30,10 +39,12 @@ log = logging.getLogger(__name__)
 
 TEMPLATES = Path(__file__).parent / "templates"
 STATE_COOKIE = "binder_prebuild_setup"
+TOKEN_COOKIE = "binder_prebuild_setup_token"
 STATE_TTL = 3600  # GitHub's manifest codes last an hour too
 
 JINJA = web.AppKey("jinja", jinja2.Environment)
 SETUP_STATES = web.AppKey("setup_states", cachetools.TTLCache)
+SETUP_TOKEN = web.AppKey("setup_token", list)  # [token] while unregistered, [] once used
 
 
 def make_env() -> jinja2.Environment:
@@ -51,9 +62,39 @@ def _when(ts: float | None) -> str:
 
 def setup(app: web.Application) -> None:
     app[JINJA] = make_env()
-    app[SETUP_STATES] = cachetools.TTLCache(maxsize=256, ttl=STATE_TTL)
+    app[SETUP_STATES] = cachetools.TTLCache(maxsize=16, ttl=STATE_TTL)
+    app[SETUP_TOKEN] = [secrets.token_urlsafe(32)]
     app.router.add_get("/", index)
+    app.router.add_post("/setup", setup_form)
     app.router.add_get("/setup/callback", callback)
+    app.on_startup.append(_announce_setup)
+
+
+async def _announce_setup(app: web.Application) -> None:
+    """Log the setup link with the one-time token (only the operator reads the service's log)."""
+    services = app[SERVICES]
+    if services.settings.has_app_credentials:
+        app[SETUP_TOKEN].clear()
+        return
+    link = f"{services.settings.public_url.rstrip('/')}/?token={app[SETUP_TOKEN][0]}"
+    log.warning("no GitHub App configured yet: register one at %s (a one-time setup token, "
+                "valid until the App is registered or the service restarts)", link)
+
+
+def setup_token_ok(request: web.Request, candidate: str | None) -> bool:
+    """Does ``candidate`` match this run's unused setup token? (constant time)"""
+    tokens = request.app[SETUP_TOKEN]
+    return bool(tokens and candidate) and secrets.compare_digest(str(candidate).encode(), tokens[0].encode())
+
+
+def _operator(request: web.Request) -> bool:
+    return setup_token_ok(request, request.cookies.get(TOKEN_COOKIE))
+
+
+def _forbidden(request: web.Request) -> web.Response:
+    return render(request, "message.html", status=403, title="Setup needs the setup token",
+                  message="This service has no GitHub App yet, and only its operator may register one: open "
+                          "the setup link (with ?token=...) that the service printed in its log when it started.")
 
 
 def render(request: web.Request, template: str, status: int = 200, **context: Any) -> web.Response:
@@ -71,14 +112,41 @@ async def index(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     if services.settings.has_app_credentials:
         return await status_page(request, services)
-    return setup_page(request, services)
+    token = request.query.get("token")
+    if token is not None:
+        if not setup_token_ok(request, token):
+            return _forbidden(request)
+        # the token moves into a cookie, out of the address bar, history and Referer
+        resp = web.HTTPSeeOther("/")
+        resp.set_cookie(TOKEN_COOKIE, token, max_age=STATE_TTL * 24, httponly=True, samesite="Lax",
+                        secure=_https(services))
+        resp.headers["Cache-Control"] = "no-store"
+        resp.headers["Referrer-Policy"] = "no-referrer"
+        raise resp
+    if not _operator(request):
+        return _forbidden(request)
+    return setup_page(request, services)  # the defaults: a link cannot choose name, owner or visibility
 
 
-def setup_page(request: web.Request, services: Services) -> web.Response:
+async def setup_form(request: web.Request) -> web.Response:
+    """The operator's own choices (POST: a cross-site form carries neither the Lax cookie nor the token)."""
+    services = request.app[SERVICES]
+    if services.settings.has_app_credentials:
+        raise web.HTTPSeeOther("/")
+    form = await request.post()
+    if not _operator(request) or not setup_token_ok(request, str(form.get("token") or "")):
+        return _forbidden(request)
+    return setup_page(request, services, org=str(form.get("org") or "").strip() or None,
+                      name=str(form.get("name") or "").strip() or None, public=form.get("public") == "on")
+
+
+def _https(services: Services) -> bool:
+    return services.settings.public_url.startswith("https://")
+
+
+def setup_page(request: web.Request, services: Services, *, org: str | None = None, name: str | None = None,
+               public: bool = False) -> web.Response:
     settings = services.settings
-    org = (request.query.get("org") or "").strip() or None
-    name = (request.query.get("name") or "").strip() or None
-    public = request.query.get("public") == "on"
     error = None
     if org and not mf.valid_login(org):
         error, org = f"{org!r} is not a GitHub organization name.", None
@@ -90,9 +158,10 @@ def setup_page(request: web.Request, services: Services) -> web.Response:
         public=bool(data.get("public")), action=mf.registration_url(settings, state=state, org=org),
         manifest_json=json.dumps(data), manifest=data, web_url=mf.web_url(settings.github_api_url),
         loopback=mf.loopback_public_url(settings), public_url=settings.public_url,
+        token=request.app[SETUP_TOKEN][0],
     )
     resp.set_cookie(STATE_COOKIE, state, max_age=STATE_TTL, httponly=True, samesite="Lax",
-                    secure=settings.public_url.startswith("https://"))
+                    secure=_https(services))
     return resp
 
 
@@ -137,6 +206,8 @@ async def callback(request: web.Request) -> web.Response:
     if settings.has_app_credentials:
         return render(request, "message.html", status=409, title="Already configured",
                       message="This service already has GitHub App credentials; nothing was changed.")
+    if not _operator(request):
+        return _forbidden(request)
     code = request.query.get("code", "")
     state = request.query.get("state", "")
     states = request.app[SETUP_STATES]
@@ -152,11 +223,13 @@ async def callback(request: web.Request) -> web.Response:
         return render(request, "message.html", status=e.status, title="Registration failed",
                       message=str(e), restart=e.status != 409)
     env_secret = settings.github_webhook_secret
+    request.app[SETUP_TOKEN].clear()  # one time: registered
     apply_credentials(services)
     resp = render(request, "registered.html", app=app, data_dir=str(settings.data_dir),
                   install_url=f"{app['html_url']}/installations/new" if app.get("html_url") else None,
                   secret_conflict=bool(env_secret))
     resp.del_cookie(STATE_COOKIE)
+    resp.del_cookie(TOKEN_COOKIE)
     return resp
 
 
