@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -48,6 +49,11 @@ class Bot:
     def reporter(self):
         return self.services.extras["feedback"]
 
+    def github_now(self) -> str:
+        """GitHub's clock for the payloads made here: a minute later at each call (event order)."""
+        self._clock = getattr(self, "_clock", 0) + 1
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(1_728_000_000 + 60 * self._clock))
+
     # sending ------------------------------------------------------------------
     async def send(self, event: str, body: dict[str, Any], delivery_id: str | None = None) -> str:
         delivery_id = delivery_id or str(uuid.uuid4())
@@ -78,6 +84,7 @@ class Bot:
         body["action"] = action
         body["number"] = body["pull_request"]["number"] = number
         body["pull_request"]["base"]["sha"] = self.fake.repo(REPO).branches["main"]
+        body["pull_request"]["updated_at"] = self.github_now()  # when GitHub saw this head
         if action == "closed":
             body["pull_request"]["state"] = "closed"
         # what GET /pulls/{n} answers (commands and re-runs ask)
@@ -92,7 +99,8 @@ class Bot:
         user = self.fake._user(login, user_type)
         self.fake.comments[cid] = {"id": cid, "body": body, "user": user, "_repo": REPO, "_issue": number}
         payload = payloads.rewrite(payloads.load("issue_comment.created"), installation_id=self.inst.id)
-        payload["comment"].update({"id": cid, "body": body, "user": {**payload["comment"]["user"], **user}})
+        payload["comment"].update({"id": cid, "body": body, "user": {**payload["comment"]["user"], **user},
+                                   "created_at": self.github_now()})
         payload["issue"]["number"] = number
         payload["sender"] = {**payload["sender"], **user}
         return payload

@@ -122,7 +122,7 @@ async def test_binder_rebuild_from_a_reader_is_refused(prebuild_bot):
     assert "write access" in reply and "/binder rebuild" in reply
 
 
-async def test_unknown_commands_get_usage(prebuild_bot):
+async def test_unknown_commands_get_usage_without_echoing_the_word(prebuild_bot):
     bot = await prebuild_bot()
     await built_pr(bot)
     cmd = bot.user_comment("/binder launch-rockets", "octo-maintainer")
@@ -130,8 +130,26 @@ async def test_unknown_commands_get_usage(prebuild_bot):
     await bot.settle()
     assert bot.reactions(cmd) == ["confused"]
     [reply] = bot.replies()
-    assert "`/binder launch-rockets` is not a command" in reply and "/binder build" in reply
-    assert bot.fake.calls("GET", PERMISSION) == []  # no permission needed to be told the usage
+    assert "not a `/binder` command" in reply and "/binder build" in reply
+    assert "launch-rockets" not in reply
+
+
+async def test_strangers_cannot_make_the_app_echo_words(prebuild_bot):
+    """Issue 11 item 8: unknown words from non-writers get nothing, words are never echoed,
+    and a writer gets at most one usage reply, however many words they try."""
+    bot = await prebuild_bot()
+    await built_pr(bot)
+    words = ["@binder-examples/maintainers", "[click](https://evil.example)", "<img src=x onerror=alert(1)>", "help"]
+    for word in words:
+        await bot.send("issue_comment", bot.user_comment(f"/binder {word}", "drive-by"))
+    await bot.settle()
+    assert bot.replies() == [] and bot.fake.reactions == []
+    for word in words[:3]:
+        await bot.send("issue_comment", bot.user_comment(f"/binder {word}", "octo-maintainer"))
+    await bot.settle()
+    [reply] = bot.replies()
+    assert not any(w.split("/")[0] in reply for w in words[:3])
+    assert "@binder-examples" not in reply and "https://evil" not in reply and "<img" not in reply
 
 
 async def test_bots_and_ordinary_comments_are_ignored(prebuild_bot):
@@ -179,3 +197,53 @@ async def test_the_payload_fixture_command_is_handled(prebuild_bot):
     await bot.send("issue_comment", body)
     await bot.settle()
     assert [j.request.sha for j in bot.builder.jobs] == [sha, sha]
+
+
+# ------------------------------------------------------------------ approval at the comment's time (issue 11 item 9)
+
+
+def fork_commit(bot, message: str) -> str:
+    from tests.feedback_harness import FORK
+
+    sha = bot.fake.add_commit(REPO, {"requirements.txt": f"pandas # {message}\n"}, branch=None, message=message)
+    bot.fake.repo(FORK).commits[sha] = bot.fake.repo(REPO).commits[sha]
+    return sha
+
+
+async def test_a_push_after_the_approval_is_not_built_even_if_its_event_came_first(prebuild_bot):
+    bot = await prebuild_bot()
+    seen = fork_commit(bot, "the reviewed commit")
+    await bot.send("pull_request", bot.pr("opened", seen, fork=True))
+    await bot.settle()
+    cmd = bot.user_comment("/binder build", "octo-maintainer")  # written while the head is `seen`
+    later = fork_commit(bot, "pushed after the approval")
+    await bot.send("pull_request", bot.pr("synchronize", later, fork=True))
+    await bot.send("issue_comment", cmd)
+    await bot.settle()
+    assert bot.builder.jobs == []
+    [reply] = bot.replies()
+    assert seen in reply and later in reply and "nothing was built" in reply
+
+
+async def test_a_push_github_has_but_we_have_not_heard_of_is_not_built(prebuild_bot):
+    bot = await prebuild_bot()
+    seen = fork_commit(bot, "the reviewed commit")
+    await bot.send("pull_request", bot.pr("opened", seen, fork=True))
+    await bot.settle()
+    cmd = bot.user_comment("/binder build", "octo-maintainer")
+    bot.pr("synchronize", fork_commit(bot, "pushed after"), fork=True)  # GitHub's PR moved; no event yet
+    await bot.send("issue_comment", cmd)
+    await bot.settle()
+    assert bot.builder.jobs == []
+
+
+async def test_the_approval_reply_names_the_approved_sha(prebuild_bot):
+    bot = await prebuild_bot()
+    sha = fork_commit(bot, "reviewed")
+    await bot.send("pull_request", bot.pr("opened", sha, fork=True))
+    await bot.settle()
+    await bot.send("issue_comment", bot.user_comment("/binder build", "octo-maintainer"))
+    await bot.settle()
+    assert [j.request.sha for j in bot.builder.jobs] == [sha]
+    [reply] = bot.replies()
+    assert f"approved `{sha}`" in reply

@@ -218,3 +218,55 @@ async def test_tags_build_when_configured(prebuild_bot):
     await bot.send("push", tag)
     await bot.settle()
     assert bot.run(sha)["conclusion"] == "success" and [j.request.sha for j in bot.builder.jobs] == [sha]
+
+
+# untrusted text and the fork policy (issue 11 item 10) ------------------------------------------
+
+HOSTILE = "../[x](https://evil.example) @binder-examples/maintainers <b>bold</b> #1 www.evil.example"
+
+
+def assert_inert(text: str) -> None:
+    """Nothing GitHub would turn into a link, a mention, a reference or HTML."""
+    assert "](" not in text and "<b>" not in text
+    assert "@binder-examples" not in text and "https://evil" not in text and "www.evil" not in text
+    assert " #1" not in text
+
+
+async def test_a_forks_config_is_not_read_before_the_fork_policy_applies(prebuild_bot):
+    bot = await prebuild_bot()
+    sha = fork_commit(bot, files={".github/binder.yml": f"subdir: '{HOSTILE}'\n"})
+    await bot.send("pull_request", bot.pr("opened", sha, fork=True))
+    await bot.settle()
+    assert not [c for c in bot.fake.calls("GET", CONTENTS) if c.query.get("ref") == sha]
+    run = bot.run(sha)
+    assert run["conclusion"] == "skipped" and "/binder build" in run["output"]["summary"]
+    assert "evil" not in run["output"]["summary"]
+
+
+async def test_config_error_text_in_the_check_run_is_inert(prebuild_bot):
+    bot = await prebuild_bot()
+    sha = bot.commit("hostile config", {".github/binder.yml": f"subdir: '{HOSTILE}'\n"})
+    await bot.send("push", bot.push(sha))
+    await bot.settle()
+    run = bot.run(sha)
+    assert run["conclusion"] == "failure" and "`subdir`" in run["output"]["summary"]
+    assert "evil" in run["output"]["summary"]  # shown, as typed
+    assert_inert(run["output"]["summary"])
+    assert_inert(run["output"]["title"])
+
+
+async def test_config_error_text_in_a_command_reply_is_inert(prebuild_bot):
+    bot = await prebuild_bot()
+    sha = fork_commit(bot, files={".github/binder.yml": f"enabled: '{HOSTILE}'\n"})
+    await bot.send("pull_request", bot.pr("opened", sha, fork=True))
+    await bot.settle()
+    await bot.send("issue_comment", bot.user_comment("/binder build", "octo-maintainer"))
+    await bot.settle()
+    assert bot.builder.jobs == []
+    [reply] = bot.replies()
+    assert "invalid" in reply and "evil" in reply
+    assert_inert(reply.removeprefix("@octo-maintainer"))
+    for run in bot.runs(sha):
+        assert_inert(run["output"]["summary"])
+    for comment in bot.comments():
+        assert_inert(comment["body"])

@@ -1,10 +1,13 @@
 """`/binder build`, `/binder rebuild` and GitHub's "Re-run" buttons.
 
-`/binder build` lets a maintainer approve a fork's pull request (its current head
-only: a later push needs a new approval); `/binder rebuild` and a re-requested
-check run build a sha again even if its image exists. Only users with write or
-admin permission on the base repository may command; anyone else is told why
-nothing happened (once per PR, then only with a reaction).
+`/binder build` lets a maintainer approve a fork's pull request: the head it had
+when the comment was written (bot.store.pr_heads), which the reply names; a push
+after the comment is not built and needs a new approval. `/binder rebuild` and a
+re-requested check run build a sha again even if its image exists. Only users
+with write or admin permission on the base repository may command; anyone else
+trying `build`/`rebuild` is told why nothing happened (once per PR, then only with
+a reaction). Unknown words and `help` are answered only for those who may command,
+without echoing the word: a stranger cannot make the App say anything.
 """
 from __future__ import annotations
 
@@ -19,10 +22,11 @@ from gidgethub.abc import GitHubAPI
 from gidgethub.routing import Router
 from gidgethub.sansio import Event
 
-from bot.feedback.render import CHECK_NAME, COMMENT_MARKER
+from bot.feedback.render import CHECK_NAME, COMMENT_MARKER, inert
 from bot.model import Trigger
 from bot.prebuild.decisions import Candidate, PayloadError, Skip, pull_request_candidate
 from bot.prebuild.handlers import OutcomeKind, candidate_from_request, process_candidate, reporter_of
+from bot.store.pr_heads import PullHeads, github_time
 
 if TYPE_CHECKING:
     from bot.services import Services
@@ -144,15 +148,18 @@ async def on_comment(event: Event, gh: GitHubAPI, *, services: "Services") -> No
         denials[key] = True
         await reply(gh, owner, repo, number, f"@{login} {why}")
 
+    perm = await permission(gh, owner, repo, login)
+    may_command = perm in WRITE_PERMISSIONS
     if parsed.command in (Command.HELP, Command.UNKNOWN):
-        if parsed.command is Command.UNKNOWN:
-            await refuse(f"`/binder {parsed.word}` is not a command I know, so nothing happened. {usage}")
+        if not may_command:  # nothing for strangers to make the App say
+            log.info("%s: /binder help or unknown word from %s (%s): ignored", tag, login, perm)
+        elif parsed.command is Command.UNKNOWN:
+            await refuse(f"that is not a `/binder` command I know, so nothing happened. {usage}")
         else:
             await refuse(usage, reaction="eyes")
         return
 
-    perm = await permission(gh, owner, repo, login)
-    if perm not in WRITE_PERMISSIONS:
+    if not may_command:
         log.info("%s: /binder %s from %s (%s) refused", tag, parsed.word, login, perm)
         await refuse(f"only people with write access to {owner}/{repo} can run `/binder {parsed.word}`, "
                      "so nothing was built.", reaction="-1")
@@ -169,16 +176,44 @@ async def on_comment(event: Event, gh: GitHubAPI, *, services: "Services") -> No
     if isinstance(c, Skip):
         await refuse(f"nothing was built: {c.reason}")
         return
+    approved = await _head_at(services, f"{owner}/{repo}", number, comment.get("created_at"), c.sha)
+    if approved != c.sha:
+        log.warning("%s: /binder %s by %s approved %s, but the head is now %s: not built", tag, parsed.word,
+                    login, (approved or "?")[:12], c.sha[:12])
+        seen = f"`{approved}`, the head when you commented" if approved else "the head when you commented"
+        await refuse(f"you approved {seen}, but this pull request's head is now `{c.sha}` (pushed after "
+                     f"your comment), so nothing was built. Comment `/binder {parsed.word}` again to build it.")
+        return
     log.info("%s: /binder %s by %s (%s) for %s", tag, parsed.word, login, perm, c.sha[:12])
     outcome = await process_candidate(c, gh, services, approved=True, rebuild=rebuild)
     if outcome.kind is OutcomeKind.SUBMITTED:
         await react(gh, owner, repo, comment_id, "rocket")
+        await reply(gh, owner, repo, number, f"@{login} approved `{c.sha}` (this pull request's head when you "
+                                             f"commented) and started its build{' again' if rebuild else ''}.")
     elif outcome.kind is OutcomeKind.CONFIG_ERROR and outcome.error is not None:
-        await refuse(f"nothing was built: `.github/binder.yml` is invalid: {outcome.error.describe()}")
+        await refuse(f"nothing was built: `.github/binder.yml` is invalid: {inert(outcome.error.describe(), 600)}")
     elif outcome.kind is OutcomeKind.SKIPPED and outcome.skip is not None:
         await refuse(f"nothing was built: {outcome.skip.reason}")
     else:
         await refuse("nothing was built for this pull request.")
+
+
+async def _head_at(services: "Services", full_name: str, number: int, created_at: Any, current: str) -> str | None:
+    """The PR's head when the comment was written; ``current`` when we never saw a head before it.
+
+    None means the comment's time is unknown and the current head was first seen
+    after the command could have been written: approve nothing.
+    """
+    when = github_time(created_at)
+    heads = PullHeads(services.db)
+    if when is None:
+        return None if await heads.known(full_name, number) else current
+    before = await heads.head_before(full_name, number, when)
+    if before is not None:
+        return before
+    # no head recorded before the comment: the PR predates the App or its events were lost.
+    # Only a head first seen after the comment proves a later push; otherwise the current one stands.
+    return None if await heads.known(full_name, number) else current
 
 
 async def rebuild_sha(gh: GitHubAPI, services: "Services", data: dict[str, Any], sha: str, *,

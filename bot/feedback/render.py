@@ -26,7 +26,12 @@ _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07]*\x07")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 _URL_CREDENTIALS = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s:@]+(?::[^/\s@]*)?@")
 _TOKENS = re.compile(r"\b(gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,}|v1\.[0-9a-f]{40})\b")
-_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]<>()#+|!~@])")
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]<>()#+|!~@&])")
+_CODE_SPAN = re.compile(r"(?<!`)(`+)(?!`)(.+?)(?<!`)\1(?!`)")
+# GitHub links what survives Markdown: @mentions, #123 and owner/repo#123 references,
+# bare URLs and e-mail addresses. A zero-width space after the trigger breaks each.
+_ZWSP = "\u200b"
+_LIVE_TEXT = re.compile(r"(?i)(@|#|://|\bwww\.)")
 
 
 class CheckStatus(str, enum.Enum):
@@ -95,12 +100,37 @@ def scrub(line: str) -> str:
     return _TOKENS.sub("***", line)
 
 
+def _escape_text(text: str) -> str:
+    """Markdown, HTML, entities, mentions, references and autolinks all shown as typed."""
+    text = _MD_SPECIAL.sub(r"\\\1", text)
+    return _LIVE_TEXT.sub(lambda m: m.group(1) + _ZWSP, text)
+
+
 def plain(text: str, limit: int = REASON_LIMIT) -> str:
     """One line of user-visible prose: scrubbed, whitespace collapsed, Markdown and @mentions inert."""
     text = " ".join(scrub(text).split())
     if len(text) > limit:
         text = text[: limit - 1].rstrip() + "…"
-    return _MD_SPECIAL.sub(r"\\\1", text)
+    return _escape_text(text)
+
+
+def inert(text: str, limit: int = REASON_LIMIT) -> str:
+    """Our wording with untrusted values inside (config errors, failure reasons), made inert.
+
+    `Code spans` stay code spans (re-fenced, so their content cannot break out) and
+    everything else is escaped as by :func:`plain`: nothing a repository or a
+    commenter wrote becomes a link, a mention, a reference or HTML.
+    """
+    text = " ".join(scrub(text).split())
+    if len(text) > limit:
+        text = text[: limit - 1].rstrip() + "…"
+    out, pos = [], 0
+    for m in _CODE_SPAN.finditer(text):
+        out.append(_escape_text(text[pos:m.start()]))
+        out.append(code_span(m.group(2)))
+        pos = m.end()
+    out.append(_escape_text(text[pos:]))
+    return "".join(out)
 
 
 def code_span(text: str) -> str:
@@ -251,7 +281,7 @@ def check_success(*, image: str, launch: str, duration: float | None, from_cache
 
 def check_failure(*, reason: str | None, log_tail: Sequence[str], details_url: str | None) -> CheckRunView:
     sentence = one_sentence(reason)
-    summary = fit(f"{plain(sentence, 1000)}\n\nThe end of the build log is below.", 4000)
+    summary = fit(f"{inert(sentence, 1000)}\n\nThe end of the build log is below.", 4000)
     text = code_block(log_tail) if log_tail else "The build left no log lines."
     return CheckRunView(CheckStatus.COMPLETED, "Build failed", summary, text,
                         conclusion=Conclusion.FAILURE, details_url=details_url)
@@ -280,10 +310,10 @@ def check_config_error(*, key: str | None, problem: str, line: int | None, colum
     where = f" at line {line}, column {column}" if line is not None else ""
     if key is not None:
         title = f"Invalid {path}: {' '.join(scrub(key).split())[:100]}"
-        lead = f"`{path}`{where}: the setting {code_span(key[:100])} {trusted(problem, 500)}."
+        lead = f"`{path}`{where}: the setting {code_span(key[:100])} {inert(problem, 500)}."
     else:
         title = f"Invalid {path}"
-        lead = f"`{path}`{where}: {trusted(problem, 500)}."
+        lead = f"`{path}`{where}: {inert(problem, 500)}."
     summary = (f"{lead}\n\nNothing was built. Fix the file and push again; the accepted settings are "
                "`enabled`, `branches`, `pull_requests`, `forks`, `comment`, `urlpath` and `subdir`.")
     return CheckRunView(CheckStatus.COMPLETED, title, summary, conclusion=Conclusion.FAILURE)
@@ -321,7 +351,7 @@ def comment_body(v: CommentView) -> str:
     if v.state is CommentState.SKIPPED:  # our own wording, which may hold Markdown
         reason = trusted(v.reason or "nothing was built for this commit.", REASON_LIMIT)
     else:
-        reason = plain(one_sentence(v.reason, "the build did not finish."), REASON_LIMIT)
+        reason = inert(one_sentence(v.reason, "the build did not finish."), REASON_LIMIT)
     state = _STATE_LINES[v.state].format(
         reason=reason,
         closed="merged" if v.merged else "closed",

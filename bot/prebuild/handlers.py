@@ -31,6 +31,7 @@ from bot.prebuild.decisions import (
     push_candidate,
 )
 from bot.prebuild.repo_config import CONFIG_PATH, DEFAULT, ConfigError, RepoConfig, parse_repo_config
+from bot.store.pr_heads import PullHeads, github_time
 
 if TYPE_CHECKING:
     from bot.feedback.reporter import Reporter
@@ -148,14 +149,21 @@ async def process_candidate(c: Candidate, gh: GitHubAPI, services: "Services", *
         return await _skipped(skip, c, gh, services, DEFAULT, tag)
 
     try:
-        config = await load_repo_config(gh, services, c.owner, c.repo, c.sha)
-        policy = config
-        if c.policy_sha != c.sha:
+        policy = None
+        if c.policy_sha != c.sha:  # a fork: the base branch's policy first, before a byte of the fork's file
             try:
                 policy = await load_repo_config(gh, services, c.owner, c.repo, c.policy_sha)
             except ConfigError as e:
                 raise ConfigError(f"{e.problem} (in the base branch's copy)", key=e.key, line=e.line,
                                   column=e.column) from None
+            early = decide(c, DEFAULT, policy=policy, head_message=message, approved=approved)
+            if not isinstance(early, BuildRequest):  # refused by policy: the fork's config is never read
+                if early is None:
+                    log.info("%s: nothing to build (filtered by the base branch's config)", tag)
+                    return Outcome(OutcomeKind.IGNORED)
+                return await _skipped(early, c, gh, services, policy, tag)
+        config = await load_repo_config(gh, services, c.owner, c.repo, c.sha)
+        policy = policy or config
     except ConfigError as e:
         log.info("%s: invalid %s: %s", tag, CONFIG_PATH, e)
         if reporter is not None:
@@ -190,10 +198,16 @@ async def submit(req: BuildRequest, services: "Services", *,
 
 async def _skipped(skip: Skip, c: Candidate, gh: GitHubAPI, services: "Services", policy: RepoConfig,
                    tag: str, config: RepoConfig | None = None) -> Outcome:
-    # A fork sha a maintainer already had built is ready: serving it from cache runs no fork code.
-    if skip.kind is SkipKind.FORK and config is not None:
+    # A fork sha a maintainer already had built is ready: serving it from cache runs no fork code
+    # (and reading its config is then reading what a maintainer approved).
+    if skip.kind is SkipKind.FORK:
         rec = await services.builds.latest_for_sha(c.owner, c.repo, c.sha)
         if rec is not None and rec.state is BuildState.BUILT:
+            if config is None:
+                try:
+                    config = await load_repo_config(gh, services, c.owner, c.repo, c.sha)
+                except ConfigError:
+                    config = DEFAULT  # it built before with this file; its subdir came with the record
             req = decide(c, config, policy=policy, approved=True)
             assert isinstance(req, BuildRequest)
             return await submit(req, services, config=config, policy=policy)
@@ -236,6 +250,7 @@ async def on_pull_request(event: Event, gh: GitHubAPI, *, services: "Services") 
     c = pull_request_candidate(event.data, delivery_id=event.delivery_id)
     if c is None:
         return
+    await _record_head(services, event.data, c)
     if isinstance(c, Skip):
         reporter = reporter_of(services)
         log.info("delivery %s: %s#%s skipped: %s", event.delivery_id, c.full_name, c.pr_number, c.reason)
@@ -243,6 +258,14 @@ async def on_pull_request(event: Event, gh: GitHubAPI, *, services: "Services") 
             await reporter.skipped(gh, c)
         return
     await process_candidate(c, gh, services)
+
+
+async def _record_head(services: "Services", data: dict[str, Any], c: Candidate | Skip) -> None:
+    """Remember this head and since when (GitHub's time): `/binder build` approves the head
+    at the comment's time (bot.feedback.commands)."""
+    since = github_time((data.get("pull_request") or {}).get("updated_at"))
+    if since is not None and c.pr_number is not None:
+        await PullHeads(services.db).record(c.full_name, c.pr_number, c.sha, since)
 
 
 async def _on_closed(event: Event, gh: GitHubAPI, services: "Services") -> None:
@@ -262,6 +285,7 @@ async def _on_closed(event: Event, gh: GitHubAPI, services: "Services") -> None:
                            head_sha=(pr.get("head") or {}).get("sha"))
     if services.scheduler is not None:
         await services.scheduler.cancel_key(key, f"The pull request was {'merged' if merged else 'closed'}.")
+    await PullHeads(services.db).forget(f"{owner}/{name}", number)
 
 
 def candidate_from_request(req: BuildRequest, *, trigger: Trigger, delivery_id: str | None) -> Candidate:
