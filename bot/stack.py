@@ -37,9 +37,10 @@ def _engine_env(env: dict[str, str]) -> tuple[dict[str, str] | None, str]:
 
 def _with_engine(env: dict[str, str], engine: dict[str, str]) -> None:
     """The engine's settings, except a REGISTRY_URL the user set (even empty: no registry, local images)."""
+    own_registry = "REGISTRY_URL" in env
     for key, value in engine.items():
-        if key == "REGISTRY_URL" and key in env:
-            continue
+        if own_registry and key in ("REGISTRY_URL", "DOCKER_CONFIG", "REGISTRY_AUTH_FILE"):
+            continue  # the user's registry, with the user's credentials
         env[key] = value
 
 

@@ -3,6 +3,13 @@
 # a rootful Podman API service (Docker-compatible socket) and a plain
 # Docker registry on loopback.
 #
+# Launched user servers share the host network (see launcher/local_spawner.py),
+# so they can reach anything on loopback: the registry therefore requires
+# credentials that only the builder, the service and the engine have (a random
+# password in $ENGINE_DIR, mode 0600, given to them as DOCKER_CONFIG and
+# REGISTRY_AUTH_FILE; never in a user server's environment or filesystem), and
+# it refuses deletes. Anonymous requests get 401.
+#
 #   scripts/local-engine.sh up      # install what is missing, start both, print env
 #   scripts/local-engine.sh down    # stop what `up` started (pid files)
 #   scripts/local-engine.sh env     # print the export lines only
@@ -14,6 +21,7 @@
 #   DATA_DIR       default: <repo>/data
 #   ENGINE_DIR     state dir, default: $DATA_DIR/engine
 #   REGISTRY_PORT  default: 5000 (the registry listens on 127.0.0.1 only)
+#   REGISTRY_USER  default: binder-prebuild (its password is made once, in $ENGINE_DIR)
 #
 # Idempotent: `up` on a running stack only re-checks it and prints the env.
 
@@ -45,6 +53,11 @@ REGISTRIES_CONF_FILE="$ENGINE_DIR/registries.conf"
 REGISTRY_CONFIG="$ENGINE_DIR/registry.yml"
 PODMAN_PID="$ENGINE_DIR/podman.pid"
 REGISTRY_PID="$ENGINE_DIR/registry.pid"
+REGISTRY_USER="${REGISTRY_USER:-binder-prebuild}"
+REGISTRY_PASSWORD_FILE="$ENGINE_DIR/registry-password"
+REGISTRY_HTPASSWD="$ENGINE_DIR/registry.htpasswd"
+AUTH_FILE="$ENGINE_DIR/auth.json"          # containers-auth.json: podman CLI and service
+DOCKER_CONFIG_DIR="$ENGINE_DIR/docker"     # config.json: binder-prebuild's registry client
 
 log() { printf 'local-engine: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -57,7 +70,36 @@ export CONTAINERS_REGISTRIES_CONF=$REGISTRIES_CONF_FILE
 export REGISTRY_URL=http://127.0.0.1:$REGISTRY_PORT
 export CONTAINER_ENGINE=podman
 export ENGINE_DIR=$ENGINE_DIR
+export REGISTRY_AUTH_FILE=$AUTH_FILE
+export DOCKER_CONFIG=$DOCKER_CONFIG_DIR
 EOF
+}
+
+write_credentials() {
+    # one random password per ENGINE_DIR; the registry keeps only its bcrypt hash
+    # (few rounds: the password is 32 random bytes, and the registry checks it on every request)
+    (
+        umask 077
+        mkdir -p "$DOCKER_CONFIG_DIR"
+        [[ -s "$REGISTRY_PASSWORD_FILE" ]] || python3 -c 'import secrets; print(secrets.token_urlsafe(32))' >"$REGISTRY_PASSWORD_FILE"
+        REGISTRY_USER="$REGISTRY_USER" REGISTRY_PORT="$REGISTRY_PORT" python3 -W ignore - \
+            "$REGISTRY_PASSWORD_FILE" "$REGISTRY_HTPASSWD" "$AUTH_FILE" "$DOCKER_CONFIG_DIR/config.json" <<'PY'
+import base64, crypt, json, os, sys
+password_file, htpasswd, auth_file, docker_config = sys.argv[1:]
+user, port = os.environ["REGISTRY_USER"], os.environ["REGISTRY_PORT"]
+password = open(password_file).read().strip()
+def write(path, text):
+    with open(path + ".tmp", "w") as f:
+        f.write(text)
+    os.chmod(path + ".tmp", 0o600)
+    os.replace(path + ".tmp", path)
+write(htpasswd, f"{user}:{crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=16))}\n")
+token = base64.b64encode(f"{user}:{password}".encode()).decode()
+auths = {"auths": {f"{host}:{port}": {"auth": token} for host in ("127.0.0.1", "localhost")}}
+write(auth_file, json.dumps(auths, indent=2) + "\n")
+write(docker_config, json.dumps(auths, indent=2) + "\n")
+PY
+    )
 }
 
 ensure_packages() {
@@ -121,7 +163,11 @@ storage:
   filesystem:
     rootdirectory: $ENGINE_DIR/registry
   delete:
-    enabled: true
+    enabled: false
+auth:
+  htpasswd:
+    realm: binder-prebuild
+    path: $REGISTRY_HTPASSWD
 http:
   addr: 127.0.0.1:$REGISTRY_PORT
 EOF
@@ -137,7 +183,12 @@ podman_ok() {
 }
 
 registry_ok() {
-    [[ "$(curl -s -m 5 -o /dev/null -w '%{http_code}' "http://127.0.0.1:$REGISTRY_PORT/v2/" 2>/dev/null)" == 200 ]]
+    [[ "$(curl -s -m 5 -o /dev/null -w '%{http_code}' -u "$REGISTRY_USER:$(cat "$REGISTRY_PASSWORD_FILE" 2>/dev/null)" \
+        "http://127.0.0.1:$REGISTRY_PORT/v2/" 2>/dev/null)" == 200 ]]
+}
+
+registry_closed() { # anonymous requests are refused
+    [[ "$(curl -s -m 5 -o /dev/null -w '%{http_code}' "http://127.0.0.1:$REGISTRY_PORT/v2/" 2>/dev/null)" == 401 ]]
 }
 
 wait_for() { # what check_fn seconds
@@ -163,6 +214,7 @@ start_podman() {
     log "starting podman system service on $SOCK"
     CONTAINERS_CONF="$CONTAINERS_CONF_FILE" \
         CONTAINERS_REGISTRIES_CONF="$REGISTRIES_CONF_FILE" \
+        REGISTRY_AUTH_FILE="$AUTH_FILE" \
         setsid nohup podman system service --time=0 "unix://$SOCK" \
         </dev/null >>"$ENGINE_DIR/podman.log" 2>&1 &
     echo $! >"$PODMAN_PID"
@@ -170,9 +222,12 @@ start_podman() {
 }
 
 start_registry() {
-    if registry_ok; then
+    if registry_ok && registry_closed; then
         pid_alive "$REGISTRY_PID" || log "a registry already answers on 127.0.0.1:$REGISTRY_PORT (not started by us)"
         return 0
+    fi
+    if registry_ok && ! pid_alive "$REGISTRY_PID"; then
+        die "a registry without authentication answers on 127.0.0.1:$REGISTRY_PORT (not started by us): stop it or pick another REGISTRY_PORT"
     fi
     if pid_alive "$REGISTRY_PID"; then
         kill "$(cat "$REGISTRY_PID")" 2>/dev/null || true
@@ -203,6 +258,7 @@ stop_pidfile() { # name pidfile
 case "${1:-up}" in
 up)
     ensure_packages
+    write_credentials
     write_configs
     start_podman
     start_registry
@@ -222,6 +278,7 @@ status)
     rc=0
     if podman_ok; then log "podman: ok ($SOCK)"; else log "podman: down"; rc=1; fi
     if registry_ok; then log "registry: ok (127.0.0.1:$REGISTRY_PORT)"; else log "registry: down"; rc=1; fi
+    if registry_ok && ! registry_closed; then log "registry: answers anonymous requests (expected 401)"; rc=1; fi
     exit $rc
     ;;
 *)

@@ -301,7 +301,8 @@ def webhook_client(aiohttp_client):
 # ======================================================================
 # BEGIN Kubernetes fixtures (Kubernetes builder engineer)
 #   fake_k8s     - tests/fake_k8s.FakeKubernetes running on loopback (one per test)
-#   k8s_builder  - await k8s_builder(settings=None, **builder_kwargs) -> a started
+#   k8s_builder  - (enforces k8s/base/role.yaml on fake_k8s and applies the clone-tokens Secret)
+#                  await k8s_builder(settings=None, **builder_kwargs) -> a started
 #                  KubernetesBuilder talking to fake_k8s; closed at teardown
 # ======================================================================
 import pytest as _k8s_pytest
@@ -324,7 +325,17 @@ async def k8s_builder(fake_k8s, tmp_path):
     from bot.builders.kubernetes import KubernetesBuilder
     from bot.config import Settings
 
+    from pathlib import Path
+
+    import yaml
+
+    from bot.builders import k8s_objects
+
     made = []
+    # as deployed: the Role from k8s/ is enforced, and the Secret k8s/ creates exists
+    role = yaml.safe_load((Path(__file__).resolve().parent.parent / "k8s" / "base" / "role.yaml").read_text())
+    fake_k8s.rules = role["rules"]
+    fake_k8s.apply(k8s_objects.make_clone_tokens_secret("binder-prebuild"))
 
     async def make(settings=None, **kwargs):
         settings = settings or Settings(builder="kubernetes", data_dir=tmp_path / "data",
@@ -424,7 +435,8 @@ def prebuild_bot(fake_github, github_settings, aiohttp_client, monkeypatch, tmp_
 #   local_engine  - scripts/local-engine.sh up with a temp ENGINE_DIR and a free registry
 #                   port (session-scoped; `down` at the end): .env (os.environ plus the
 #                   exports: DOCKER_HOST, CONTAINERS_CONF, CONTAINERS_REGISTRIES_CONF, ...),
-#                   .registry_url, .registry_host, .podman(*args) -> CompletedProcess.
+#                   .registry_url, .registry_host, .podman(*args) -> CompletedProcess,
+#                   .docker_config and .registry_authorization (the registry needs credentials).
 #                   os.environ itself is left alone: pass .env where it is needed.
 #   base_image    - scripts/base-image.sh once (cached across runs in podman's storage);
 #                   the image name (localhost/binder-prebuild-base:bookworm)
@@ -451,6 +463,19 @@ class LocalEngine:
     registry_url: str  # http://127.0.0.1:PORT
     registry_host: str  # 127.0.0.1:PORT
     engine_dir: _LePath
+
+    @property
+    def docker_config(self) -> str:
+        """The registry credentials local-engine.sh made (DOCKER_CONFIG: a directory with config.json)."""
+        return self.env["DOCKER_CONFIG"]
+
+    @property
+    def registry_authorization(self) -> str:
+        """``Basic ...`` for the registry: anonymous requests are refused."""
+        from bot.registry import load_docker_credentials
+
+        creds = load_docker_credentials(_LePath(self.docker_config) / "config.json")
+        return creds[self.registry_host].basic()
 
     def podman(self, *args: str, check: bool = False, timeout: float = 120) -> _le_subprocess.CompletedProcess:
         return _le_subprocess.run(["podman", *args], env=self.env, capture_output=True, text=True,
@@ -551,6 +576,7 @@ def lb_settings(local_engine):
     def make(**kw) -> Settings:
         kw.setdefault("container_engine", "podman")
         kw.setdefault("registry_url", local_engine.registry_url)
+        kw.setdefault("docker_config", local_engine.docker_config)
         kw.setdefault("build_timeout", 300)
         return Settings(**kw)
     return make

@@ -105,9 +105,10 @@ class Sighting:
 class RegistryWatch:
     """Polls ``GET /v2/<name>/manifests/<tag>`` for each watched image every ``interval`` s."""
 
-    def __init__(self, registry_url: str, interval: float = 0.1) -> None:
+    def __init__(self, registry_url: str, interval: float = 0.1, *, authorization: str | None = None) -> None:
         self.registry_url = registry_url.rstrip("/")
         self.interval = interval
+        self.headers = {"Accept": MANIFEST_ACCEPT} | ({"Authorization": authorization} if authorization else {})
         self.images: dict[str, Sighting] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -125,7 +126,7 @@ class RegistryWatch:
         host_path, _, tag = image.rpartition(":")
         name = host_path.split("/", 1)[1]
         req = urllib.request.Request(f"{self.registry_url}/v2/{name}/manifests/{tag}", method="GET",
-                                     headers={"Accept": MANIFEST_ACCEPT})
+                                     headers=self.headers)
         try:
             with urllib.request.urlopen(req, timeout=5) as resp:
                 return resp.status

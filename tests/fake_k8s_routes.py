@@ -50,6 +50,7 @@ class KubeRoutes(KubeStore):
         self.open_logs = 0
         self.autopilot: Callable[[dict[str, Any]], Awaitable[None]] | None = None
         self.instant: list[str] | None = None  # pods run, print these lines and succeed on creation
+        self.rules: list[dict[str, Any]] | None = None  # a Role's rules: enforce them (403), as RBAC does
         self._tasks: set[asyncio.Task[Any]] = set()
 
     # -- server ---------------------------------------------------------------
@@ -88,6 +89,9 @@ class KubeRoutes(KubeStore):
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
         self.requests.append((request.method, request.path_qs))
+        if self.rules is not None and not rbac_allows(self.rules, request.method, request.path, request.query):
+            return status_response(403, "Forbidden", f"{request.method} {request.path} is forbidden by the Role",
+                                   kind="forbidden")
         if request.can_read_body:
             self.bodies.append((await request.read()).decode("utf-8", "replace"))
         for f in self._faults:
@@ -332,3 +336,27 @@ class KubeRoutes(KubeStore):
         finally:
             self.open_logs -= 1
         return resp
+
+
+_RESOURCE_PATH = re.compile(r"^/api/v1/namespaces/[^/]+/(pods|secrets)(?:/([^/]+))?(?:/(log))?$")
+_VERBS = {"POST": "create", "PATCH": "patch", "PUT": "update", "DELETE": "delete"}
+
+
+def rbac_allows(rules: list[dict[str, Any]], method: str, path: str, query: Any) -> bool:
+    """Would a Role with ``rules`` allow this request? (Kubernetes' RBAC for the core resources
+    the builder uses: verbs from the method, ``watch`` from the query, ``resourceNames``.)"""
+    m = _RESOURCE_PATH.match(path)
+    if m is None:
+        return True  # /version: discovery, allowed to every authenticated user
+    resource, name = m[1] + ("/log" if m[3] else ""), m[2]
+    verb = _VERBS.get(method) or ("get" if name else "watch" if query.get("watch") in ("true", "1") else "list")
+    for rule in rules:
+        if "" not in rule.get("apiGroups", []) or resource not in rule.get("resources", []):
+            continue
+        if verb not in rule.get("verbs", []) and "*" not in rule.get("verbs", []):
+            continue
+        names = rule.get("resourceNames")
+        if names and name not in names:
+            continue
+        return True
+    return False

@@ -71,6 +71,13 @@ class KubeStore:
         return self.objects[("Pod", namespace, name)]
 
     # -- object store ------------------------------------------------------------
+    def apply(self, body: dict[str, Any], namespace: str = NAMESPACE) -> dict[str, Any]:
+        """An object `kubectl apply -k k8s/` made (not a request of the code under test)."""
+        obj = self._new_object(body["kind"], namespace, body)
+        if obj["kind"] == "Secret":
+            self._fold_string_data(obj)
+        return self._store(obj["kind"], obj, "ADDED")
+
     def _next_rv(self) -> str:
         self._rv += 1
         return str(self._rv)

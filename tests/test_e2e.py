@@ -250,7 +250,7 @@ def e2e(local_engine, base_image, git_server, github_key, tmp_path):
     """FakeGitHub, the registry watch and ``binder-prebuild up``; everything stopped afterwards."""
     gh = FakeGitHubThread(github_key)
     gh.start()
-    watch = RegistryWatch(local_engine.registry_url)
+    watch = RegistryWatch(local_engine.registry_url, authorization=local_engine.registry_authorization)
     watch.start()
     key = tmp_path / "app-key.pem"
     key.write_text(github_key)

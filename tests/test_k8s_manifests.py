@@ -59,7 +59,7 @@ def test_every_rendered_object_is_valid(which, request):
 def test_the_service_objects_are_all_there(base):
     kinds = sorted(d["kind"] for d in base)
     assert kinds == sorted(["Namespace", "ServiceAccount", "Role", "RoleBinding", "ConfigMap", "Service",
-                            "PersistentVolumeClaim", "Deployment", "NetworkPolicy"])
+                            "PersistentVolumeClaim", "Deployment", "NetworkPolicy", "Secret"])
 
 
 def test_deployment_is_one_recreated_hardened_replica(base):
@@ -98,14 +98,18 @@ def test_settings_in_the_configmap_are_ones_the_app_reads(base):
 
 def test_role_grants_exactly_what_the_builder_uses_in_its_namespace(base):
     (role,) = by_kind(base)["Role"]
-    grants = {(r, v) for rule in role["rules"] for r in rule["resources"] for v in rule["verbs"]}
+    grants = {(r, v, tuple(rule.get("resourceNames") or ()))
+              for rule in role["rules"] for r in rule["resources"] for v in rule["verbs"]}
     assert all(rule["apiGroups"] == [""] for rule in role["rules"])
+    named = (objs.CLONE_TOKENS_SECRET,)
     needed = {
-        ("pods", "create"), ("pods", "get"), ("pods", "list"), ("pods", "watch"), ("pods", "delete"),
-        ("pods/log", "get"),
-        ("secrets", "create"), ("secrets", "patch"), ("secrets", "list"), ("secrets", "delete"),
+        ("pods", "create", ()), ("pods", "get", ()), ("pods", "list", ()), ("pods", "watch", ()),
+        ("pods", "delete", ()), ("pods/log", "get", ()),
+        ("secrets", "get", named), ("secrets", "patch", named),  # one named Secret, nothing else
     }
     assert grants == needed
+    # the Secret it names is one k8s/ creates
+    assert [d["metadata"]["name"] for d in by_kind(base)["Secret"]] == [objs.CLONE_TOKENS_SECRET]
     (binding,) = by_kind(base)["RoleBinding"]
     assert binding["roleRef"]["name"] == role["metadata"]["name"]
     assert binding["subjects"][0]["name"] == "binder-prebuild"
@@ -167,3 +171,40 @@ def test_the_build_pod_command_prints_a_valid_pod(monkeypatch, tmp_path, capsys)
     kubernetes_validate.validate(pod, K8S_VERSION, strict=True)
     assert pod["metadata"]["namespace"] == "builds"
     assert pod["spec"]["containers"][0]["args"][-1] == "https://github.com/binder-examples/requirements"
+
+
+def test_the_hubs_ingress_admits_the_service_pods_only_not_build_pods(base):
+    """Issue 11 item 14: build pods run repositories' code; they must not reach the Hub's API."""
+    values = yaml.safe_load((ROOT / "k8s" / "jupyterhub-values.yaml").read_text())
+    (rule,) = values["hub"]["networkPolicy"]["ingress"]
+    (peer,) = rule["from"]
+    selector = peer["podSelector"]["matchLabels"]
+    (dep,) = by_kind(base)["Deployment"]
+    service_labels = dep["spec"]["template"]["metadata"]["labels"]
+    build_labels = yaml.safe_load(objs.build_pod_yaml(Settings(), "o", "r", "a" * 40))["metadata"]["labels"]
+    dind_labels = {objs.LABEL_NAME: objs.APP_NAME, objs.LABEL_COMPONENT: "dind"}
+
+    def selects(labels: dict) -> bool:
+        return all(labels.get(k) == v for k, v in selector.items())
+
+    assert selects(service_labels)
+    assert not selects(build_labels) and not selects(dind_labels)
+
+
+def test_the_dind_overlay_keeps_builds_off_the_cloud_metadata_address(dind):
+    (ds,) = by_kind(dind)["DaemonSet"]
+    policies = [np for np in by_kind(dind)["NetworkPolicy"]
+                if all(ds["spec"]["template"]["metadata"]["labels"].get(k) == v
+                       for k, v in np["spec"]["podSelector"]["matchLabels"].items())]
+    (np,) = policies
+    assert "Egress" in np["spec"]["policyTypes"] and not np["spec"].get("ingress")
+    blocks = [peer["ipBlock"] for rule in np["spec"]["egress"] for peer in rule.get("to", []) if "ipBlock" in peer]
+    assert blocks, "egress must be limited to address blocks"
+    v4 = [b for b in blocks if ":" not in b["cidr"]]
+    assert v4 and all("169.254.169.254/32" in b.get("except", []) for b in v4)
+    assert all(b.get("except") for b in blocks)
+
+
+def test_the_node_socket_caveat_is_documented():
+    text = (ROOT / "k8s" / "base" / "networkpolicy-builds.yaml").read_text() + (ROOT / "README.md").read_text()
+    assert "outside every pod NetworkPolicy" in text

@@ -121,7 +121,7 @@ def test_private_repo_token_is_only_referenced_never_embedded():
     assert TOKEN not in text
     e = env(pod)
     assert e[objs.TOKEN_ENV]["valueFrom"]["secretKeyRef"] == {
-        "name": objs.clone_secret_name(j.build_id), "key": objs.TOKEN_KEY}
+        "name": objs.CLONE_TOKENS_SECRET, "key": objs.clone_token_key(j.build_id)}
     # the credential helper is scoped to the clone URL's origin and reads the variable
     assert e["GIT_CONFIG_KEY_0"]["value"] == "credential.https://ghe.example.com.helper"
     assert f"${objs.TOKEN_ENV}" in e["GIT_CONFIG_VALUE_0"]["value"]
@@ -135,16 +135,12 @@ def test_public_repo_has_no_credentials():
     assert objs.TOKEN_ENV not in env(pod) and "GIT_CONFIG_COUNT" not in env(pod)
 
 
-def test_clone_secret_holds_the_token_and_can_be_owned_by_the_pod():
-    secret = objs.make_clone_secret(name="build-x-git", namespace="builds", token=TOKEN, build_id="x")
-    assert secret["stringData"] == {"token": TOKEN}
-    assert "ownerReferences" not in secret["metadata"]
+def test_clone_tokens_live_in_one_named_secret_one_key_per_build():
+    secret = objs.make_clone_tokens_secret("builds")
+    assert secret["metadata"]["name"] == objs.CLONE_TOKENS_SECRET and "data" not in secret
     validate(secret)
-    owned = objs.make_clone_secret(name="build-x-git", namespace="builds", token=TOKEN, build_id="x",
-                                   owner_uid="1234-uid", owner_name="build-x")
-    assert owned["metadata"]["ownerReferences"] == [
-        {"apiVersion": "v1", "kind": "Pod", "name": "build-x", "uid": "1234-uid", "blockOwnerDeletion": False}]
-    validate(owned)
+    assert objs.add_clone_token("x", TOKEN) == {"stringData": {"build-x": TOKEN}}
+    assert objs.remove_clone_tokens(["build-x", "build-y"]) == {"data": {"build-x": None, "build-y": None}}
 
 
 def test_engine_socket_host_path_and_docker_host():

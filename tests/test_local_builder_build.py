@@ -35,7 +35,7 @@ async def test_build_pushes_to_registry_with_phases(local_engine, test_base, git
     assert outcome.log_tail and outcome.log_tail[-1] == emit.messages[-1]
     assert builder.running() == []
     async with aiohttp.ClientSession() as session:
-        registry = RegistryClient(session, local_engine.registry_url)
+        registry = RegistryClient(session, local_engine.registry_url, docker_config=local_engine.docker_config)
         assert await registry.exists(image) is True
         assert await registry.exists(image.rsplit(":", 1)[0] + ":" + "f" * 40) is False
 
@@ -64,7 +64,8 @@ async def test_failing_dockerfile_gives_the_reason(local_engine, test_base, git_
     assert "nope" in outcome.log_tail
     assert Phase.PUSHING not in emit.phases()
     async with aiohttp.ClientSession() as session:
-        assert await RegistryClient(session, local_engine.registry_url).exists(image) is False
+        assert await RegistryClient(session, local_engine.registry_url,
+                                    docker_config=local_engine.docker_config).exists(image) is False
 
 
 async def test_unreachable_repository_fails_at_fetch(local_engine, lb_settings):

@@ -268,8 +268,9 @@ async def test_through_the_scheduler_supersede_stops_the_process(
                                      "unique.txt": secrets.token_hex(8)})
     second = git_server.commit(repo, {"Dockerfile": dockerfile(test_base)})
     services = await make_services(container_engine="podman", registry_url=local_engine.registry_url,
-                                   image_prefix="lbtest/", build_timeout=300)
-    services.images = RegistryClient(services.session, local_engine.registry_url)
+                                   docker_config=local_engine.docker_config, image_prefix="lbtest/", build_timeout=300)
+    services.images = RegistryClient(services.session, local_engine.registry_url,
+                                     docker_config=local_engine.docker_config)
     builder = LocalBuilder(services.settings, env=local_engine.env)
     services.builder = builder
     services.scheduler = Scheduler(services)

@@ -165,6 +165,9 @@ class KubeAPI:
     async def create_secret(self, body: dict[str, Any]) -> dict[str, Any]:
         return await self._call(f"create secret {(body.get('metadata') or {}).get('name')}", self.core.create_namespaced_secret, self.namespace, body)
 
+    async def get_secret(self, name: str) -> dict[str, Any]:
+        return await self._call(f"get secret {name}", self.core.read_namespaced_secret, name, self.namespace)
+
     async def patch_secret(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
         return await self._call(f"patch secret {name}", self.core.patch_namespaced_secret, name, self.namespace, body)
 

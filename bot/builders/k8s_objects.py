@@ -2,9 +2,11 @@
 
 Nothing here talks to the API: the builder submits what these return, the
 ``build-pod`` command prints it, and tests validate it against the real schema.
-Secrets never appear in a pod: a private repository's clone token lives in a
-Secret (``make_clone_secret``) that the pod reads through ``secretKeyRef``, and
-git gets it from a credential helper scoped to the clone URL's host.
+Secrets never appear in a pod: a private repository's clone token lives in one
+key of the one Secret the service may touch (``CLONE_TOKENS_SECRET``, created by
+k8s/ so the Role can name it in ``resourceNames``), which the pod reads through
+``secretKeyRef``, and git gets it from a credential helper scoped to the clone
+URL's host.
 """
 from __future__ import annotations
 
@@ -24,7 +26,8 @@ if TYPE_CHECKING:
 
 APP_NAME = "binder-prebuild"
 BUILD_COMPONENT = "build"
-CLONE_SECRET_COMPONENT = "build-credentials"
+CLONE_TOKENS_SECRET = "binder-prebuild-clone-tokens"
+"""The one Secret the service reads and writes: one key per running private build."""
 LABEL_NAME = "app.kubernetes.io/name"
 LABEL_COMPONENT = "app.kubernetes.io/component"
 LABEL_REPO = "binder-prebuild/repo"
@@ -37,9 +40,7 @@ ANN_INSTALLATION = "binder-prebuild/installation-id"
 ANN_BUILD_ID = "binder-prebuild/build-id"
 ANN_TIMEOUT = "binder-prebuild/build-timeout"
 BUILD_SELECTOR = f"{LABEL_NAME}={APP_NAME},{LABEL_COMPONENT}={BUILD_COMPONENT}"
-CLONE_SECRET_SELECTOR = f"{LABEL_NAME}={APP_NAME},{LABEL_COMPONENT}={CLONE_SECRET_COMPONENT}"
 CONTAINER_NAME = "builder"
-TOKEN_KEY = "token"
 TOKEN_ENV = "BINDER_PREBUILD_GIT_TOKEN"
 PUSH_CONFIG_MOUNT = "/root/.docker/config.json"
 
@@ -85,8 +86,9 @@ def pod_name(build_id: str) -> str:
     return name
 
 
-def clone_secret_name(build_id: str) -> str:
-    return pod_name(build_id) + "-git"
+def clone_token_key(build_id: str) -> str:
+    """The build's key in CLONE_TOKENS_SECRET (its pod name: a valid Secret key, unique per build)."""
+    return pod_name(build_id)
 
 
 def build_labels(owner: str, repo: str, sha: str, build_id: str) -> dict[str, str]:
@@ -130,7 +132,7 @@ def repo2docker_args(
     return args
 
 
-def _credential_env(repo_url: str, secret_name: str) -> list[dict[str, Any]]:
+def _credential_env(repo_url: str, token_key: str) -> list[dict[str, Any]]:
     """git reads the token from the environment, for the clone URL's origin only.
 
     The helper is git configuration (``GIT_CONFIG_*``, git >= 2.31), so nothing
@@ -143,7 +145,7 @@ def _credential_env(repo_url: str, secret_name: str) -> list[dict[str, Any]]:
         f'echo "password=${TOKEN_ENV}"; }}; f'
     )
     return [
-        {"name": TOKEN_ENV, "valueFrom": {"secretKeyRef": {"name": secret_name, "key": TOKEN_KEY}}},
+        {"name": TOKEN_ENV, "valueFrom": {"secretKeyRef": {"name": CLONE_TOKENS_SECRET, "key": token_key}}},
         {"name": "GIT_CONFIG_COUNT", "value": "1"},
         {"name": "GIT_CONFIG_KEY_0", "value": f"credential.{origin}.helper"},
         {"name": "GIT_CONFIG_VALUE_0", "value": helper},
@@ -167,14 +169,14 @@ def make_build_pod(
     subdir: str | None = None,
     build_socket: str = "/var/run/docker.sock",
     resources: Resources | None = None,
-    clone_secret: str | None = None,
+    clone_token_key: str | None = None,
     push_secret: str | None = None,
 ) -> dict[str, Any]:
     """The repo2docker build pod for one image.
 
     ``build_socket`` is the container engine: a host path to a Docker (or DinD,
     or Podman) socket, mounted at the same path, or a ``tcp://`` address.
-    ``clone_secret`` names the Secret holding a clone token (private repos);
+    ``clone_token_key`` is the key of CLONE_TOKENS_SECRET holding a clone token (private repos);
     ``push_secret`` a Secret with a docker ``config.json`` for the push.
     """
     if build_timeout <= 0:
@@ -192,8 +194,8 @@ def make_build_pod(
         env.append({"name": "DOCKER_HOST", "value": f"unix://{path}"})
         volumes.append({"name": "engine-socket", "hostPath": {"path": path, "type": "Socket"}})
         mounts.append({"name": "engine-socket", "mountPath": path})
-    if clone_secret:
-        env += _credential_env(repo_url, clone_secret)
+    if clone_token_key:
+        env += _credential_env(repo_url, clone_token_key)
     if push_secret:
         volumes.append({"name": "push-config", "secret": {
             "secretName": push_secret, "items": [{"key": "config.json", "path": "config.json"}]}})
@@ -248,26 +250,21 @@ def make_build_pod(
     }
 
 
-def make_clone_secret(
-    *, name: str, namespace: str, token: str, build_id: str, owner_uid: str | None = None,
-    owner_name: str | None = None,
-) -> dict[str, Any]:
-    """The Secret holding one build's clone token; owned by its pod once that exists."""
-    meta: dict[str, Any] = {
-        "name": name,
-        "namespace": namespace,
-        "labels": {LABEL_NAME: APP_NAME, LABEL_COMPONENT: CLONE_SECRET_COMPONENT,
-                   LABEL_BUILD_ID: label_value(build_id)},
-    }
-    if owner_uid and owner_name:
-        meta["ownerReferences"] = [owner_reference(owner_name, owner_uid)]
-    return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "metadata": meta,
-            "stringData": {TOKEN_KEY: token}}
+def make_clone_tokens_secret(namespace: str) -> dict[str, Any]:
+    """CLONE_TOKENS_SECRET as k8s/ creates it: empty (k8s/base/secret-clone-tokens.yaml)."""
+    return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+            "metadata": {"name": CLONE_TOKENS_SECRET, "namespace": namespace,
+                         "labels": {LABEL_NAME: APP_NAME, LABEL_COMPONENT: "build-credentials"}}}
 
 
-def owner_reference(pod: str, uid: str) -> dict[str, Any]:
-    """Makes the garbage collector delete the Secret with its pod."""
-    return {"apiVersion": "v1", "kind": "Pod", "name": pod, "uid": uid, "blockOwnerDeletion": False}
+def add_clone_token(build_id: str, token: str) -> dict[str, Any]:
+    """The merge patch that puts one build's token into CLONE_TOKENS_SECRET."""
+    return {"stringData": {clone_token_key(build_id): token}}
+
+
+def remove_clone_tokens(keys: "list[str]") -> dict[str, Any]:
+    """The merge patch that removes keys from CLONE_TOKENS_SECRET (null deletes a key)."""
+    return {"data": {k: None for k in keys}}
 
 
 def resources_from_settings(settings: "Settings") -> Resources:
@@ -275,17 +272,17 @@ def resources_from_settings(settings: "Settings") -> Resources:
                      settings.build_memory_request, settings.build_memory_limit)
 
 
-def build_pod_for_job(job: "BuildJob", settings: "Settings", *, with_clone_secret: bool | None = None) -> dict[str, Any]:
+def build_pod_for_job(job: "BuildJob", settings: "Settings", *, with_clone_token: bool | None = None) -> dict[str, Any]:
     """``make_build_pod`` for a BuildJob under these settings."""
     req = job.request
-    use_secret = bool(job.clone_token) if with_clone_secret is None else with_clone_secret
+    use_token = bool(job.clone_token) if with_clone_token is None else with_clone_token
     return make_build_pod(
         name=pod_name(job.build_id), namespace=settings.kube_namespace, owner=req.owner, repo=req.repo,
         sha=req.sha, image=job.image, repo_url=req.clone_url, build_id=job.build_id,
         builder_image=settings.repo2docker_image, build_timeout=settings.build_timeout,
         installation_id=req.installation_id, cache_from=job.cache_from, subdir=req.subdir,
         build_socket=settings.build_socket, resources=resources_from_settings(settings),
-        clone_secret=clone_secret_name(job.build_id) if use_secret else None,
+        clone_token_key=clone_token_key(job.build_id) if use_token else None,
         push_secret=settings.build_push_secret,
     )
 
@@ -306,5 +303,5 @@ def build_pod_yaml(
     image = image_name(owner, repo, sha, effective_prefix(settings.image_prefix, settings.registry_url))
     req = BuildRequest(owner=owner, repo=repo, sha=sha, clone_url=url, subdir=subdir, private=private)
     job = BuildJob(build_id=build_id(owner, repo, sha, 1), request=req, image=image, cache_from=cache_from)
-    pod = build_pod_for_job(job, settings, with_clone_secret=private)
+    pod = build_pod_for_job(job, settings, with_clone_token=private)
     return yaml.safe_dump(pod, sort_keys=False, default_flow_style=False)

@@ -4,15 +4,15 @@
 building": re-attach, which is also how a restart finds its builds), waits on
 the shared PodWatch, follows the pod's log once the container runs (repo2docker
 JSON lines -> phases, a bounded tail), and turns the pod's end into an outcome.
-Finished pods are deleted. A private repository's clone token travels in a
-Secret that the pod owns (created first, then the pod, then the Secret's
-ownerReferences are set to the pod's uid, so the garbage collector removes it
-with the pod).
+Finished pods are deleted. A private repository's clone token travels in one
+key of the single Secret the service's Role names (``resourceNames``: it can
+read or change no other Secret, such as a Hub's in the same namespace): the key
+is added before the pod is created and removed when the build ends.
 
 Cancelling the task running ``run`` leaves the pod alone (the process is going
-away; a restart re-attaches); ``cancel(build_id)`` deletes the pod and Secret.
+away; a restart re-attaches); ``cancel(build_id)`` deletes the pod and its token.
 A periodic cleaner deletes build pods older than their deadline (pods that
-never started are not covered by activeDeadlineSeconds) and orphaned Secrets.
+never started are not covered by activeDeadlineSeconds) and tokens whose pod is gone.
 """
 from __future__ import annotations
 
@@ -35,7 +35,6 @@ from bot.model import BuildJob, BuildOutcome, Phase, ProgressEvent
 log = logging.getLogger(__name__)
 
 LOG_TAIL_LINES = 200
-ORPHAN_SECRET_AGE = 600.0
 
 
 def outcome_for(st: PodStatus, failure: str | None, timeout: int) -> tuple[Phase, str]:
@@ -89,6 +88,7 @@ class KubernetesBuilder(Builder):
         self._start_lock = asyncio.Lock()
         self._cancelled: dict[str, float] = {}  # pod name -> when cancel() deleted it
         self._timed_out: dict[str, float] = {}  # pod name -> when the cleaner deleted it
+        self._placing: set[str] = set()  # clone-token keys whose pod is being created
         self.created = 0
         self.attached = 0
 
@@ -156,24 +156,23 @@ class KubernetesBuilder(Builder):
     async def _ensure_pod(self, job: BuildJob, name: str) -> tuple[PodStatus, bool]:
         """Create the pod (and its clone Secret), or find the one already running: (status, attached)."""
         assert self.api is not None and self.watch is not None
-        secret = objs.clone_secret_name(job.build_id) if job.clone_token else None
-        if secret:
-            await self._put_secret(secret, job)
+        key = objs.clone_token_key(job.build_id) if job.clone_token else None
+        if key:
+            self._placing.add(key)  # the cleaner leaves it alone until the watch knows the pod
         try:
-            obj, attached = await self._create_or_get(job, name)
-        except Exception:
-            if secret:  # no pod will own it
-                with contextlib.suppress(Exception):
-                    await self.api.delete_secret(secret)
-            raise
-        st = self.watch.seed(obj, fresh=attached)
-        if secret:
+            if key:
+                await self._put_token(job)
             try:
-                await self.api.patch_secret(secret, {"metadata": {"ownerReferences": [
-                    objs.owner_reference(name, st.uid)]}})
-            except KubeError as e:  # the cleaner still removes it; the build goes on
-                log.warning("build %s: could not set the owner of secret %s: %s", job.build_id, secret, e)
-        return st, attached
+                obj, attached = await self._create_or_get(job, name)
+            except Exception:
+                if key:  # no pod will read it
+                    with contextlib.suppress(Exception):
+                        await self._remove_tokens([key])
+                raise
+            return self.watch.seed(obj, fresh=attached), attached
+        finally:
+            if key:
+                self._placing.discard(key)
 
     async def _create_or_get(self, job: BuildJob, name: str) -> tuple[dict[str, Any], bool]:
         """(pod object, attached): 409 on create means the build is already running."""
@@ -196,14 +195,19 @@ class KubernetesBuilder(Builder):
                 return obj, True
         raise KubeError(409, "Conflict", f"pod {name} keeps conflicting")
 
-    async def _put_secret(self, secret: str, job: BuildJob) -> None:
+    async def _put_token(self, job: BuildJob) -> None:
+        """Add (or refresh: an earlier attempt's may have expired) this build's clone token."""
         assert self.api is not None and job.clone_token
-        body = objs.make_clone_secret(name=secret, namespace=self.namespace, token=job.clone_token,
-                                      build_id=job.build_id)
         try:
-            await self.api.create_secret(body)
-        except KubeConflict:  # an earlier attempt's: refresh the token (the old one may have expired)
-            await self.api.patch_secret(secret, {"stringData": {objs.TOKEN_KEY: job.clone_token}})
+            await self.api.patch_secret(objs.CLONE_TOKENS_SECRET, objs.add_clone_token(job.build_id, job.clone_token))
+        except KubeNotFound:
+            raise KubeError(404, "NotFound", f"secret {objs.CLONE_TOKENS_SECRET} is missing in namespace "
+                            f"{self.namespace}: apply k8s/ (it creates it), so private repositories can be "
+                            "cloned") from None
+
+    async def _remove_tokens(self, keys: list[str]) -> None:
+        assert self.api is not None
+        await self.api.patch_secret(objs.CLONE_TOKENS_SECRET, objs.remove_clone_tokens(keys))
 
     async def _follow(self, job: BuildJob, name: str, waiter: asyncio.Event, emit: Emit) -> BuildOutcome:
         assert self.api is not None and self.watch is not None
@@ -329,9 +333,11 @@ class KubernetesBuilder(Builder):
             log.warning("build %s: could not delete pod %s: %s", build_id, name, e)
         if secret:
             try:
-                await self.api.delete_secret(objs.clone_secret_name(build_id))
-            except KubeError as e:
-                log.warning("build %s: could not delete its clone secret: %s", build_id, e)
+                await self._remove_tokens([objs.clone_token_key(build_id)])
+            except KubeNotFound:
+                pass  # no Secret, so no token either
+            except KubeError as e:  # the cleaner removes it once the pod is gone
+                log.warning("build %s: could not remove its clone token: %s", build_id, e)
 
     @staticmethod
     def _trim(marks: dict[str, float]) -> None:
@@ -348,7 +354,7 @@ class KubernetesBuilder(Builder):
                 log.exception("build pod cleaner failed")
 
     async def clean(self, now: float | None = None) -> list[str]:
-        """Delete build pods older than their deadline (plus grace) and unowned clone Secrets."""
+        """Delete build pods older than their deadline (plus grace) and clone tokens whose pod is gone."""
         assert self.api is not None and self.watch is not None
         now = time.time() if now is None else now
         deleted = []
@@ -360,12 +366,16 @@ class KubernetesBuilder(Builder):
                 self._trim(self._timed_out)
                 if await self.api.delete_pod(st.name):
                     deleted.append(st.name)
-        secrets = await self.api.list_secrets(objs.CLONE_SECRET_SELECTOR)
-        for s in secrets.get("items") or []:
-            meta = s.get("metadata") or {}
-            created = parse_time(meta.get("creationTimestamp"))
-            if not meta.get("ownerReferences") and created is not None and now - created > ORPHAN_SECRET_AGE:
-                log.info("deleting orphaned clone secret %s", meta.get("name"))
-                if await self.api.delete_secret(meta["name"]):
-                    deleted.append(meta["name"])
+        if not self.watch.synced.is_set():  # not knowing the pods yet, every token would look orphaned
+            return deleted
+        try:
+            tokens = await self.api.get_secret(objs.CLONE_TOKENS_SECRET)
+        except KubeNotFound:
+            return deleted
+        live = set(self.watch.pods) | self._placing
+        orphans = sorted(k for k in (tokens.get("data") or {}) if k not in live)
+        if orphans:
+            log.info("removing %d clone tokens whose build pod is gone", len(orphans))
+            await self._remove_tokens(orphans)
+            deleted += [f"{objs.CLONE_TOKENS_SECRET}/{k}" for k in orphans]
         return deleted
