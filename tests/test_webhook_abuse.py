@@ -7,8 +7,8 @@ import json
 from aiohttp import web
 from gidgethub.routing import Router
 
-from bot.store.replays import Intake, IntakeStore, SignedDelivery, digest_of
 from bot.store.deliveries import NewDelivery
+from bot.store.replays import Intake, IntakeStore, SignedDelivery, digest_of
 from bot.webhooks import ingest_gauge
 from bot.webhooks.dispatcher import Dispatcher
 from tests import payloads
@@ -75,9 +75,8 @@ async def test_a_verified_delivery_counts_as_in_hand_while_it_is_stored(make_ser
     services = await make_services()
     client = await webhook_client(services)
     seen = []
-    writer = services.extras  # the writer is created when the app starts
     headers, raw = payloads.signed("push", payloads.load("push.branch"), webhook_secret)
-    delivery_writer = writer["delivery_writer"]
+    delivery_writer = services.extras["delivery_writer"]  # made when the app started
     original = delivery_writer.add
 
     async def add(item):
