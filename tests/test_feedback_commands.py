@@ -247,3 +247,18 @@ async def test_the_approval_reply_names_the_approved_sha(prebuild_bot):
     assert [j.request.sha for j in bot.builder.jobs] == [sha]
     [reply] = bot.replies()
     assert f"approved `{sha}`" in reply
+
+
+async def test_the_head_at_a_time_follows_pushes_and_a_force_push_back(make_services):
+    from bot.store.pr_heads import PullHeads, github_time
+
+    heads = PullHeads((await make_services()).db)
+    a, b = "a" * 40, "b" * 40
+    for sha, at in ((a, 100.0), (b, 200.0), (a, 300.0), (a, 300.0)):
+        await heads.record("Org/Repo", 7, sha, at)
+    assert [await heads.head_before("org/repo", 7, t) for t in (100, 150, 250, 350)] == [None, a, b, a]
+    assert await heads.head_before("org/repo", 8, 350) is None and await heads.known("org/repo", 7)
+    await heads.forget("org/repo", 7)
+    assert not await heads.known("org/repo", 7)
+    assert github_time("2024-10-08T12:20:41Z") == 1728390041.0 and github_time(None) is None
+    assert github_time("yesterday") is None
