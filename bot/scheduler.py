@@ -21,6 +21,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
+from bot.clock import SYSTEM_CLOCK, Clock
 from bot.images import effective_prefix, image_name
 from bot.model import BuildJob, BuildOutcome, BuildRequest, BuildState, Phase, ProgressEvent, Trigger
 from bot.store.builds import BuildRecord
@@ -91,9 +92,10 @@ def verify_outcome(outcome: BuildOutcome, image_exists: bool | None) -> tuple[Bu
 class Scheduler:
     """Bounded concurrency, arrival order, supersede, restart reconciliation."""
 
-    def __init__(self, services: "Services") -> None:
+    def __init__(self, services: "Services", *, clock: Clock = SYSTEM_CLOCK) -> None:
         self.services = services
         self.settings = services.settings
+        self.clock = clock  # retry deadlines, the build backstop and timestamps read it (tests drive it)
         self._jobs: dict[str, asyncio.Task[None]] = {}
         self._job_phase: dict[str, Phase] = {}
         self._tails: dict[str, collections.deque[str]] = {}
@@ -197,7 +199,7 @@ class Scheduler:
     async def _cancel_record(self, record: BuildRecord, reason: str, superseded_by: str | None = None) -> None:
         builds = self.services.builds
         await builds.update(record.id, state=BuildState.CANCELLED, phase=Phase.CANCELLED, reason=reason,
-                            superseded_by=superseded_by, finished_at=time.time())
+                            superseded_by=superseded_by, finished_at=self.clock.time())
         log.info("build %s: cancelled (%s)", record.id, reason)
         record = await builds.get(record.id)
         assert record is not None
@@ -227,10 +229,11 @@ class Scheduler:
                 await self._fill_slots()
             except Exception:
                 log.exception("scheduler loop failed; retrying")
-            waits = [t - time.time() for t in self._retry_at.values()]
+            waits = [t - self.clock.time() for t in self._retry_at.values()]
             timeout = max(0.05, min(waits)) if waits else 30.0
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+            with contextlib.suppress(TimeoutError):
+                async with self.clock.timeout(timeout):
+                    await self._wake.wait()
 
     async def _fill_slots(self) -> None:
         cap = max(1, self.settings.max_concurrent_builds)
@@ -239,7 +242,7 @@ class Scheduler:
         jobs = list(dict.fromkeys(r.job_id for r in queued if r.job_id not in self._jobs))
         if metrics is not None:
             metrics.builds_queued.set(len(jobs))
-        now = time.time()
+        now = self.clock.time()
         for job_id in jobs:
             if len(self._jobs) >= cap:
                 break
@@ -274,7 +277,7 @@ class Scheduler:
             # Someone else (a BinderHub, another sha path) may have built it meanwhile.
             exists = await self._exists(image)
             if exists is None:
-                self._retry_at[job_id] = time.time() + RETRY_SECONDS
+                self._retry_at[job_id] = self.clock.time() + RETRY_SECONDS
                 log.warning("build %s: registry unreachable; waiting before building", job_id)
                 await self._publish_job(job_id, ProgressEvent(
                     Phase.WAITING, "the registry is not answering; the build will start when it does", job_id, image))
@@ -283,7 +286,7 @@ class Scheduler:
                 await self._finish_job(job_id, BuildState.BUILT, "image found in the registry", from_cache=True)
                 return
             cache_from = await self._cache_from(lead)
-            await builds.update_job(job_id, state=BuildState.RUNNING, started_at=time.time(), cache_from=cache_from)
+            await builds.update_job(job_id, state=BuildState.RUNNING, started_at=self.clock.time(), cache_from=cache_from)
         else:
             cache_from = lead.cache_from
         try:
@@ -292,7 +295,7 @@ class Scheduler:
             log.warning("build %s: no clone token for %s (%s); retrying in %g s", job_id,
                         lead.request.full_name, e, RETRY_SECONDS)
             await builds.update_job(job_id, state=BuildState.QUEUED)
-            self._retry_at[job_id] = time.time() + RETRY_SECONDS
+            self._retry_at[job_id] = self.clock.time() + RETRY_SECONDS
             await self._publish_job(job_id, ProgressEvent(
                 Phase.WAITING, "could not get a token from GitHub to clone this private repository; "
                 "the build will retry", job_id, image))
@@ -318,7 +321,7 @@ class Scheduler:
 
         started = time.monotonic()
         try:
-            async with asyncio.timeout(self.settings.build_timeout + 60):
+            async with self.clock.timeout(self.settings.build_timeout + 60):
                 outcome = await self.services.builder.run(job, emit)
         except TimeoutError:
             outcome = BuildOutcome(Phase.FAILED, f"build timed out after {self.settings.build_timeout} s")
@@ -348,7 +351,7 @@ class Scheduler:
         tail = tuple(self._tails.get(job_id, ()))
         await builds.update_job(
             job_id, state=state, phase=Phase(state.value),
-            reason=reason or None, finished_at=time.time(), log_tail=tail[-50:], from_cache=from_cache)
+            reason=reason or None, finished_at=self.clock.time(), log_tail=tail[-50:], from_cache=from_cache)
         metrics = self.services.extras.get("metrics")
         if metrics is not None:
             metrics.builds.labels(state.value).inc()
