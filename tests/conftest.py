@@ -5,7 +5,8 @@ from __future__ import annotations
 # BEGIN registry fixtures (registry client / image lookup engineer)
 #   registry       - a real Debian docker-registry on a free loopback port
 #                    (session-scoped; temp storage), with push helpers
-#   fake_registry  - tests/fake_registry.FakeRegistry served on loopback
+#   fake_registry_factory - await fake_registry_factory(**kw) -> (FakeRegistry, base URL) on loopback
+#   registry_double - one default FakeRegistry served on loopback: (FakeRegistry, base URL)
 # ======================================================================
 import dataclasses as _reg_dataclasses
 import gzip as _reg_gzip
@@ -173,6 +174,12 @@ def fake_registry_factory(aiohttp_server):
         return fake, str(server.make_url("")).rstrip("/")
 
     return make
+
+
+@_reg_pytest.fixture
+async def registry_double(fake_registry_factory):
+    """(FakeRegistry, URL): read it through the real RegistryClient, push to it with ``.push(image)``."""
+    return await fake_registry_factory()
 # ======================================================================
 # END registry fixtures
 # ======================================================================

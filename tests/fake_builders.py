@@ -1,20 +1,28 @@
 """Shared stand-ins for a builder backend and an image lookup (no engine, no registry).
 
 ``InstantBuilder`` walks a build through fetching/building/pushing and reports
-success; it "pushes" by adding the image to a ``MemoryImages``. Tests steer it:
-hold builds until released, make them fail, or make the push go nowhere.
+success; it "pushes" by calling ``push(image)`` on its registry double: a
+``tests.fake_registry.FakeRegistry`` (served on loopback and read through the real
+``RegistryClient``, cache included: what the scheduler tests use) or a
+``MemoryImages``. Tests steer it: hold builds until released, make them fail, or
+make the push go nowhere.
 """
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
+from typing import Protocol
 
 from bot.builders.base import Builder, Emit, ImageLookup
 from bot.model import BuildJob, BuildOutcome, Phase, ProgressEvent
 
 
+class PushTarget(Protocol):
+    def push(self, image: str) -> object: ...
+
+
 class MemoryImages(ImageLookup):
-    """Images as a set; ``down = True`` makes every answer unknown."""
+    """Images as a set; ``down = True`` makes every answer unknown. No cache, unlike ``RegistryClient``."""
 
     def __init__(self, images: Iterable[str] = ()) -> None:
         self.images = set(images)
@@ -27,6 +35,9 @@ class MemoryImages(ImageLookup):
             return None
         return image in self.images
 
+    def push(self, image: str) -> None:
+        self.images.add(image)
+
     async def health(self) -> tuple[bool, str]:
         return (not self.down, "down" if self.down else "ok")
 
@@ -34,7 +45,7 @@ class MemoryImages(ImageLookup):
 class InstantBuilder(Builder):
     name = "instant"
 
-    def __init__(self, images: MemoryImages) -> None:
+    def __init__(self, images: PushTarget) -> None:
         self.images = images
         self.jobs: list[BuildJob] = []
         self.running: dict[str, BuildJob] = {}
@@ -73,7 +84,7 @@ class InstantBuilder(Builder):
                 return BuildOutcome(Phase.FAILED, self.fail_with, tuple(self.log_lines))
             await emit(ProgressEvent(Phase.PUSHING, f"pushing {job.image}"))
             if self.push:
-                self.images.images.add(job.image)
+                self.images.push(job.image)
             return BuildOutcome(Phase.BUILT, "", tuple(self.log_lines))
         finally:
             self.running.pop(job.build_id, None)

@@ -60,6 +60,17 @@ def _error(status: int, code: str, message: str, headers: dict[str, str] | None 
     return web.json_response(body, status=status, headers=headers)
 
 
+def _repository_and_tag(image: str) -> tuple[str, str]:
+    """``[host[:port]/]path[:tag]`` -> (path, tag): the registry's own names, the host part dropped."""
+    name, _, tag = image.rpartition(":")
+    if not name or "/" in tag:
+        name, tag = image, "latest"
+    first, _, rest = name.partition("/")
+    if rest and ("." in first or ":" in first or first == "localhost"):
+        name = rest
+    return name, tag
+
+
 class FakeRegistry:
     """State plus an aiohttp app; tests mutate the state between calls."""
 
@@ -96,6 +107,14 @@ class FakeRegistry:
         self.manifests[(name, tag)] = (media_type, body)
         self.manifests[(name, digest)] = (media_type, body)
         return digest
+
+    def push(self, image: str) -> str:
+        """What a finished ``docker push`` of a full image reference leaves behind; returns the digest."""
+        return self.add_image(*_repository_and_tag(image))
+
+    def has(self, image: str) -> bool:
+        """Is ``image`` (a full reference, as pushed) stored here?"""
+        return _repository_and_tag(image) in self.manifests
 
     def fail_next(self, n: int, status: int = 503, where: str = "any") -> None:
         self.faults += [_Fault("status", where, status=status) for _ in range(n)]

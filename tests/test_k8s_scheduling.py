@@ -12,8 +12,8 @@ from bot.builders import k8s_objects as objs
 from bot.builders.kubernetes import KubernetesBuilder
 from bot.config import Settings
 from bot.model import BuildRequest, BuildState
-from tests.fake_builders import MemoryImages
 from tests.fake_k8s import r2d_line
+from tests.fake_registry import FakeRegistry
 from tests.test_scheduler import make_harness
 
 OK_LOG = [
@@ -28,13 +28,12 @@ def req(n: int, *, pr: int | None = None, branch: str | None = "main", repo: str
                         branch=None if pr else branch, pr_number=pr, installation_id=1)
 
 
-async def harness(tmp_path, fake, *, max_builds=8, db=None, images=None, **kw):
+async def harness(tmp_path, fake, registry, *, max_builds=8, db=None, **kw):
     settings = Settings(builder="kubernetes", data_dir=tmp_path, image_prefix="test/",
                         max_concurrent_builds=max_builds, **kw)
     builder = KubernetesBuilder(settings, None, configuration=fake.configuration())
     await builder.start()
-    h = await make_harness(tmp_path, max_builds=max_builds, db=db, images=images or MemoryImages(),
-                           builder=builder, **kw)
+    h = await make_harness(tmp_path, registry, max_builds=max_builds, db=db, builder=builder, **kw)
     return h
 
 
@@ -42,27 +41,25 @@ async def close(h, *, db=True):
     """Each step bounded, so a teardown that hangs names itself."""
     await asyncio.wait_for(h.scheduler.stop(), 15)
     await asyncio.wait_for(h.builder.close(), 15)
-    await h.services.session.close()
-    if db:
-        await h.services.db.close()
+    await h.close(db=db)
 
 
-def finish(fake, name, images: MemoryImages, image: str | None, *, push: bool = True) -> None:
+def finish(fake, name, images: FakeRegistry, image: str | None, *, push: bool = True) -> None:
     fake.set_running(name)
     fake.log(name, *OK_LOG)
     if push and image:
-        images.images.add(image)
+        images.push(image)
     fake.succeed(name)
 
 
-async def test_same_sha_from_branch_and_pr_makes_one_pod(tmp_path, fake_k8s):
-    h = await harness(tmp_path, fake_k8s)
+async def test_same_sha_from_branch_and_pr_makes_one_pod(tmp_path, fake_k8s, registry_double):
+    h = await harness(tmp_path, fake_k8s, registry_double)
     try:
         a = await h.scheduler.submit(req(1))
         b = await h.scheduler.submit(req(1, pr=4))
         name = objs.pod_name(a.job_id)
         await fake_k8s.wait_for(lambda: name in fake_k8s.pods)
-        finish(fake_k8s, name, h.images, a.image)
+        finish(fake_k8s, name, h.registry, a.image)
         await h.wait_state(a.id, BuildState.BUILT)
         await h.wait_state(b.id, BuildState.BUILT)
         posts = [p for m, p in fake_k8s.requests if m == "POST" and p.endswith("/pods")]
@@ -72,8 +69,8 @@ async def test_same_sha_from_branch_and_pr_makes_one_pod(tmp_path, fake_k8s):
         await close(h)
 
 
-async def test_cap_holds_extra_builds_in_the_queue(tmp_path, fake_k8s):
-    h = await harness(tmp_path, fake_k8s, max_builds=2)
+async def test_cap_holds_extra_builds_in_the_queue(tmp_path, fake_k8s, registry_double):
+    h = await harness(tmp_path, fake_k8s, registry_double, max_builds=2)
     try:
         recs = [await h.scheduler.submit(req(i, repo=f"r{i}")) for i in range(1, 5)]
         await fake_k8s.wait_for(lambda: len(fake_k8s.pods) == 2)
@@ -84,14 +81,14 @@ async def test_cap_holds_extra_builds_in_the_queue(tmp_path, fake_k8s):
             name = objs.pod_name(r.job_id)
             await fake_k8s.wait_for(lambda: name in fake_k8s.pods, timeout=10)
             assert len(fake_k8s.pods) <= 2
-            finish(fake_k8s, name, h.images, r.image)
+            finish(fake_k8s, name, h.registry, r.image)
             await h.wait_state(r.id, BuildState.BUILT)
     finally:
         await close(h)
 
 
-async def test_newer_sha_deletes_the_older_pod(tmp_path, fake_k8s):
-    h = await harness(tmp_path, fake_k8s)
+async def test_newer_sha_deletes_the_older_pod(tmp_path, fake_k8s, registry_double):
+    h = await harness(tmp_path, fake_k8s, registry_double)
     try:
         old = await h.scheduler.submit(req(1, pr=8))
         old_pod = objs.pod_name(old.job_id)
@@ -102,27 +99,27 @@ async def test_newer_sha_deletes_the_older_pod(tmp_path, fake_k8s):
         assert (await h.services.builds.get(old.id)).state == BuildState.CANCELLED
         new_pod = objs.pod_name(new.job_id)
         await fake_k8s.wait_for(lambda: new_pod in fake_k8s.pods)
-        finish(fake_k8s, new_pod, h.images, new.image)
+        finish(fake_k8s, new_pod, h.registry, new.image)
         await h.wait_state(new.id, BuildState.BUILT)
     finally:
         await close(h)
 
 
-async def test_succeeded_pod_whose_push_never_arrived_is_a_failure(tmp_path, fake_k8s):
-    h = await harness(tmp_path, fake_k8s)
+async def test_succeeded_pod_whose_push_never_arrived_is_a_failure(tmp_path, fake_k8s, registry_double):
+    h = await harness(tmp_path, fake_k8s, registry_double)
     try:
         rec = await h.scheduler.submit(req(1))
         name = objs.pod_name(rec.job_id)
         await fake_k8s.wait_for(lambda: name in fake_k8s.pods)
-        finish(fake_k8s, name, h.images, rec.image, push=False)
+        finish(fake_k8s, name, h.registry, rec.image, push=False)
         await h.wait_state(rec.id, BuildState.FAILED)
         assert "not in the registry" in (await h.services.builds.get(rec.id)).reason
     finally:
         await close(h)
 
 
-async def test_timeout_is_a_failure_that_says_so(tmp_path, fake_k8s):
-    h = await harness(tmp_path, fake_k8s, build_timeout=120)
+async def test_timeout_is_a_failure_that_says_so(tmp_path, fake_k8s, registry_double):
+    h = await harness(tmp_path, fake_k8s, registry_double, build_timeout=120)
     try:
         rec = await h.scheduler.submit(req(1))
         name = objs.pod_name(rec.job_id)
@@ -136,18 +133,18 @@ async def test_timeout_is_a_failure_that_says_so(tmp_path, fake_k8s):
         await close(h)
 
 
-async def test_restart_while_builds_run_reattaches_without_new_pods(tmp_path, fake_k8s):
-    h = await harness(tmp_path, fake_k8s)
+async def test_restart_while_builds_run_reattaches_without_new_pods(tmp_path, fake_k8s, registry_double):
+    h = await harness(tmp_path, fake_k8s, registry_double)
     recs = [await h.scheduler.submit(req(i, repo=f"r{i}")) for i in (1, 2)]
     names = [objs.pod_name(r.job_id) for r in recs]
     await fake_k8s.wait_for(lambda: all(n in fake_k8s.pods for n in names))
     for n in names:
         fake_k8s.set_running(n)
-    db, images = h.services.db, h.images
+    db, images = h.services.db, h.registry
     await close(h, db=False)  # the service goes away; pods keep running
     assert all(n in fake_k8s.pods for n in names)
     uids = {n: fake_k8s.pod(n)["metadata"]["uid"] for n in names}
-    h2 = await harness(tmp_path, fake_k8s, db=db, images=images)
+    h2 = await harness(tmp_path, fake_k8s, registry_double, db=db)
     try:
         await fake_k8s.wait_for(lambda: h2.builder.attached == 2)
         assert {n: fake_k8s.pod(n)["metadata"]["uid"] for n in names} == uids
@@ -160,15 +157,15 @@ async def test_restart_while_builds_run_reattaches_without_new_pods(tmp_path, fa
         await close(h2)
 
 
-async def test_stale_watch_is_relisted_and_builds_still_finish(tmp_path, fake_k8s):
-    h = await harness(tmp_path, fake_k8s)
+async def test_stale_watch_is_relisted_and_builds_still_finish(tmp_path, fake_k8s, registry_double):
+    h = await harness(tmp_path, fake_k8s, registry_double)
     try:
         rec = await h.scheduler.submit(req(1))
         name = objs.pod_name(rec.job_id)
         await fake_k8s.wait_for(lambda: name in fake_k8s.pods)
         fake_k8s.compact()
         fake_k8s.cut_watches()
-        finish(fake_k8s, name, h.images, rec.image)
+        finish(fake_k8s, name, h.registry, rec.image)
         await h.wait_state(rec.id, BuildState.BUILT)
         assert fake_k8s.stats()["max_open_watches"] == 1
         assert fake_k8s.stats()["expired_watches"] >= 1

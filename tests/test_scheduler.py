@@ -1,4 +1,5 @@
-"""The scheduler over a real SQLite store, with the shared instant builder."""
+"""The scheduler over a real SQLite store and the real RegistryClient (its cache included)
+reading tests/fake_registry on loopback, with the shared instant builder and a driven clock."""
 from __future__ import annotations
 
 import asyncio
@@ -8,16 +9,20 @@ import pytest
 
 from bot.config import Settings
 from bot.events import EventBus
+from bot.github.client import GitHubApp, RetryPolicy
 from bot.metrics import Metrics
-from bot.model import BuildRequest, BuildState, Phase, ProgressEvent
-from bot.scheduler import Action, Scheduler, plan_submit, verify_outcome
-from bot.model import BuildOutcome
+from bot.model import BuildOutcome, BuildRequest, BuildState, Phase, ProgressEvent
+from bot.registry import RegistryClient
+from bot.scheduler import RETRY_SECONDS, Action, Scheduler, plan_submit, verify_outcome
 from bot.services import Services
 from bot.store import Database
 from bot.store.builds import BuildStore
 from bot.store.deliveries import DeliveryStore
 from bot.store.github_state import GitHubState
-from tests.fake_builders import InstantBuilder, MemoryImages
+from tests.fake_builders import InstantBuilder
+from tests.fake_clock import ManualClock
+from tests.fake_github import Fault, settings_for
+from tests.fake_registry import FakeRegistry
 
 SHA1 = "1" * 40
 SHA2 = "2" * 40
@@ -30,12 +35,14 @@ def req(sha: str = SHA1, *, branch: str | None = "main", pr: int | None = None, 
 
 
 class Harness:
-    def __init__(self, services: Services, events: list) -> None:
+    def __init__(self, services: Services, events: list, registry: FakeRegistry, clock: ManualClock) -> None:
         self.services = services
         self.events = events
-        self.images: MemoryImages = services.images  # type: ignore[assignment]
+        self.registry = registry  # the registry double: push, faults, recorded requests
+        self.images: RegistryClient = services.images  # type: ignore[assignment]
         self.builder: InstantBuilder = services.builder  # type: ignore[assignment]
         self.scheduler: Scheduler = services.scheduler  # type: ignore[assignment]
+        self.clock = clock
 
     async def wait_state(self, build_id: str, state: BuildState, timeout: float = 10) -> None:
         async def _w() -> None:
@@ -43,25 +50,43 @@ class Harness:
                 await asyncio.sleep(0.01)
         await asyncio.wait_for(_w(), timeout)
 
+    async def wait_event(self, build_id: str, phase: Phase, text: str, timeout: float = 10) -> None:
+        """Until the bus carried ``phase`` with ``text`` in its message for ``build_id``."""
+        async def _w() -> None:
+            while not any(r.id == build_id and e.phase == phase and text in e.message for r, e in self.events):
+                await asyncio.sleep(0.01)
+        await asyncio.wait_for(_w(), timeout)
+
     def phases(self, build_id: str) -> list[str]:
         return [e.phase.value for r, e in self.events if r.id == build_id]
 
+    async def close(self, *, db: bool = True) -> None:
+        await self.scheduler.stop()
+        await self.images.close()
+        await self.services.session.close()
+        if db:
+            await self.services.db.close()
 
-async def make_harness(tmp_path, *, max_builds: int = 8, db: Database | None = None,
-                       images: MemoryImages | None = None, hold: bool = False, builder=None,
-                       **settings_kw) -> Harness:
+
+async def make_harness(tmp_path, registry: tuple[FakeRegistry, str], *, max_builds: int = 8,
+                       db: Database | None = None, hold: bool = False, builder=None,
+                       clock: ManualClock | None = None, **settings_kw) -> Harness:
+    """``registry`` is what ``fake_registry_factory()`` gives: the served fake and its URL."""
+    fake, url = registry
+    clock = clock or ManualClock()
     settings = Settings(data_dir=tmp_path, max_concurrent_builds=max_builds, image_prefix="test/", **settings_kw)
     db = db or await Database(settings.db_path).open()
     session = aiohttp.ClientSession()
     services = Services(settings=settings, db=db, session=session, deliveries=DeliveryStore(db),
                         builds=BuildStore(db), gh_state=GitHubState(db), bus=EventBus())
     services.extras["metrics"] = Metrics()
-    services.images = images or MemoryImages()
+    # the real client: "missing" is remembered for 15 s (on the driven clock), retries are quick
+    services.images = RegistryClient(session, url, attempts=2, backoff=0.01, clock=clock.time)
     if builder is None:
-        builder = InstantBuilder(services.images)
+        builder = InstantBuilder(fake)
         builder.hold = hold
     services.builder = builder
-    services.scheduler = Scheduler(services)
+    services.scheduler = Scheduler(services, clock=clock)
     events: list = []
 
     async def listener(record, event):
@@ -69,16 +94,14 @@ async def make_harness(tmp_path, *, max_builds: int = 8, db: Database | None = N
 
     services.bus.add_listener(listener)
     await services.scheduler.start()
-    return Harness(services, events)
+    return Harness(services, events, fake, clock)
 
 
 @pytest.fixture
-async def h(tmp_path):
-    harness = await make_harness(tmp_path)
+async def h(tmp_path, registry_double):
+    harness = await make_harness(tmp_path, registry_double)
     yield harness
-    await harness.scheduler.stop()
-    await harness.services.session.close()
-    await harness.services.db.close()
+    await harness.close()
 
 
 async def test_build_runs_and_is_confirmed_in_registry(h):
@@ -87,14 +110,26 @@ async def test_build_runs_and_is_confirmed_in_registry(h):
     await h.wait_state(rec.id, BuildState.BUILT)
     assert h.phases(rec.id) == ["waiting", "fetching", "building", "building", "building", "building",
                                 "pushing", "built"]
-    assert rec.image in h.images.images
+    assert h.registry.has(rec.image)
     done = await h.services.builds.get(rec.id)
     assert done.log_tail[-2:] == ("Successfully built", f"pushing {rec.image}")
 
 
+async def test_a_build_faster_than_the_missing_cache_is_still_confirmed(h):
+    """The submit's lookup is a 404 the client remembers for 15 s; a build that pushes
+    within that time must be checked against the registry itself, not that memory."""
+    rec = await h.scheduler.submit(req())
+    assert rec.state == BuildState.QUEUED  # the registry said 404 (and the client remembers it)
+    await h.wait_state(rec.id, BuildState.BUILT)
+    got = await h.services.builds.get(rec.id)
+    assert got.reason is None and not got.from_cache
+    assert h.registry.has(rec.image)
+    assert await h.images.exists(rec.image) is True
+
+
 async def test_image_already_in_registry_is_ready_without_building(h):
     image = h.scheduler.image_for("octo", "repo", SHA1)
-    h.images.images.add(image)
+    h.registry.push(image)
     rec = await h.scheduler.submit(req())
     assert rec.state == BuildState.BUILT and rec.from_cache
     assert h.builder.jobs == []
@@ -116,8 +151,8 @@ async def test_same_sha_via_branch_and_pr_is_built_once(h):
     assert "built" in h.phases(b.id)
 
 
-async def test_concurrency_cap_and_arrival_order(tmp_path):
-    h = await make_harness(tmp_path, max_builds=2)
+async def test_concurrency_cap_and_arrival_order(tmp_path, registry_double):
+    h = await make_harness(tmp_path, registry_double, max_builds=2)
     try:
         h.builder.hold = True
         recs = [await h.scheduler.submit(req(sha=str(i) * 40, repo=f"r{i}")) for i in range(1, 6)]
@@ -131,13 +166,11 @@ async def test_concurrency_cap_and_arrival_order(tmp_path):
             await h.wait_state(r.id, BuildState.BUILT)
         assert [j.request.repo for j in h.builder.jobs] == ["r1", "r2", "r3", "r4", "r5"]
     finally:
-        await h.scheduler.stop()
-        await h.services.session.close()
-        await h.services.db.close()
+        await h.close()
 
 
-async def test_newer_sha_supersedes_running_and_queued(tmp_path):
-    h = await make_harness(tmp_path, max_builds=1)
+async def test_newer_sha_supersedes_running_and_queued(tmp_path, registry_double):
+    h = await make_harness(tmp_path, registry_double, max_builds=1)
     try:
         h.builder.hold = True
         first = await h.scheduler.submit(req(SHA1, pr=3))
@@ -154,9 +187,7 @@ async def test_newer_sha_supersedes_running_and_queued(tmp_path):
         await h.wait_state(other.id, BuildState.BUILT)
         assert (await h.services.builds.get(first.id)).state == BuildState.CANCELLED
     finally:
-        await h.scheduler.stop()
-        await h.services.session.close()
-        await h.services.db.close()
+        await h.close()
 
 
 async def test_cancel_key_for_closed_pr(h):
@@ -189,36 +220,44 @@ async def test_builder_failure_keeps_reason_and_log(h):
 
 
 async def test_registry_down_waits_instead_of_building(h):
-    h.images.down = True
+    """A build held back by a registry that is down starts when the retry delay has
+    passed on the clock, not earlier (even when the scheduler is woken meanwhile), and
+    without anything but time passing."""
+    h.registry.down = True
     rec = await h.scheduler.submit(req())
-    await asyncio.sleep(0.3)
+    await h.wait_event(rec.id, Phase.WAITING, "registry is not answering")
     assert h.builder.jobs == []
     assert (await h.services.builds.get(rec.id)).state == BuildState.QUEUED
-    h.images.down = False
-    h.scheduler._retry_at.clear()
-    h.scheduler._wake.set()
+    h.registry.down = False
+    # another build wakes the scheduler and runs to its end: the held-back one is not due yet
+    other = await h.scheduler.submit(req(SHA2, repo="other"))
+    await h.wait_state(other.id, BuildState.BUILT)
+    await h.clock.advance(RETRY_SECONDS - 1)
+    assert [j.request.repo for j in h.builder.jobs] == ["other"]
+    assert (await h.services.builds.get(rec.id)).state == BuildState.QUEUED
+    await h.clock.advance(1)  # the delay is over: time alone starts it
     await h.wait_state(rec.id, BuildState.BUILT)
+    assert [j.request.repo for j in h.builder.jobs] == ["other", "repo"]
 
 
 async def test_rebuild_builds_even_when_image_exists(h):
     image = h.scheduler.image_for("octo", "repo", SHA1)
-    h.images.images.add(image)
+    h.registry.push(image)
     rec = await h.scheduler.submit(req(), rebuild=True)
     assert rec.state == BuildState.QUEUED
     await h.wait_state(rec.id, BuildState.BUILT)
     assert len(h.builder.jobs) == 1
 
 
-async def test_restart_reattaches_running_build_once(tmp_path):
-    h = await make_harness(tmp_path)
+async def test_restart_reattaches_running_build_once(tmp_path, registry_double):
+    h = await make_harness(tmp_path, registry_double)
     h.builder.hold = True
     rec = await h.scheduler.submit(req())
     await h.builder.wait_running(1)
-    await h.scheduler.stop()  # the process goes away; the build record stays running
+    await h.close(db=False)  # the process goes away; the build record stays running
     assert (await h.services.builds.get(rec.id)).state == BuildState.RUNNING
     db = h.services.db
-    await h.services.session.close()
-    h2 = await make_harness(tmp_path, db=db, images=h.images, hold=True)
+    h2 = await make_harness(tmp_path, registry_double, db=db, hold=True)
     try:
         await h2.builder.wait_running(1)
         assert [j.build_id for j in h2.builder.jobs] == [rec.job_id]
@@ -226,9 +265,7 @@ async def test_restart_reattaches_running_build_once(tmp_path):
         await h2.wait_state(rec.id, BuildState.BUILT)
         assert len(h2.builder.jobs) == 1
     finally:
-        await h2.scheduler.stop()
-        await h2.services.session.close()
-        await db.close()
+        await h2.close()
 
 
 def test_plan_submit_is_pure():
@@ -246,32 +283,66 @@ def test_verify_outcome():
     assert verify_outcome(BuildOutcome(Phase.FAILED, "boom"), True) == (BuildState.FAILED, "boom")
 
 
-async def test_private_repo_token_failure_waits_and_retries(h):
-    class BrokenGitHub:
-        calls = 0
+def private_req(fake_github, sha: str = SHA2) -> BuildRequest:
+    """A private repository in an installation that also holds another one."""
+    fake_github.add_repo("octo/secret", private=True)
+    fake_github.add_repo("octo/other", private=True)
+    inst = fake_github.add_installation(["octo/secret", "octo/other"])
+    return BuildRequest(owner="octo", repo="secret", sha=sha, clone_url="http://127.0.0.1:1/octo/secret.git",
+                        branch="main", installation_id=inst.id, private=True)
 
-        async def installation_token(self, installation_id, repositories=None, permissions=None):
-            BrokenGitHub.calls += 1
-            if BrokenGitHub.calls == 1:
-                raise ConnectionError("GitHub is down")
-            return "ghs_token"
 
-    h.services.github = BrokenGitHub()
-    private = BuildRequest(owner="octo", repo="secret", sha=SHA2, clone_url="http://127.0.0.1:1/octo/secret.git",
-                           branch="main", installation_id=5, private=True)
-    rec = await h.scheduler.submit(private)
-    for _ in range(300):
-        if BrokenGitHub.calls:
-            break
-        await asyncio.sleep(0.01)
-    await asyncio.sleep(0.1)
+def github_app(h: Harness, fake_github, tmp_path) -> GitHubApp:
+    """The real App client against FakeGitHub; one try per request, so an injected 5xx is a failure."""
+    return GitHubApp(h.services.session, settings_for(fake_github, tmp_path / "gh"),
+                     policy=RetryPolicy(attempts=1, backoff=0.0))
+
+
+async def test_clone_token_is_scoped_to_the_repository_with_contents_read(h, fake_github, tmp_path):
+    h.services.github = github_app(h, fake_github, tmp_path)
+    rec = await h.scheduler.submit(private_req(fake_github))
+    await h.wait_state(rec.id, BuildState.BUILT)
+    token = fake_github.tokens[h.builder.jobs[0].clone_token]
+    assert token.repositories == {"secret"}  # not "octo/other", nor every repository of the installation
+    assert token.permissions == {"contents": "read", "metadata": "read"}
+    body = fake_github.token_requests()[-1].json
+    assert body == {"repositories": ["secret"], "permissions": {"contents": "read"}}
+
+
+async def test_private_repo_token_failure_waits_and_retries(h, fake_github, tmp_path):
+    """GitHub down when the clone token is asked for: the build waits (and says why), and
+    is tried again once the retry delay has passed on the clock."""
+    h.services.github = github_app(h, fake_github, tmp_path)
+    fake_github.inject("POST", "/app/installations/{installation_id}/access_tokens", Fault.server_error(502))
+    rec = await h.scheduler.submit(private_req(fake_github))
+    await h.wait_event(rec.id, Phase.WAITING, "token")
     got = await h.services.builds.get(rec.id)
     assert got.state == BuildState.QUEUED and h.builder.jobs == []
-    assert any("token" in e.message for r, e in h.events if r.id == rec.id and e.phase == Phase.WAITING)
-    h.scheduler._retry_at.clear()
-    h.scheduler._wake.set()
+    assert fake_github.pending_faults() == 0 and len(fake_github.token_requests()) == 1
+    await h.clock.advance(RETRY_SECONDS - 1)
+    assert len(fake_github.token_requests()) == 1 and h.builder.jobs == []
+    await h.clock.advance(1)
     await h.wait_state(rec.id, BuildState.BUILT)
-    assert h.builder.jobs[0].clone_token == "ghs_token"
+    assert fake_github.tokens[h.builder.jobs[0].clone_token].repositories == {"secret"}
+
+
+async def test_a_build_that_outlives_its_timeout_is_stopped_by_the_backstop(tmp_path, registry_double):
+    """A builder that never returns (its own timeout broken or lost) is stopped
+    ``BUILD_TIMEOUT + 60`` s after it started, and the build fails saying so."""
+    h = await make_harness(tmp_path, registry_double, hold=True, build_timeout=600)
+    try:
+        rec = await h.scheduler.submit(req())
+        await h.builder.wait_running(1)
+        await h.clock.advance(659)
+        assert (await h.services.builds.get(rec.id)).state == BuildState.RUNNING
+        assert h.builder.cancelled == [] and h.builder.running
+        await h.clock.advance(1)
+        await h.wait_state(rec.id, BuildState.FAILED)
+        got = await h.services.builds.get(rec.id)
+        assert got.reason == "build timed out after 600 s"
+        assert h.builder.cancelled == [rec.job_id] and h.builder.running == {}
+    finally:
+        await h.close()
 
 
 class CountingReads:
@@ -289,10 +360,10 @@ class CountingReads:
         db.fetchall = fetchall  # type: ignore[method-assign]
 
 
-async def test_log_lines_fan_out_without_a_store_read_each(tmp_path):
+async def test_log_lines_fan_out_without_a_store_read_each(tmp_path, registry_double):
     """Every log line reaches each record sharing the job, and a record that joins or
     leaves mid-build is seen at once; the store is read per change, not per line."""
-    h = await make_harness(tmp_path, hold=True)
+    h = await make_harness(tmp_path, registry_double, hold=True)
     try:
         reads = CountingReads(h.services.db)
         branch = await h.scheduler.submit(req(SHA1))
@@ -323,5 +394,4 @@ async def test_log_lines_fan_out_without_a_store_read_each(tmp_path):
         h.builder.release()
         await h.wait_state(branch.id, BuildState.BUILT)
     finally:
-        await h.scheduler.stop()
-        await h.services.session.close()
+        await h.close()
