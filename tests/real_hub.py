@@ -288,7 +288,9 @@ class LauncherHarness:
         return self.services.scheduler.image_for(owner, repo, sha)
 
     async def prebuild(self, full_name: str, ref: str = "main") -> tuple[str, str]:
-        """Make ``ref``'s image exist and be recorded as built (the scheduler's own ready path)."""
+        """Make ``ref``'s image exist and be recorded as built (the scheduler's own ready path).
+
+        The record carries the repository's visibility as FakeGitHub has it (``install(private=True)``)."""
         from bot.model import BuildRequest, BuildState, Trigger
 
         repo = self.fake.repo(full_name)
@@ -298,7 +300,8 @@ class LauncherHarness:
         inst = await self.services.gh_state.installation_for(full_name)
         record = await self.services.scheduler.submit(BuildRequest(
             owner=repo.owner, repo=repo.name, sha=sha, clone_url=f"{self.fake.web_url}/{full_name}.git",
-            installation_id=inst, branch=ref if ref in repo.branches else None, trigger=Trigger.PUSH))
+            installation_id=inst, branch=ref if ref in repo.branches else None, trigger=Trigger.PUSH,
+            private=repo.private))
         assert record.state is BuildState.BUILT, record
         return sha, image
 

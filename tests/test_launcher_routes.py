@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from bot.model import BuildRequest, BuildState, Trigger
-from tests.real_hub import free_port
+from tests.real_hub import free_port, parse_sse
 
 
 async def dead_hub(launcher, **settings):
@@ -76,6 +76,22 @@ async def test_private_repositories_are_not_launched_unless_allowed(launcher):
     resp = await ln.client.get("/api/events/gh/octo/secret/main")
     text = await resp.text()
     assert resp.status == 200 and "private repository" in text and '"phase":"failed"' in text
+
+
+@pytest.mark.parametrize("ref", ["main", "sha"])
+async def test_a_prebuilt_private_repository_is_not_launched_unless_allowed(launcher, ref):
+    """An image already built for a private repository (no build to start, so no repository
+    read on the way) is still refused when LAUNCH_ALLOW does not list it: no server is started."""
+    ln = await dead_hub(launcher, max_servers=-1, max_servers_per_repo=-1)
+    await ln.install("octo/secret", private=True)
+    sha, _image = await ln.prebuild("octo/secret")
+    ref = sha if ref == "sha" else ref
+    resp = await ln.client.get(f"/api/events/gh/octo/secret/{ref}")
+    text = await resp.text()
+    phases = [e["phase"] for e in parse_sse(text)]
+    assert resp.status == 200 and phases[-1] == "failed" and "private repository" in text, text
+    assert "launching" not in phases and "ready" not in phases
+    assert ln.builder.jobs == []
 
 
 async def test_not_prebuilt_page_when_build_on_launch_is_off(launcher):
