@@ -42,7 +42,7 @@ class Recorded:
 
 @dataclasses.dataclass
 class _Fault:
-    kind: str  # "status" or "slow"
+    kind: str  # "status", "slow" or "hang"
     where: str  # "any", "manifests", "token", "v2"
     status: int = 503
     seconds: float = 0.0
@@ -97,6 +97,8 @@ class FakeRegistry:
         self.faults: list[_Fault] = []
         self.down = False
         self.head_supported = True
+        self.hung = 0  # requests held by hang_next so far
+        self._release = asyncio.Event()
 
     # -- test controls
 
@@ -121,6 +123,15 @@ class FakeRegistry:
 
     def slow_next(self, n: int, seconds: float, where: str = "any") -> None:
         self.faults += [_Fault("slow", where, seconds=seconds) for _ in range(n)]
+
+    def hang_next(self, n: int, where: str = "any") -> None:
+        """The next ``n`` requests get no answer until ``release()`` (a client's timeout must give up)."""
+        self._release.clear()
+        self.faults += [_Fault("hang", where) for _ in range(n)]
+
+    def release(self) -> None:
+        """Let the requests held by ``hang_next`` go on to their normal answer."""
+        self._release.set()
 
     def revoke_tokens(self) -> None:
         self.tokens.clear()
@@ -159,6 +170,10 @@ class FakeRegistry:
                 del self.faults[i]
                 if fault.kind == "slow":
                     await asyncio.sleep(fault.seconds)
+                    break
+                if fault.kind == "hang":
+                    self.hung += 1
+                    await self._release.wait()
                     break
                 return _error(fault.status, "UNAVAILABLE", f"injected HTTP {fault.status}")
         return await handler(request)

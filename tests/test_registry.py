@@ -316,11 +316,25 @@ async def test_token_endpoint_5xx_is_retried(fake_registry_factory, session, tmp
 
 
 async def test_timeout_is_retried(fake_registry_factory, session, no_docker_config):
+    """The first request never gets an answer: the client gives up on it and asks again."""
     fake, url = await fake_registry_factory()
     fake.add_image(REPO, SHA)
-    fake.slow_next(1, 1.0)
-    assert await fast(session, url, timeout=0.2).exists(f"reg.example:5000/{REPO}:{SHA}") is True
-    assert len(fake.manifest_requests()) == 2
+    fake.hang_next(1)
+    assert await fast(session, url, timeout=0.5, attempts=4).exists(f"reg.example:5000/{REPO}:{SHA}") is True
+    assert fake.hung == 1
+    # one timed-out attempt, then an answer (a further timeout on a loaded machine is a retry too)
+    assert 2 <= len(fake.manifest_requests()) <= 4
+    fake.release()
+
+
+async def test_a_request_that_never_answers_is_unknown_after_every_attempt(fake_registry_factory, session,
+                                                                          no_docker_config):
+    fake, url = await fake_registry_factory()
+    fake.add_image(REPO, SHA)
+    fake.hang_next(3)
+    assert await fast(session, url, timeout=0.2, attempts=3).exists(f"reg.example:5000/{REPO}:{SHA}") is None
+    assert fake.hung == 3 and len(fake.manifest_requests()) == 3  # each attempt timed out, none more
+    fake.release()
 
 
 async def test_registry_down_is_unknown_never_cached(fake_registry_factory, session, no_docker_config):
@@ -417,22 +431,28 @@ async def test_forget_drops_a_cached_answer(fake_registry_factory, session, no_d
 async def test_concurrent_lookups_share_one_request(fake_registry_factory, session, no_docker_config):
     fake, url = await fake_registry_factory()
     fake.add_image(REPO, SHA)
-    fake.slow_next(1, 0.2)
+    fake.hang_next(1)
     client = fast(session, url)
-    answers = await asyncio.gather(*(client.exists(f"reg.example:5000/{REPO}:{SHA}") for _ in range(20)))
-    assert answers == [True] * 20
+    lookups = [asyncio.create_task(client.exists(f"reg.example:5000/{REPO}:{SHA}")) for _ in range(20)]
+    while fake.hung < 1:  # the first lookup's request is held by the registry
+        await asyncio.sleep(0.01)
+    fake.release()
+    assert await asyncio.gather(*lookups) == [True] * 20
     assert len(fake.manifest_requests()) == 1
 
 
 async def test_cancelled_caller_does_not_cancel_others(fake_registry_factory, session, no_docker_config):
     fake, url = await fake_registry_factory()
     fake.add_image(REPO, SHA)
-    fake.slow_next(1, 0.3)
+    fake.hang_next(1)
     client = fast(session, url)
     first = asyncio.create_task(client.exists(f"reg.example:5000/{REPO}:{SHA}"))
     second = asyncio.create_task(client.exists(f"reg.example:5000/{REPO}:{SHA}"))
-    await asyncio.sleep(0.05)
+    while fake.hung < 1:  # both wait on the one request the registry holds
+        await asyncio.sleep(0.01)
     first.cancel()
+    await asyncio.sleep(0)
+    fake.release()
     assert await second is True
     with pytest.raises(asyncio.CancelledError):
         await first
