@@ -12,7 +12,7 @@ import dataclasses
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 from urllib.parse import quote
 
@@ -96,6 +96,7 @@ class HubClient:
         backoff: float = 0.5,
         timeout: float = 30.0,
         record_calls: int = 10_000,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.session = session
         self.api_url = api_url.rstrip("/")
@@ -105,6 +106,7 @@ class HubClient:
         self.backoff = backoff
         self.timeout = timeout
         self.calls: collections.deque[HubCall] = collections.deque(maxlen=record_calls)
+        self._sleep = sleep  # the waits between retries (tests drive them instead of sleeping)
 
     def __repr__(self) -> str:  # never show the token
         return f"HubClient({self.api_url!r})"
@@ -176,7 +178,7 @@ class HubClient:
                 else:
                     raise HubError(status, message)
             if attempt < len(delays):
-                await asyncio.sleep(delays[attempt])
+                await self._sleep(delays[attempt])
         assert last is not None
         raise last
 
@@ -322,7 +324,7 @@ class HubClient:
                 if attempt >= len(delays):
                     raise HubUnavailable(0, f"lost JupyterHub's progress stream ({type(e).__name__})") from e
             log.warning("hub: progress of %s interrupted, retrying", name)
-            await asyncio.sleep(delays[attempt])
+            await self._sleep(delays[attempt])
             attempt += 1
 
 
