@@ -9,7 +9,8 @@ import signal
 import aiohttp
 import pytest
 
-from launcher.hub import HubClient, HubConflict, HubError, HubNotFound, parse_sse_lines, retry_delays
+from launcher.hub import (HubClient, HubConflict, HubError, HubNotFound, HubUnavailable, parse_sse_lines,
+                         retry_delays)
 from tests.real_hub import start_hub
 
 pytestmark = pytest.mark.hub
@@ -58,24 +59,48 @@ async def test_users_servers_conflicts_and_progress(hub):
 
 
 async def test_5xx_from_the_proxy_is_retried_until_the_hub_is_back(tmp_path):
-    """The Hub dies behind its proxy (which answers 503), then restarts: the call succeeds."""
+    """The Hub dies behind its proxy (which answers 5xx): a call spends its retry budget
+    and says the Hub is unavailable; a call waiting to retry when the Hub restarts gets
+    its answer. The waits between retries are driven by the test, so how long the
+    restart takes on a loaded machine does not matter."""
     hub = await asyncio.to_thread(start_hub, tmp_path / "hub")
     try:
         async with aiohttp.ClientSession() as session:
-            client = HubClient(session, hub.api_url, hub.token, retries=10, backoff=0.5)
+            instant: list[float] = []
+
+            async def no_wait(delay: float) -> None:
+                instant.append(delay)
+
+            budget = HubClient(session, hub.api_url, hub.token, retries=3, backoff=0.5, sleep=no_wait)
+            waits: list[float] = []
+            waiting, back = asyncio.Event(), asyncio.Event()
+
+            async def until_back(delay: float) -> None:
+                waits.append(delay)
+                waiting.set()
+                await back.wait()  # the retry delay "passes" once the Hub is back
+
+            client = HubClient(session, hub.api_url, hub.token, retries=3, backoff=0.5, sleep=until_back)
             assert (await client.active_users()) == []
             os.kill(hub.proc.pid, signal.SIGKILL)  # the proxy, its own process, stays up
             hub.proc.wait()
             async with session.get(hub.api_url + "/users") as resp:
                 assert resp.status >= 500  # what a client sees now
+
+            with pytest.raises(HubUnavailable):  # the whole budget: 3 attempts, 2 waits, then an honest error
+                await budget.active_users()
+            assert instant == [0.5, 1.0]
+            assert [c.status >= 500 for c in budget.calls] == [True, True, True]
+
             call = asyncio.create_task(client.active_users())
-            await asyncio.sleep(1.0)
-            assert not call.done()
-            restarted = await asyncio.to_thread(_restart, hub)
+            await asyncio.wait_for(waiting.wait(), 60)
+            assert not call.done() and waits == [0.5]
+            assert await asyncio.to_thread(_restart, hub)
+            back.set()
             assert await asyncio.wait_for(call, 60) == []
             statuses = [c.status for c in client.calls]
-            assert any(s >= 500 for s in statuses) and statuses[-1] == 200
-            assert restarted
+            assert statuses[0] == 200 and statuses[1] >= 500 and statuses[2:] == [200]
+            assert waits == [0.5]
     finally:
         hub.stop()
         _kill_proxy(hub)
