@@ -30,6 +30,7 @@ import gidgethub.abc
 import gidgethub.routing
 import gidgethub.sansio
 
+from bot.clock import SYSTEM_CLOCK, Clock
 from bot.logs import delivery_context
 from bot.services import Services
 from bot.store.deliveries import Delivery
@@ -91,7 +92,8 @@ class Dispatcher:
     def __init__(self, services: Services, router: gidgethub.routing.Router, *,
                  concurrency: int = 8, handler_timeout: float = 120.0, lease_seconds: float | None = None,
                  max_attempts: int = 6, backoff_base: float = 5.0, backoff_cap: float = 900.0,
-                 idle_poll: float = 5.0, ack_quiet: float = 0.02, max_defer: float = 1.0) -> None:
+                 idle_poll: float = 5.0, ack_quiet: float = 0.02, max_defer: float = 1.0,
+                 clock: Clock = SYSTEM_CLOCK) -> None:
         self.services = services
         self.router = router
         self.concurrency = concurrency
@@ -104,6 +106,7 @@ class Dispatcher:
         self.idle_poll = idle_poll
         self.ack_quiet = ack_quiet
         self.max_defer = max_defer
+        self.clock = clock  # measures the pause for the receiver (tests drive it)
         self._ingest = ingest_gauge(services)
         self._deferred = False  # the current busy spell already waited max_defer
         self._wakeup = wakeup_event(services)
@@ -192,8 +195,8 @@ class Dispatcher:
             return
         if self._deferred:
             return  # this busy spell already had its pause: keep going at the busy pace
-        deadline = time.monotonic() + self.max_defer
-        while self._ingest.busy(self.ack_quiet) and not self._stopping and time.monotonic() < deadline:
+        deadline = self.clock.time() + self.max_defer
+        while self._ingest.busy(self.ack_quiet) and not self._stopping and self.clock.time() < deadline:
             await asyncio.sleep(self.ack_quiet)
         self._deferred = self._ingest.busy(self.ack_quiet)
 
