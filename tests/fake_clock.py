@@ -51,8 +51,10 @@ class ManualClock:
     def __init__(self, start: float = 1_800_000_000.0) -> None:
         self._now = start
         self._pending: list[_ManualTimeout] = []
+        self.reads = 0  # how often time() was asked: code polling the clock shows it is waiting on it
 
     def time(self) -> float:
+        self.reads += 1
         return self._now
 
     def timeout(self, delay: float | None) -> _ManualTimeout:
@@ -66,6 +68,13 @@ class ManualClock:
         """Until at least ``n`` timeouts with a deadline are waiting (the code under test reached its wait)."""
         async with asyncio.timeout(timeout):
             while len(self.waiting()) < n:
+                await asyncio.sleep(0.005)
+
+    async def wait_for_reads(self, n: int, timeout: float = 10.0) -> None:
+        """Until time() has been asked ``n`` more times (code that polls the clock is in its wait)."""
+        target = self.reads + n
+        async with asyncio.timeout(timeout):
+            while self.reads < target:
                 await asyncio.sleep(0.005)
 
     async def advance(self, seconds: float) -> None:

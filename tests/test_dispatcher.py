@@ -15,6 +15,7 @@ from bot.logs import setup_logging
 from bot.store.deliveries import NewDelivery
 from bot.webhooks.dispatcher import Dispatcher, GitHubUnavailable, UnavailableGitHub, retry_at
 from tests import payloads
+from tests.fake_clock import ManualClock
 
 
 def new(name: str, *, repo: str | None = None, form: bool = False, delivery_id: str | None = None) -> NewDelivery:
@@ -472,36 +473,47 @@ async def _true(value):
 
 
 async def test_while_the_receiver_is_busy_deliveries_run_one_at_a_time_after_a_pause(services, run):
+    """Busy receiver: one pause of ``max_defer`` (on the dispatcher's clock, driven here), then
+    deliveries one at a time without pausing again; quiet again: full concurrency."""
     from bot.webhooks import ingest_gauge
 
     router = Router()
     running, peak, started_at = 0, 0, []
+    gate = asyncio.Event()
+    gate.set()
 
     @router.register("push")
     async def handler(event, gh, *, services):
         nonlocal running, peak
         running += 1
         peak = max(peak, running)
-        started_at.append(time.monotonic())
-        await asyncio.sleep(0.02)
+        started_at.append(clock.time())
+        for _ in range(5):
+            await asyncio.sleep(0)  # give a second handler every chance to overlap
+        await gate.wait()
         running -= 1
 
+    clock = ManualClock()
     gauge = ingest_gauge(services)
     gauge.enter()  # a request is in hand for the whole busy phase
     items = [new("push.branch", repo=f"org/busy{i}") for i in range(5)]
     await services.deliveries.add_many(items)
-    t0 = time.monotonic()
-    await run(router, concurrency=4, max_defer=0.3)
+    t0 = clock.time()
+    await run(router, concurrency=4, max_defer=0.3, clock=clock)
+    await clock.wait_for_reads(5)  # the dispatcher is in its pause, polling the clock
+    assert started_at == []
+    await clock.advance(0.3)  # the pause is over; nothing else moves the clock from here on
     await until(lambda: _all(services, [i.id for i in items], "done"))
     assert peak == 1  # acknowledgements first: no parallel handlers while busy
-    assert started_at[0] - t0 >= 0.3  # and a pause before the first one
-    assert started_at[-1] - started_at[0] < 1.0  # then they keep going, not one per pause
+    assert started_at == [t0 + 0.3] * 5  # one pause for the busy spell, not one per delivery
 
     gauge.leave()
-    await asyncio.sleep(0.05)
     peak = 0
+    gate.clear()  # hold the handlers: as many run at once as the dispatcher allows
     more = [new("push.branch", repo=f"org/quiet{i}") for i in range(8)]
     await services.deliveries.add_many(more)
     services.extras["delivery_wakeup"].set()
+    await until(lambda: _true(running == 4))
+    gate.set()
     await until(lambda: _all(services, [i.id for i in more], "done"))
     assert peak == 4  # quiet again: full concurrency
