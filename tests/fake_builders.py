@@ -56,6 +56,7 @@ class InstantBuilder(Builder):
         self.log_lines = ["Step 1/3 : FROM base", "Step 2/3 : COPY . .", "Successfully built"]
         self._gates: dict[str, asyncio.Event] = {}
         self.emits: dict[str, Emit] = {}  # a running build's emit: tests add log lines while it is held
+        self.held: set[str] = set()  # builds that sent their log lines and wait for release()
 
     def release(self, build_id: str | None = None) -> None:
         for bid, gate in self._gates.items():
@@ -65,6 +66,13 @@ class InstantBuilder(Builder):
     async def wait_running(self, n: int, timeout: float = 10) -> None:
         async def _w() -> None:
             while len(self.running) < n:
+                await asyncio.sleep(0.01)
+        await asyncio.wait_for(_w(), timeout)
+
+    async def wait_held(self, n: int, timeout: float = 10) -> None:
+        """Until ``n`` held builds have emitted all their log lines and wait for ``release()``."""
+        async def _w() -> None:
+            while len(self.held) < n:
                 await asyncio.sleep(0.01)
         await asyncio.wait_for(_w(), timeout)
 
@@ -79,7 +87,9 @@ class InstantBuilder(Builder):
             for line in self.log_lines:
                 await emit(ProgressEvent(Phase.BUILDING, line))
             if self.hold:
+                self.held.add(job.build_id)
                 await gate.wait()
+                self.held.discard(job.build_id)
             if self.fail_with:
                 return BuildOutcome(Phase.FAILED, self.fail_with, tuple(self.log_lines))
             await emit(ProgressEvent(Phase.PUSHING, f"pushing {job.image}"))
@@ -88,6 +98,7 @@ class InstantBuilder(Builder):
             return BuildOutcome(Phase.BUILT, "", tuple(self.log_lines))
         finally:
             self.running.pop(job.build_id, None)
+            self.held.discard(job.build_id)
             self.emits.pop(job.build_id, None)
             self._gates.pop(job.build_id, None)
 

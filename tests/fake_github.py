@@ -337,6 +337,8 @@ class FakeGitHub(AppRoutes, RepoRoutes, CheckRoutes, IssueRoutes):
             rec.fault = fault
             if fault.delay:
                 await asyncio.sleep(fault.delay)
+            if fault.held is not None:
+                await fault.held.wait()
             if fault.disconnect:
                 assert request.transport is not None
                 request.transport.close()

@@ -120,6 +120,7 @@ class Fault:
     delay: float = 0.0
     passthrough: bool = False  # after ``delay``, answer normally (pure latency)
     disconnect: bool = False  # drop the connection without an answer
+    held: Any = None  # an asyncio.Event: answer only once the test sets it (latency without a clock)
 
     @classmethod
     def server_error(cls, status: int = 502, delay: float = 0.0) -> "Fault":
@@ -161,6 +162,11 @@ class Fault:
     @classmethod
     def latency(cls, seconds: float) -> "Fault":
         return cls(delay=seconds, passthrough=True)
+
+    @classmethod
+    def held_until(cls, event: Any) -> "Fault":
+        """The request waits until ``event`` (an ``asyncio.Event``) is set, then is answered normally."""
+        return cls(held=event, passthrough=True)
 
     @classmethod
     def connection_drop(cls) -> "Fault":
