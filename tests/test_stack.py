@@ -5,10 +5,12 @@ The whole stack running for real is tests/test_e2e.py; these check the choices
 """
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
 import types
+from pathlib import Path
 
 import pytest
 
@@ -33,7 +35,8 @@ class FakeProc:
 
 @pytest.fixture
 def up(monkeypatch, tmp_path):
-    """Run ``stack.main()`` with the engine answer given; returns (the started process, stderr)."""
+    """Run ``stack.main()`` with the engine answer and the installed commands given (whatever this
+    machine has installed); returns (the started process, stderr)."""
     # only stack's own view of these modules: pytest's signal handlers and everyone's Popen stay
     monkeypatch.setattr(stack, "signal", types.SimpleNamespace(signal=lambda *a: None, SIGTERM=signal.SIGTERM,
                                                                SIGINT=signal.SIGINT))
@@ -41,6 +44,7 @@ def up(monkeypatch, tmp_path):
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
     started = []
+    asked: list = []
 
     def popen(cmd, env=None, cwd=None):
         started.append(FakeProc(cmd, env, cwd))
@@ -48,15 +52,22 @@ def up(monkeypatch, tmp_path):
 
     monkeypatch.setattr(stack, "subprocess", types.SimpleNamespace(Popen=popen, run=subprocess.run))
 
-    def run(engine, capsys, **env):
+    def run(engine, capsys, installed=("jupyterhub", "configurable-http-proxy"), **env):
         for k, v in env.items():
             monkeypatch.setenv(k, v)
         monkeypatch.setattr(stack, "_engine_env", lambda e: (engine, "podman socket and registry up")
                             if engine else (None, "podman: command not found"))
+
+        def which(name, path=None):
+            asked.append((name, path))
+            return f"/fake/bin/{name}" if name in installed else None
+
+        monkeypatch.setattr(stack, "shutil", types.SimpleNamespace(which=which))
         assert stack.main() == 0
         (proc,) = started
         return proc, capsys.readouterr().err
 
+    run.asked = asked  # (command, PATH) of every lookup
     return run
 
 
@@ -87,3 +98,29 @@ def test_without_an_engine_it_says_how_to_get_one_and_serves_the_pages(up, capsy
     assert "container engine: not available (podman: command not found)" in err
     assert "apt-get install podman" in err and "Serving the setup and status pages only" in err
     assert "setup page:" in err and "status page:" in err
+
+
+@pytest.mark.parametrize("missing", ["jupyterhub", "configurable-http-proxy"])
+def test_with_an_engine_but_no_hub_it_serves_the_bot_alone_and_says_how_to_get_the_hub(up, capsys, missing):
+    installed = tuple(n for n in ("jupyterhub", "configurable-http-proxy") if n != missing)
+    proc, err = up(dict(ENGINE), capsys, installed=installed)
+    assert proc.cmd == [sys.executable, "-m", "bot.cli", "serve"]  # not the Hub
+    assert "JupyterHub or configurable-http-proxy not found: run `./dev install` first." in err
+    assert "Serving binder-prebuild without a Hub." in err
+    assert "JupyterHub:" not in err and "container engine: not available" not in err
+    # the service still builds on the engine and pushes to its registry
+    assert proc.env["DOCKER_HOST"] == ENGINE["DOCKER_HOST"] and proc.env["REGISTRY_URL"] == ENGINE["REGISTRY_URL"]
+    assert proc.env["BUILDER"] == "local"
+    assert "setup page:       http://127.0.0.1:8080/" in err
+
+
+def test_the_hub_commands_are_looked_up_where_dev_install_puts_them(up, capsys):
+    """configurable-http-proxy comes from npm into .cache/node: that directory is on the PATH
+    searched, and on the Hub's, ahead of the rest."""
+    proc, _ = up(dict(ENGINE), capsys)
+    node_bin = str(stack.ROOT / ".cache" / "node" / "node_modules" / ".bin")
+    searched = dict(up.asked)
+    assert set(searched) == {"jupyterhub", "configurable-http-proxy"}
+    for path in [*searched.values(), proc.env["PATH"]]:
+        dirs = path.split(os.pathsep)
+        assert dirs[:2] == [str(Path(sys.executable).parent), node_bin]
