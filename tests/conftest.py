@@ -414,20 +414,22 @@ async def launcher(aiohttp_client, fake_github, tmp_path):
 # BEGIN feedback fixtures (GitHub feedback engineer: check runs, PR comment, commands)
 #   prebuild_bot  - await prebuild_bot(**settings_overrides) -> tests/feedback_harness.Bot:
 #                   the real create_app (webhook route, dispatcher, scheduler, feedback)
-#                   with GitHub faked by fake_github and an InstantBuilder; call it again
+#                   with GitHub faked by fake_github, an InstantBuilder pushing to
+#                   registry_double and the real RegistryClient reading it; call it again
 #                   with same_store=True / inst=... to "restart" against the same FakeGitHub
 # ======================================================================
 import pytest as _fb_pytest
 
 
 @_fb_pytest.fixture
-def prebuild_bot(fake_github, github_settings, aiohttp_client, monkeypatch, tmp_path):
+def prebuild_bot(fake_github, github_settings, aiohttp_client, monkeypatch, tmp_path, registry_double):
     from tests.feedback_harness import start_bot
 
     made = []
 
     async def make(*, data_dir=None, **kwargs):
         data_dir = data_dir or tmp_path / f"bot{len(made)}"
+        kwargs.setdefault("registry", registry_double)  # one registry for the test: it outlives restarts
         b = await start_bot(fake_github, github_settings, aiohttp_client, monkeypatch, data_dir=data_dir, **kwargs)
         made.append(b)
         return b

@@ -1,10 +1,11 @@
 """The whole App with GitHub faked: signed deliveries in through the real webhook route,
-GitHub API calls out to FakeGitHub, builds run by tests/fake_builders.InstantBuilder.
+GitHub API calls out to FakeGitHub, builds run by tests/fake_builders.InstantBuilder,
+which pushes to tests/fake_registry.FakeRegistry, read by the real RegistryClient.
 
 Used by tests/test_feedback_*.py through the ``prebuild_bot`` fixture (tests/conftest.py).
-``create_app`` is the real factory; only ``make_builder``/``make_image_lookup`` are
-replaced, as a test of the webhook → decision → scheduler → feedback path needs
-no engine and no registry.
+``create_app`` is the real factory; only ``make_builder`` is replaced and the image
+lookup pointed at the registry double, as a test of the webhook → decision → scheduler
+→ feedback path needs no engine.
 """
 from __future__ import annotations
 
@@ -20,10 +21,12 @@ import bot.app
 from bot.appkeys import SERVICES
 from bot.github.client import RetryPolicy
 from bot.model import BuildState
+from bot.registry import RegistryClient
 from bot.services import Services
 from tests import payloads
-from tests.fake_builders import InstantBuilder, MemoryImages
+from tests.fake_builders import InstantBuilder
 from tests.fake_github import FakeGitHub, FakeInstallation
+from tests.fake_registry import FakeRegistry
 
 REPO = "binder-examples/requirements"
 FORK = "jdoe-contrib/requirements"
@@ -37,7 +40,7 @@ class Bot:
     client: Any  # aiohttp TestClient
     services: Services
     builder: InstantBuilder
-    images: MemoryImages
+    images: FakeRegistry  # what the builder pushes to and the service's RegistryClient reads
     inst: FakeInstallation
     data_dir: Path
 
@@ -178,9 +181,9 @@ class Bot:
 
 
 async def start_bot(fake: FakeGitHub, settings_factory: Callable[..., Any], aiohttp_client: Any, monkeypatch: Any,
-                    *, data_dir: Path, inst: FakeInstallation | None = None, builder: InstantBuilder | None = None,
-                    images: MemoryImages | None = None, **overrides: Any) -> Bot:
-    images = images if images is not None else MemoryImages()
+                    *, registry: tuple[FakeRegistry, str], data_dir: Path, inst: FakeInstallation | None = None,
+                    builder: InstantBuilder | None = None, **overrides: Any) -> Bot:
+    images, registry_url = registry
     builder = builder if builder is not None else InstantBuilder(images)
     if inst is None:
         fake.add_repo(FORK)
@@ -189,7 +192,8 @@ async def start_bot(fake: FakeGitHub, settings_factory: Callable[..., Any], aioh
     values = dict(public_url=PUBLIC_URL, data_dir=data_dir)
     values.update(overrides)
     settings = settings_factory(**values)
-    app = bot.app.create_app(settings, builder=lambda services: builder, images=lambda services: images)
+    app = bot.app.create_app(settings, builder=lambda services: builder, images=lambda services: RegistryClient(
+        services.session, registry_url, attempts=2, backoff=0.01))
     client = await aiohttp_client(app)
     services = app[SERVICES]
     assert services.github is not None

@@ -159,7 +159,7 @@ async def test_a_restart_with_the_store_lost_finds_the_comment_and_the_run_again
     [comment_id] = [c["id"] for c in first.comments() if c["id"] != other_app]
     await first.client.close()
 
-    second = await prebuild_bot(data_dir=tmp_path / "b", inst=first.inst, images=first.images)
+    second = await prebuild_bot(data_dir=tmp_path / "b", inst=first.inst)
     await second.send("pull_request", second.pr("closed", sha1))
     await second.settle()
     await second.send("pull_request", second.pr("reopened", sha1))
