@@ -1,45 +1,22 @@
-"""Shared stand-ins for a builder backend and an image lookup (no engine, no registry).
+"""The shared stand-in for a builder backend (no engine).
 
 ``InstantBuilder`` walks a build through fetching/building/pushing and reports
-success; it "pushes" by calling ``push(image)`` on its registry double: a
-``tests.fake_registry.FakeRegistry`` (served on loopback and read through the real
-``RegistryClient``, cache included: what the scheduler tests use) or a
-``MemoryImages``. Tests steer it: hold builds until released, make them fail, or
-make the push go nowhere.
+success; it "pushes" by calling ``push(image)`` on its registry double,
+``tests.fake_registry.FakeRegistry``, which the service reads through the real
+``RegistryClient`` (its cache included). Tests steer it: hold builds until
+released, make them fail, or make the push go nowhere.
 """
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
 from typing import Protocol
 
-from bot.builders.base import Builder, Emit, ImageLookup
+from bot.builders.base import Builder, Emit
 from bot.model import BuildJob, BuildOutcome, Phase, ProgressEvent
 
 
 class PushTarget(Protocol):
     def push(self, image: str) -> object: ...
-
-
-class MemoryImages(ImageLookup):
-    """Images as a set; ``down = True`` makes every answer unknown. No cache, unlike ``RegistryClient``."""
-
-    def __init__(self, images: Iterable[str] = ()) -> None:
-        self.images = set(images)
-        self.down = False
-        self.lookups: list[str] = []
-
-    async def exists(self, image: str) -> bool | None:
-        self.lookups.append(image)
-        if self.down:
-            return None
-        return image in self.images
-
-    def push(self, image: str) -> None:
-        self.images.add(image)
-
-    async def health(self) -> tuple[bool, str]:
-        return (not self.down, "down" if self.down else "ok")
 
 
 class InstantBuilder(Builder):

@@ -15,8 +15,9 @@ What must be installed (``.ci/run`` does it; nothing here installs anything):
 ``$CONFIGURABLE_HTTP_PROXY``).
 
 ``LauncherHarness`` assembles the launch side as the app does (store, EventBus,
-scheduler, the shared InstantBuilder/MemoryImages doubles, GitHub App pointing at
-FakeGitHub) with only the launcher routes and /health mounted.
+scheduler, the shared InstantBuilder pushing to a FakeRegistry read by the real
+RegistryClient, GitHub App pointing at FakeGitHub) with only the launcher routes
+and /health mounted.
 """
 from __future__ import annotations
 
@@ -263,7 +264,7 @@ class LauncherHarness:
     app: Any
     client: Any  # aiohttp TestClient (keeps cookies like a browser)
     fake: Any  # FakeGitHub
-    images: Any  # tests.fake_builders.MemoryImages
+    images: Any  # tests.fake_registry.FakeRegistry: the builder pushes there, the RegistryClient reads it
     builder: Any  # tests.fake_builders.InstantBuilder
     hub: RealHub | None
 
@@ -296,7 +297,8 @@ class LauncherHarness:
         repo = self.fake.repo(full_name)
         sha = repo.resolve(ref)
         image = self.image_for(full_name, sha)
-        self.images.images.add(image)
+        self.images.push(image)
+        self.services.images.forget(image)  # pushed from outside: as if the client's 15 s "missing" memory expired
         inst = await self.services.gh_state.installation_for(full_name)
         record = await self.services.scheduler.submit(BuildRequest(
             owner=repo.owner, repo=repo.name, sha=sha, clone_url=f"{self.fake.web_url}/{full_name}.git",
@@ -346,8 +348,12 @@ async def make_harness(aiohttp_client: Any, fake: Any, data_dir: Path, *, hub: R
     from bot.web import health
     from launcher import routes
     from launcher.setup import attach
-    from tests.fake_builders import InstantBuilder, MemoryImages
+    from aiohttp.test_utils import TestServer
+
+    from bot.registry import RegistryClient
+    from tests.fake_builders import InstantBuilder
     from tests.fake_github import settings_for
+    from tests.fake_registry import FakeRegistry
 
     values: dict[str, Any] = dict(image_prefix=hub.prefix if hub else HUB_PREFIX, registry_url=None,
                                   public_url="http://127.0.0.1:9", launch_timeout=60)
@@ -364,9 +370,12 @@ async def make_harness(aiohttp_client: Any, fake: Any, data_dir: Path, *, hub: R
     services.extras["metrics"] = Metrics()
     services.extras["health_checks"] = []
     services.github = GitHubApp(session, conf, metrics=services.extras["metrics"])
-    images = MemoryImages()
+    images = FakeRegistry()
+    registry_server = TestServer(images.app(), host="127.0.0.1")
+    await registry_server.start_server()
     builder = InstantBuilder(images)
-    services.images = images
+    services.images = RegistryClient(session, str(registry_server.make_url("")).rstrip("/"), attempts=2,
+                                     backoff=0.01)
     services.builder = builder
     services.scheduler = Scheduler(services)
     await builder.start()
@@ -383,7 +392,9 @@ async def make_harness(aiohttp_client: Any, fake: Any, data_dir: Path, *, hub: R
     async def close() -> None:
         await services.scheduler.stop()
         await builder.close()
+        await services.images.close()
         await session.close()
+        await registry_server.close()
         await db.close()
 
     return LauncherHarness(services, app, client, fake, images, builder, hub), close

@@ -73,11 +73,11 @@ async def test_ready_full_sha_needs_no_github_call_and_no_registry_lookup(hub, l
     await ln.install("octo/demo")
     sha, image = await ln.prebuild("octo/demo", "main")
     ln.fake.requests.clear()
-    ln.images.lookups.clear()
+    ln.images.requests.clear()
     _, events = await launch_through_page(ln, f"/v2/gh/octo/demo/{sha}")
     assert events[-1]["phase"] == "ready" and events[-1]["image"] == image
     assert ln.fake.requests == []
-    assert ln.images.lookups == []
+    assert ln.images.requests == []
 
 
 async def test_landing_paths_follow_binderhub(hub, launcher):
