@@ -60,6 +60,10 @@ class Pacer:
         handle.cancel()
         self._timers.pop(handle, None)
 
+    def sending(self) -> bool:
+        """A send is queued or under way (timers not counted): tests wait for this to settle."""
+        return self._workers.busy()
+
     def retry_delay(self, failures: int) -> float:
         return retry_delay(self.retry_base, failures)
 
