@@ -206,7 +206,7 @@ async def test_check_run_output_is_edited_at_most_every_interval(prebuild_bot):
     await bot.send("pull_request", bot.pr("opened", sha))
     await bot.until(lambda: bot.runs(sha) and bot.runs(sha)[0]["status"] == "in_progress")
     await bot.builder.wait_held(1)  # the builder has sent every line and waits to be released
-    await bot.until(lambda: not bot.reporter.pacer._workers.busy())  # whatever was due has gone out
+    await bot.until(lambda: not bot.reporter.pacer.sending())  # whatever was due has gone out
     history = bot.runs(sha)[0]["_history"]
     assert [h["status"] for h in history] == ["queued", "in_progress"]  # no edit for log lines yet
     await bot.reporter.pacer.drain()  # the interval "passes": the held-back update goes out now
