@@ -13,6 +13,7 @@ import pytest
 
 from bot.git_remote import Outcome, check_url, classify_failure, git_env, ls_remote_command, parse_ls_remote
 from bot.model import BuildRequest, BuildState, Trigger
+from bot.oneshot import resolve_ref
 from launcher.git_refs import GitRefs
 from launcher.resolve import GitHubDown, NotServed, RefNotFound
 from launcher.spec import parse_spec
@@ -208,7 +209,8 @@ async def test_git_processes_are_capped_and_the_queue_is_bounded(launcher, git_s
         await wait_for(lambda: git.waiting == 3, "three lookups queued")
         assert git.running == 2
         with pytest.raises(GitHubDown, match="too many ref lookups"):
-            await resolve(ln, name, "one-too-many")
+            async with asyncio.timeout(30):  # refused at once; queued, it would wait for the held host
+                await resolve(ln, name, "one-too-many")
         assert git.running == 2 and git.waiting == 3
     finally:
         git_server.hold.set()
@@ -226,7 +228,8 @@ async def test_a_host_that_does_not_answer_is_given_up_and_git_killed(launcher, 
     git_server.hold.clear()
     try:
         with pytest.raises(GitHubDown, match="did not answer"):
-            await resolve(ln, name, "main")
+            async with asyncio.timeout(30):  # (a git left waiting on the held host would hang here)
+                await resolve(ln, name, "main")
         assert git_processes(url) == []  # git and git-remote-http are gone, not waiting on
         before = len(git_server.requests)
         with pytest.raises(GitHubDown):  # the host is known to be down for a while: no new git
@@ -265,3 +268,20 @@ async def test_allowed_repo_without_installation_launches_on_the_hub(hub, launch
     assert [b.request.clone_url for b in ln.builder.jobs] == [first.clone_url]
     assert ln.fake.calls("GET", COMMITS) == []
     assert hub.running_servers()
+
+
+async def test_the_build_command_resolves_refs_with_git(git_server):
+    """``binder-prebuild build OWNER/REPO [--ref REF]``: sha, branch (the supersede key) and default branch."""
+    name = new_name()
+    first = git_server.create(name, {"a": "1"})
+    second = git_server.commit(name, {"a": "2"})
+    git_server.tag(name, "v1", first.sha, annotated=True)
+    url = first.clone_url
+    assert await resolve_ref(url, None) == (second.sha, "main", "main")
+    assert await resolve_ref(url, "main") == (second.sha, "main", "main")
+    assert await resolve_ref(url, "v1") == (first.sha, None, "main")
+    assert await resolve_ref(url, first.sha.upper()) == (first.sha, None, "main")
+    with pytest.raises(SystemExit, match="no branch or tag 'nope'"):
+        await resolve_ref(url, "nope")
+    with pytest.raises(SystemExit, match="cannot read"):
+        await resolve_ref(git_server.clone_url("missing-" + name), "main")
