@@ -285,3 +285,21 @@ async def test_the_build_command_resolves_refs_with_git(git_server):
         await resolve_ref(url, "nope")
     with pytest.raises(SystemExit, match="cannot read"):
         await resolve_ref(git_server.clone_url("missing-" + name), "main")
+
+
+async def test_stopping_the_service_kills_lookups_in_flight(launcher, git_server):
+    ln, name, first = await allowed(launcher, git_server)
+    r = ln.state.resolver
+    await r.repo(parse_spec("public", name, "main"), await r.access(parse_spec("public", name, "main")))
+    url = git_server.clone_url(name)
+    git_server.hold.clear()
+    try:
+        lookup = asyncio.create_task(resolve(ln, name, "main"))
+        await wait_for(lambda: git_server.held == 1, "the ls-remote at the server")
+        assert git_processes(url)
+        await ln.client.close()  # the app's cleanup, as when `serve` stops
+        assert git_processes(url) == []
+        with pytest.raises(asyncio.CancelledError):
+            await lookup
+    finally:
+        git_server.hold.set()
