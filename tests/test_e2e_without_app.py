@@ -10,6 +10,7 @@ GITHUB_API_URL points at FakeGitHub only to prove that nothing is asked of it.
 """
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import time
@@ -21,7 +22,7 @@ import pytest
 import requests
 
 from bot.images import effective_prefix, image_name
-from tests.e2e_stack import FakeGitHubThread, Stack, free_port, launch_events_url, read_events
+from tests.e2e_stack import FakeGitHubThread, RegistryWatch, Stack, free_port, launch_events_url, read_events
 from tests.test_e2e import dockerfile, notebook
 
 pytestmark = pytest.mark.e2e
@@ -57,15 +58,16 @@ def test_prebuild_and_launch_a_public_repository_without_an_app(local_engine, ba
         build_time = time.monotonic() - started
         assert cli.returncode == 0, (cli.stdout[-3000:], cli.stderr[-3000:])
         assert f"built: {image}" in cli.stdout, cli.stdout[-3000:]
-        manifest = requests.get(f"{local_engine.registry_url}/v2/{image.split('/', 1)[1].replace(':', '/manifests/')}",
-                                headers={"Accept": "application/vnd.oci.image.manifest.v1+json, "
-                                                   "application/vnd.docker.distribution.manifest.v2+json"}, timeout=30)
-        assert manifest.status_code == 200, manifest.status_code
+        registry = RegistryWatch(local_engine.registry_url, authorization=local_engine.registry_authorization)
+        assert registry.manifest_status(image) == 200
 
         # 2. the service, allowed to launch it without an installation
         stack.start()
         stack.wait_ready(180)
-        setup = requests.get(public_url + "/", timeout=30).text
+        # the setup link the service logged (the page is the operator's): it shows the same steps
+        setup_link = re.search(r"(http://\S+/\?token=[\w-]+)", stack.log_tail(2000))
+        assert setup_link, stack.log_tail()
+        setup = requests.get(setup_link.group(1), timeout=30).text
         assert "Try it without a GitHub App" in setup and f'href="{public_url}/v2/gh/{full}/HEAD"' in setup
 
         # 3. the launch link, like a browser: resolved by git, the prebuilt image, a running server
