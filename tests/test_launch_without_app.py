@@ -152,7 +152,7 @@ async def test_missing_or_private_repository_is_not_served(launcher, git_server)
     ln.fake.add_repo("public/gone", clone_url=git_server.clone_url("gone-" + name))
     with pytest.raises(NotServed, match="cannot be read anonymously"):
         await resolve(ln, name, "main")
-    assert git_server.denied == [name] or git_server.denied[-1] == name  # asked without credentials
+    assert name in git_server.denied  # asked, without credentials
     with pytest.raises(NotServed):
         await resolve(ln, "gone", "main")
     before = len(git_server.requests)
