@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import subprocess
 import sys
 
 import aiohttp
@@ -15,6 +14,7 @@ import aiohttp
 from bot.app import make_builder, make_image_lookup
 from bot.config import Settings
 from bot.events import EventBus
+from bot.git_remote import Outcome, ls_remote
 from bot.metrics import Metrics
 from bot.model import BuildRequest, BuildState, ProgressEvent, Trigger
 from bot.scheduler import Scheduler
@@ -27,40 +27,29 @@ from bot.store.github_state import GitHubState
 _SHA = re.compile(r"^[0-9a-f]{40}$")
 
 
-def resolve_ref(clone_url: str, ref: str | None) -> tuple[str, str | None, str | None]:
+async def resolve_ref(clone_url: str, ref: str | None) -> tuple[str, str | None, str | None]:
     """(sha, branch, default branch) via ``git ls-remote``: works for any host git can reach."""
-    out = subprocess.run(["git", "ls-remote", "--symref", clone_url, "HEAD"], capture_output=True, text=True,
-                         timeout=60)
-    if out.returncode != 0:
-        raise SystemExit(f"binder-prebuild: cannot reach {clone_url}: {out.stderr.strip()}")
-    default = None
-    head_sha = None
-    for line in out.stdout.splitlines():
-        if line.startswith("ref: ") and line.endswith("\tHEAD"):
-            default = line[5:].split("\t")[0].removeprefix("refs/heads/")
-        elif line.endswith("\tHEAD"):
-            head_sha = line.split("\t")[0]
-    if ref is None:
-        if head_sha is None:
+    head = await ls_remote(clone_url, "HEAD", timeout=60)
+    if head.outcome in (Outcome.NO_REPO, Outcome.UNREACHABLE):
+        raise SystemExit(f"binder-prebuild: cannot read {clone_url}: {head.detail}")
+    default = head.default_branch
+    if ref is None or ref == "HEAD":
+        if head.sha is None:
             raise SystemExit(f"binder-prebuild: {clone_url} has no HEAD")
-        return head_sha, default, default
+        return head.sha, default, default
     if _SHA.match(ref.lower()):
         return ref.lower(), None, default
-    out = subprocess.run(["git", "ls-remote", clone_url, f"refs/heads/{ref}", f"refs/tags/{ref}",
-                          f"refs/tags/{ref}^{{}}"], capture_output=True, text=True, timeout=60)
-    lines = [ln.split("\t") for ln in out.stdout.splitlines() if "\t" in ln]
-    if not lines:
-        raise SystemExit(f"binder-prebuild: no branch or tag {ref!r} in {clone_url}")
-    peeled = [sha for sha, name in lines if name.endswith("^{}")]
-    sha = peeled[0] if peeled else lines[0][0]
-    branch = ref if any(name == f"refs/heads/{ref}" for _, name in lines) else None
-    return sha, branch, default
+    answer = await ls_remote(clone_url, ref, timeout=60)
+    if answer.sha is None:
+        raise SystemExit(f"binder-prebuild: no branch or tag {ref!r} in {clone_url}"
+                         + (f" ({answer.detail})" if answer.detail else ""))
+    return answer.sha, answer.branch, default
 
 
 async def run_one_build(settings: Settings, owner: str, repo: str, ref: str | None,
                         clone_url: str | None, rebuild: bool) -> int:
     url = clone_url or f"https://github.com/{owner}/{repo}"
-    sha, branch, default = await asyncio.to_thread(resolve_ref, url, ref)
+    sha, branch, default = await resolve_ref(url, ref)
     db = await Database(settings.db_path).open()
     session = aiohttp.ClientSession()
     services = Services(settings=settings, db=db, session=session, deliveries=DeliveryStore(db),

@@ -3,6 +3,10 @@
 A full 40-hex sha needs no GitHub call. Other refs are cached for a few seconds
 (bursts of clicks cost one call), then revalidated with ``If-None-Match``:
 gidgethub keeps the ETag and the answer in our bounded cache and a 304 reuses it.
+Repositories served without an installation (LAUNCH_ALLOW) resolve refs with
+``git ls-remote`` against their clone URL instead (launcher/git_refs.py): no
+token, no rate limit; their clone URL comes from our own build records when we
+have one (``binder-prebuild build`` writes one), else from GitHub once.
 """
 from __future__ import annotations
 
@@ -16,15 +20,19 @@ from urllib.parse import quote
 import cachetools
 import gidgethub
 
+from bot.git_remote import Outcome
+from launcher.git_refs import GitBusy, GitRefs
 from launcher.spec import RepoSpec, is_full_sha
 
 if TYPE_CHECKING:
+    from bot.model import BuildRequest
     from bot.services import Services
 
 log = logging.getLogger(__name__)
 
 SHA_ACCEPT = "application/vnd.github.sha"
 _SHA = re.compile(r"^[0-9a-f]{40}$")
+_SHORT_SHA = re.compile(r"^[0-9a-fA-F]{7,39}$")
 
 
 class NotServed(Exception):
@@ -73,10 +81,17 @@ def repo_info_from_api(data: dict[str, Any]) -> RepoInfo:
     )
 
 
+def repo_info_from_request(req: "BuildRequest") -> RepoInfo:
+    """The repository as a build record describes it (its clone URL as given when it was built)."""
+    return RepoInfo(full_name=req.full_name, clone_url=req.clone_url, html_url=req.clone_url.removesuffix(".git"),
+                    private=req.private, default_branch=req.default_branch)
+
+
 class Resolver:
     def __init__(self, services: "Services", *, fresh_ttl: float = 5.0, repo_ttl: float = 600.0,
-                 maxsize: int = 4096) -> None:
+                 maxsize: int = 4096, git: GitRefs | None = None) -> None:
         self.services = services
+        self.git = git or GitRefs(ttl=fresh_ttl)  # refs of repositories without an installation
         self._fresh: cachetools.TTLCache[tuple[str, str], str] = cachetools.TTLCache(maxsize, fresh_ttl) \
             if fresh_ttl > 0 else cachetools.TTLCache(1, 1e-9)
         self._repos: cachetools.TTLCache[str, RepoInfo] = cachetools.TTLCache(maxsize, repo_ttl)
@@ -141,6 +156,10 @@ class Resolver:
         sha = self._fresh.get(key)
         if sha is not None:
             return sha
+        if access.installation_id is None:
+            sha = await self._resolve_with_git(spec, access)
+            if sha is not None:
+                return sha
         url = f"/repos/{quote(spec.owner)}/{quote(spec.repo)}/commits/{quote(spec.ref, safe='/')}"
         try:
             data = await self._get(access, url, SHA_ACCEPT)
@@ -152,12 +171,36 @@ class Resolver:
         self._fresh[key] = sha
         return sha
 
+    async def _resolve_with_git(self, spec: RepoSpec, access: Access) -> str | None:
+        """``git ls-remote`` against the clone URL; None only for a short sha (the API resolves those)."""
+        repo = await self.repo(spec, access)
+        try:
+            answer = await self.git.lookup(repo.clone_url, spec.ref)
+        except GitBusy as e:
+            raise GitHubDown(f"too many ref lookups are in progress ({e})") from e
+        if answer.outcome is Outcome.FOUND and answer.sha:
+            return answer.sha
+        if answer.outcome is Outcome.UNREACHABLE:
+            raise GitHubDown(f"the git host of {spec.full_name} did not answer")
+        if answer.outcome is Outcome.NO_REPO:
+            raise NotServed(f"{spec.full_name} cannot be read anonymously at its clone URL: it does not exist, "
+                            "or it is private (private repositories need the App's installation).")
+        if _SHORT_SHA.match(spec.ref):
+            return None
+        raise RefNotFound(f"{spec.full_name} has no branch or tag called {spec.ref!r}.")
+
     async def repo(self, spec: RepoSpec, access: Access) -> RepoInfo:
         """GitHub's repository object (clone_url, html_url, visibility), cached for minutes."""
         key = spec.full_name.lower()
         info = self._repos.get(key)
         if info is not None:
             return info
+        if access.installation_id is None:  # what our own build of it recorded: no GitHub call
+            record = await self.services.builds.newest_built(spec.owner, spec.repo)
+            if record is not None:
+                info = repo_info_from_request(record.request)
+                self._repos[key] = info
+                return info
         try:
             data = await self._get(access, f"/repos/{quote(spec.owner)}/{quote(spec.repo)}")
         except LookupError as e:

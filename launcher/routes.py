@@ -231,7 +231,9 @@ async def _close_launches(app: web.Application) -> None:
     if services is None:
         return
     with contextlib.suppress(RuntimeError):
-        await state_of(services).launches.close()
+        state = state_of(services)
+        await state.launches.close()
+        await state.resolver.git.close()  # ref lookups in flight: their git processes are killed
 
 
 def setup(app: web.Application) -> None:

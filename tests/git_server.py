@@ -4,6 +4,11 @@ Repositories created with ``private=True`` answer 401 unless the request
 carries Basic auth ``x-access-token:<token>`` (how GitHub takes an installation
 token), so a test can prove a clone used the token without the token ever
 being in a URL. Runs in a thread: usable from sync and async tests alike.
+
+Every request is written down (``requests``, ``ref_adverts(name)`` counts the
+ref advertisements a clone or ``git ls-remote`` starts with), and ``hold.clear()``
+makes requests wait until ``hold.set()`` (a host that does not answer; ``held``
+counts the waiting ones).
 """
 from __future__ import annotations
 
@@ -43,6 +48,10 @@ class GitServer:
         self.private: set[str] = set()
         self.auth_seen: list[tuple[str, str]] = []  # (repo, password) of authorized requests
         self.denied: list[str] = []  # repos asked for without valid credentials
+        self.requests: list[tuple[str, str]] = []  # (method, path with query) of every request
+        self.hold = threading.Event()  # cleared: requests wait (a host that does not answer)
+        self.hold.set()
+        self.held = 0  # requests waiting on ``hold`` now
         self._lock = threading.Lock()
         self._httpd: http.server.ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -70,6 +79,20 @@ class GitServer:
         if private:
             self.private.add(name)
         return self.commit(name, files, message=message)
+
+    def tag(self, name: str, tag: str, sha: str, *, annotated: bool = False) -> str:
+        """Tag ``sha`` in the served repository; returns the tag object's sha (annotated) or ``sha``."""
+        bare = self.repos / f"{name}.git"
+        if annotated:
+            self._git("tag", "-a", "-m", tag, tag, sha, cwd=bare)
+        else:
+            self._git("tag", tag, sha, cwd=bare)
+        return self._git("rev-parse", f"refs/tags/{tag}", cwd=bare)
+
+    def ref_adverts(self, name: str) -> int:
+        """How many times a client asked for ``name``'s refs (each clone or ls-remote asks once)."""
+        with self._lock:
+            return sum(1 for _, path in self.requests if path.startswith(f"/{name}.git/info/refs"))
 
     def commit(self, name: str, files: dict[str, str | bytes], *, message: str = "update") -> Commit:
         work = self.work / name
@@ -119,9 +142,20 @@ class GitServer:
                     self.send_header(k, v)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
-                self.wfile.write(body)
+                try:
+                    self.wfile.write(body)
+                except (BrokenPipeError, ConnectionResetError):  # the client gave up (a killed ls-remote)
+                    self.close_connection = True
 
             def _backend(self) -> None:
+                with server._lock:
+                    server.requests.append((self.command, self.path))
+                if not server.hold.is_set():
+                    with server._lock:
+                        server.held += 1
+                    server.hold.wait()
+                    with server._lock:
+                        server.held -= 1
                 path, _, query = self.path.partition("?")
                 repo = path.lstrip("/").split(".git/", 1)[0]
                 body = self._body() if self.command == "POST" else b""
@@ -173,6 +207,7 @@ class GitServer:
         self._thread.start()
 
     def stop(self) -> None:
+        self.hold.set()
         if self._httpd is not None:
             self._httpd.shutdown()
             self._httpd.server_close()

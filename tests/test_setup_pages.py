@@ -296,3 +296,35 @@ async def test_name_owner_and_visibility_come_only_from_the_operators_form(bare_
     _, manifest = form_of(await (await client.post("/setup", data={"name": "mine", "public": "on",
                                                                    "token": token})).text())
     assert manifest["name"] == "mine" and manifest["public"] is True
+
+
+async def test_setup_and_status_pages_say_how_to_try_it_without_an_app(make_services, page_client, fake_github,
+                                                                       github_settings):
+    """No public URL, no App: the pages give the build command, the launch link and what LAUNCH_ALLOW serves."""
+    allow = ("octo/demo", "org/*", "evil/<b>x</b>")
+    bare = await make_services(github_webhook_secret=None, github_api_url=fake_github.url,
+                               public_url="http://127.0.0.1:8080/", launch_allow=allow)
+    configured = await make_services(**vars(github_settings(public_url="http://127.0.0.1:8080", launch_allow=allow)))
+    configured.github = GitHubApp(configured.session, configured.settings)
+    for services in (bare, configured):
+        client = await page_client(services)
+        if services is bare:
+            await as_operator(client)  # the setup page is the operator's (the link from the log)
+        text = await (await client.get("/")).text()
+        assert "Try it without a GitHub App" in text
+        assert "binder-prebuild build OWNER/REPO --ref main" in text and "LAUNCH_ALLOW=OWNER/REPO" in text
+        assert "http://127.0.0.1:8080/v2/gh/OWNER/REPO/main" in text
+        assert '<a href="http://127.0.0.1:8080/v2/gh/octo/demo/HEAD">octo/demo</a>' in text
+        assert "<code>org/*</code>" in text  # a pattern: no link
+        assert "<b>x</b>" not in text and "&lt;b&gt;x&lt;/b&gt;" in text
+    empty = await make_services(github_webhook_secret=None, github_api_url=fake_github.url)
+    client = await page_client(empty)
+    await as_operator(client)
+    text = await (await client.get("/")).text()
+    assert "LAUNCH_ALLOW</code> is empty" in text
+
+
+def test_launch_allow_links_only_for_exact_repositories():
+    links = pages.launch_allow_links("http://h:1/", ("a/b", " c/* ", "", "d/e?x", "f/g h"))
+    assert links == [{"name": "a/b", "url": "http://h:1/v2/gh/a/b/HEAD"}, {"name": "c/*", "url": None},
+                     {"name": "d/e?x", "url": None}, {"name": "f/g h", "url": "http://h:1/v2/gh/f/g%20h/HEAD"}]

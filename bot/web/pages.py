@@ -25,6 +25,7 @@ import json
 import logging
 import secrets
 from pathlib import Path
+from urllib.parse import quote
 from typing import Any
 
 import cachetools
@@ -106,6 +107,19 @@ def render(request: web.Request, template: str, status: int = 200, **context: An
     return resp
 
 
+def launch_allow_links(public_url: str, patterns: tuple[str, ...]) -> list[dict[str, str | None]]:
+    """LAUNCH_ALLOW entries for the page: a launch link (default branch) for each exact ``owner/repo``."""
+    base = public_url.rstrip("/")
+    out: list[dict[str, str | None]] = []
+    for entry in (p.strip() for p in patterns):
+        if not entry:
+            continue
+        exact = entry.count("/") == 1 and not any(c in entry for c in "*?[")
+        url = f"{base}/v2/gh/{quote(entry, safe='/')}/HEAD" if exact else None
+        out.append({"name": entry, "url": url})
+    return out
+
+
 # --- GET / ---------------------------------------------------------------------------------
 
 async def index(request: web.Request) -> web.Response:
@@ -159,6 +173,7 @@ def setup_page(request: web.Request, services: Services, *, org: str | None = No
         manifest_json=json.dumps(data), manifest=data, web_url=mf.web_url(settings.github_api_url),
         loopback=mf.loopback_public_url(settings), public_url=settings.public_url,
         token=request.app[SETUP_TOKEN][0],
+        allowed=launch_allow_links(settings.public_url, settings.launch_allow),
     )
     resp.set_cookie(STATE_COOKIE, state, max_age=STATE_TTL, httponly=True, samesite="Lax",
                     secure=_https(services))
@@ -195,6 +210,8 @@ async def status_page(request: web.Request, services: Services) -> web.Response:
         webhook_secret_set=bool(services.settings.github_webhook_secret),
         webhook_url=f"{services.settings.public_url.rstrip('/')}/webhooks/github",
         install_url=f"{app['html_url']}/installations/new" if app.get("html_url") else None,
+        public_url=services.settings.public_url.rstrip("/"),
+        allowed=launch_allow_links(services.settings.public_url, services.settings.launch_allow),
     )
 
 
