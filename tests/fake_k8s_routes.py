@@ -51,6 +51,12 @@ class KubeRoutes(KubeStore):
         self.autopilot: Callable[[dict[str, Any]], Awaitable[None]] | None = None
         self.instant: list[str] | None = None  # pods run, print these lines and succeed on creation
         self.rules: list[dict[str, Any]] | None = None  # a Role's rules: enforce them (403), as RBAC does
+        # Latency, as a busy API server has it: a LIST answers this late with the snapshot it took
+        # when the request arrived; a create is admitted (stored) this late, even if the client left.
+        self.list_delay = 0.0
+        self.create_delay = 0.0
+        self.lists_received = 0
+        self.watch_close_after: float | None = None  # a proxy that ends every watch this soon (0: at once)
         self._tasks: set[asyncio.Task[Any]] = set()
 
     # -- server ---------------------------------------------------------------
@@ -134,6 +140,13 @@ class KubeRoutes(KubeStore):
         body = await self._body(request, "Pod")
         if isinstance(body, web.Response):
             return body
+        if self.create_delay:  # admission webhooks, priority and fairness: the create still happens
+            return await asyncio.shield(self._admit_pod(request, body))
+        return await self._admit_pod(request, body)
+
+    async def _admit_pod(self, request: web.Request, body: dict[str, Any]) -> web.Response:
+        if self.create_delay:
+            await asyncio.sleep(self.create_delay)
         ns = request.match_info["ns"]
         name = body.get("metadata", {}).get("name", "")
         errors = validate(body, "Pod", self.version)
@@ -224,10 +237,14 @@ class KubeRoutes(KubeStore):
                 return status_response(400, "BadRequest", str(e))
             if request.query.get("watch") in _TRUE:
                 return await self._watch(request, kind, ns, terms)
-            items = [o for (k, n, _), o in self.objects.items()
-                     if k == kind and n == ns and matches(o["metadata"].get("labels") or {}, terms)]
+            self.lists_received += 1
+            items = copy.deepcopy([o for (k, n, _), o in self.objects.items()
+                                   if k == kind and n == ns and matches(o["metadata"].get("labels") or {}, terms)])
+            snapshot_rv = str(self._rv)
+            if self.list_delay:
+                await asyncio.sleep(self.list_delay)
             return web.json_response({"kind": f"{kind}List", "apiVersion": "v1",
-                                      "metadata": {"resourceVersion": str(self._rv)}, "items": items})
+                                      "metadata": {"resourceVersion": snapshot_rv}, "items": items})
         return handler
 
     async def _watch(self, request: web.Request, kind: str, ns: str,
@@ -235,6 +252,8 @@ class KubeRoutes(KubeStore):
         self.watch_requests += 1
         rv_param = request.query.get("resourceVersion", "")
         timeout = float(request.query.get("timeoutSeconds") or 1800)
+        if self.watch_close_after is not None:
+            timeout = min(timeout, self.watch_close_after)
         resp = web.StreamResponse(headers={"Content-Type": "application/json"})
         await resp.prepare(request)
         watcher = _Watcher(kind, ns, terms, asyncio.Queue())

@@ -126,8 +126,8 @@ class KubernetesBuilder(Builder):
             v = await self.api.version()
         except KubeError as e:
             return False, f"kubernetes API not answering: {e}"
-        watch = "watching" if self.watch and self.watch.connected else "watch reconnecting"
-        return True, f"kubernetes {v.get('gitVersion', '?')}, {watch}"
+        ok, watch = self.watch.health() if self.watch else (False, "no watch")
+        return ok, f"kubernetes {v.get('gitVersion', '?')}, {watch}"
 
     def known_builds(self) -> dict[str, PodStatus]:
         """Build pods the watch sees now, by build id (for reconciliation)."""
