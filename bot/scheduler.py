@@ -21,6 +21,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
+from bot.builders.base import BuildDeferred
 from bot.clock import SYSTEM_CLOCK, Clock
 from bot.images import effective_prefix, image_name
 from bot.model import BuildJob, BuildOutcome, BuildRequest, BuildState, Phase, ProgressEvent, Trigger
@@ -329,6 +330,13 @@ class Scheduler:
                 await self.services.builder.cancel(job_id)
         except asyncio.CancelledError:
             raise
+        except BuildDeferred as e:  # back-pressure, quota: back to the queue, not a failure
+            wait = RETRY_SECONDS if e.retry_after is None else max(1.0, e.retry_after)
+            log.warning("build %s: the builder cannot take it now (%s); retrying in %g s", job_id, e.message, wait)
+            await builds.update_job(job_id, state=BuildState.QUEUED)
+            self._retry_at[job_id] = self.clock.time() + wait
+            await self._publish_job(job_id, ProgressEvent(Phase.WAITING, e.message, job_id, image))
+            return
         except Exception as e:
             log.exception("build %s: builder error", job_id)
             outcome = BuildOutcome(Phase.FAILED, f"the builder failed: {type(e).__name__}: {e}")

@@ -32,6 +32,31 @@ class _Fault:
     pattern: re.Pattern[str]
     status: int
     times: int
+    reason: str | None = None
+    message: str | None = None
+    retry_after: int | None = None
+
+    def response(self) -> web.Response:
+        reason = self.reason or ("InternalError" if self.status >= 500 else
+                                 "TooManyRequests" if self.status == 429 else "Fault")
+        resp = status_response(self.status, reason, self.message or "injected fault")
+        if self.retry_after is not None:
+            resp.headers["Retry-After"] = str(self.retry_after)
+        return resp
+
+
+def quota_forbidden(name: str = "build-x") -> dict[str, Any]:
+    """fail_next keywords for a ResourceQuota refusal (the API server's words): transient."""
+    return {"reason": "Forbidden", "message": (
+        f'pods "{name}" is forbidden: exceeded quota: compute-resources, requested: limits.memory=4Gi, '
+        "used: limits.memory=30Gi, limited: limits.memory=32Gi")}
+
+
+def rbac_forbidden(verb: str = "create", resource: str = "pods", namespace: str = "binder") -> dict[str, Any]:
+    """fail_next keywords for an RBAC refusal (the API server's words): permanent."""
+    return {"reason": "Forbidden", "message": (
+        f'{resource} is forbidden: User "system:serviceaccount:{namespace}:binder-prebuild" cannot {verb} '
+        f'resource "{resource}" in API group "" in the namespace "{namespace}"')}
 
 
 class KubeRoutes(KubeStore):
@@ -103,12 +128,14 @@ class KubeRoutes(KubeStore):
         for f in self._faults:
             if f.times > 0 and f.method in (request.method, "*") and f.pattern.search(request.path):
                 f.times -= 1
-                return status_response(f.status, "InternalError" if f.status >= 500 else "Fault", "injected fault")
+                return f.response()
         return await handler(request)
 
     # -- faults ------------------------------------------------------------------
-    def fail_next(self, method: str, path_regex: str, status: int = 500, times: int = 1) -> None:
-        self._faults.append(_Fault(method, re.compile(path_regex), status, times))
+    def fail_next(self, method: str, path_regex: str, status: int = 500, times: int = 1, *,
+                  reason: str | None = None, message: str | None = None, retry_after: int | None = None) -> None:
+        """The next ``times`` matching requests get ``status`` (a Status body; 429 may carry Retry-After)."""
+        self._faults.append(_Fault(method, re.compile(path_regex), status, times, reason, message, retry_after))
 
     # -- request bodies ------------------------------------------------------------
     async def _body(self, request: web.Request, kind: str) -> dict[str, Any] | web.Response:

@@ -110,3 +110,62 @@ async def test_health_says_the_watch_is_down_once_it_has_failed_for_a_while(fake
     await fake_k8s.wait_for(lambda: watch.connected, timeout=10)
     ok, _ = await builder.health()
     assert ok
+
+
+# -- API back-pressure ------------------------------------------------------------------
+
+def test_which_api_errors_are_worth_waiting_for():
+    from bot.builders.k8s_api import forbidden_hint, is_transient
+    from tests.fake_k8s_routes import quota_forbidden, rbac_forbidden
+
+    assert is_transient(429, "") and is_transient(503, "") and is_transient(0, "timeout")
+    assert is_transient(403, quota_forbidden()["message"])
+    assert not is_transient(403, rbac_forbidden()["message"]) and not is_transient(422, "invalid")
+    hint = forbidden_hint(rbac_forbidden("create", "pods", "binder")["message"])
+    assert hint.startswith("the service account system:serviceaccount:binder:binder-prebuild may not create pods")
+    assert 'in namespace "binder"' in hint
+
+
+async def test_429_waits_as_long_as_retry_after_says(fake_k8s, k8s_builder):
+    builder = await k8s_builder()
+    slept: list[float] = []
+
+    async def sleep(delay: float) -> None:
+        slept.append(delay)
+
+    builder.api.sleep = sleep
+    fake_k8s.fail_next("POST", r"/pods$", 429, times=2, retry_after=7)
+    job = make_job(2)
+    task = asyncio.create_task(builder.run(job, Events()))
+    name = objs.pod_name(job.build_id)
+    await fake_k8s.wait_for(lambda: name in fake_k8s.pods)
+    assert slept == [7, 7]
+    fake_k8s.set_running(name)
+    fake_k8s.log(name, *R2D_SUCCESS)
+    fake_k8s.succeed(name)
+    assert (await asyncio.wait_for(task, 10)).phase is Phase.BUILT
+
+
+async def test_a_used_up_quota_defers_the_build_and_rbac_fails_it_with_the_missing_permission(
+        fake_k8s, k8s_builder):
+    from bot.builders.base import BuildDeferred
+    from tests.fake_k8s_routes import quota_forbidden, rbac_forbidden
+
+    builder = await k8s_builder()
+
+    async def sleep(delay: float) -> None:
+        pass
+
+    builder.api.sleep = sleep
+    fake_k8s.fail_next("POST", r"/pods$", 403, times=100, **quota_forbidden())
+    try:
+        await builder.run(make_job(3), Events())
+    except BuildDeferred as e:
+        assert "quota" in e.message
+    else:
+        raise AssertionError("a used-up quota failed the build instead of deferring it")
+    fake_k8s._faults.clear()
+    fake_k8s.fail_next("POST", r"/pods$", 403, times=1, **rbac_forbidden())
+    outcome = await builder.run(make_job(4), Events())
+    assert outcome.phase is Phase.FAILED
+    assert "may not create pods" in outcome.reason and "role.yaml" in outcome.reason

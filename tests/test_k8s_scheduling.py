@@ -171,3 +171,23 @@ async def test_stale_watch_is_relisted_and_builds_still_finish(tmp_path, fake_k8
         assert fake_k8s.stats()["expired_watches"] >= 1
     finally:
         await close(h)
+
+
+async def test_api_back_pressure_keeps_the_build_queued_with_an_honest_message(tmp_path, fake_k8s):
+    from tests.fake_k8s_routes import quota_forbidden
+
+    h = await harness(tmp_path, fake_k8s)
+    try:
+        async def no_wait(delay: float) -> None:
+            pass
+
+        h.builder.api.sleep = no_wait
+        fake_k8s.fail_next("POST", r"/pods$", 403, times=1000, **quota_forbidden())
+        rec = await h.scheduler.submit(req(1))
+        await fake_k8s.wait_for(lambda: any("quota" in e.message for r, e in h.events if r.id == rec.id))
+        stored = await h.services.builds.get(rec.id)
+        assert stored.state is BuildState.QUEUED  # waiting for room, not failed
+        assert h.phases(rec.id)[-1] == "waiting"
+        assert not fake_k8s.pods
+    finally:
+        await close(h)

@@ -366,14 +366,13 @@ async def test_a_pod_finishing_while_an_event_is_being_emitted_is_not_missed(fak
 
 
 async def test_a_pod_the_api_refuses_leaves_no_secret_behind(fake_k8s, k8s_builder):
-    from bot.builders.k8s_api import KubeError
+    from tests.fake_k8s_routes import rbac_forbidden
 
     builder = await k8s_builder()
     job = make_job(private=True)
-    fake_k8s.fail_next("POST", r"/pods$", status=403)
-    with pytest.raises(KubeError) as e:
-        await builder.run(job, Events())
-    assert e.value.status == 403
+    fake_k8s.fail_next("POST", r"/pods$", status=403, **rbac_forbidden())
+    outcome = await builder.run(job, Events())
+    assert outcome.phase is Phase.FAILED and "may not create pods" in outcome.reason
     assert tokens(fake_k8s) == {} and fake_k8s.pods == {}
 
 

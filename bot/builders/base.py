@@ -9,6 +9,19 @@ from bot.model import BuildJob, BuildOutcome, ProgressEvent
 Emit = Callable[[ProgressEvent], Awaitable[None]]
 
 
+class BuildDeferred(Exception):
+    """The backend cannot take this build now (API back-pressure, a used-up quota, an outage).
+
+    Not a failure of the build: the scheduler puts it back in the queue, waits
+    (``retry_after`` seconds if the backend knows), and shows ``message`` meanwhile.
+    """
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry_after = retry_after
+
+
 class Builder(abc.ABC):
     """Runs repo2docker for one BuildJob at a time per call; many calls may run at once.
 

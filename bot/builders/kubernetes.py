@@ -25,7 +25,7 @@ from typing import Any
 from kubernetes_asyncio import client
 
 from bot.builders import k8s_objects as objs
-from bot.builders.base import Builder, Emit
+from bot.builders.base import BuildDeferred, Builder, Emit
 from bot.builders.k8s_api import KubeAPI, KubeConflict, KubeError, KubeNotFound, load_configuration
 from bot.builders.k8s_watch import PodStatus, PodWatch, parse_time
 from bot.builders.r2d_logs import LogReader
@@ -142,7 +142,15 @@ class KubernetesBuilder(Builder):
         name = objs.pod_name(job.build_id)
         waiter = self.watch.subscribe(name)
         try:
-            st, attached = await self._ensure_pod(job, name)
+            try:
+                st, attached = await self._ensure_pod(job, name)
+            except KubeError as e:
+                if e.transient:
+                    log.warning("build %s: the API cannot take pod %s now: %s", job.build_id, name, e)
+                    raise BuildDeferred(e.explain(), e.retry_after) from e
+                log.error("build %s: the API refused pod %s: %s", job.build_id, name, e)
+                return BuildOutcome(Phase.FAILED, e.explain() if e.status == 403 else f"the Kubernetes API "
+                                    f"refused the build pod: {e}")
             if attached:
                 await emit(ProgressEvent(Phase.FETCHING if st.started else Phase.WAITING,
                                          f"attached to running build pod {name}"))
