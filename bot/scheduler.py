@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 LOG_TAIL_LINES = 200
 RETRY_SECONDS = 15.0  # a dependency that is down (registry, GitHub): how long a queued build waits
+REAP_SECONDS = 120.0  # how often builds running outside the process are compared with the records
 
 
 class Action(enum.Enum):
@@ -103,6 +104,7 @@ class Scheduler:
         self._wake = asyncio.Event()
         self._submit_lock = asyncio.Lock()
         self._loop_task: asyncio.Task[None] | None = None
+        self._reap_task: asyncio.Task[None] | None = None
         self._retry_at: dict[str, float] = {}  # job_id -> when a build held back by a dependency may start
         self._prefix = effective_prefix(self.settings.image_prefix, self.settings.registry_url)
 
@@ -123,13 +125,15 @@ class Scheduler:
             log.info("build %s: re-attaching after restart", job_id)
             await self._launch(job_id)
         self._loop_task = asyncio.create_task(self._loop(), name="scheduler")
+        self._reap_task = asyncio.create_task(self._reap_loop(), name="scheduler-reaper")
 
     async def stop(self) -> None:
         """Leave builds as they are (pods keep running; a restart re-attaches)."""
-        if self._loop_task:
-            self._loop_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loop_task
+        for loop_task in (self._loop_task, self._reap_task):
+            if loop_task:
+                loop_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await loop_task
         tasks = list(self._jobs.values())
         for t in tasks:
             t.cancel()
@@ -235,6 +239,35 @@ class Scheduler:
             with contextlib.suppress(TimeoutError):
                 async with self.clock.timeout(timeout):
                     await self._wake.wait()
+
+    async def _reap_loop(self) -> None:
+        while True:
+            await asyncio.sleep(REAP_SECONDS)
+            try:
+                await self.reap_orphans()
+            except Exception:
+                log.exception("reaping orphaned builds failed; trying again later")
+
+    async def reap_orphans(self) -> list[str]:
+        """Stop builds running outside the process (pods) that no active record wants.
+
+        A supersede racing a slow create, a crash between a record's end and its pod's
+        deletion: whatever the cause, a pod nobody waits for holds a node and a slot.
+        """
+        builder = self.services.builder
+        known = builder.known_builds() if builder is not None else {}
+        if not known:
+            return []
+        builds = self.services.builds
+        wanted = {r.job_id for state in (BuildState.RUNNING, BuildState.QUEUED) for r in await builds.in_state(state)}
+        reaped = []
+        for build_id in known:
+            if build_id in wanted or build_id in self._jobs:
+                continue
+            log.warning("build %s: its pod runs but no record wants it; deleting it", build_id)
+            await builder.cancel(build_id)
+            reaped.append(build_id)
+        return reaped
 
     async def _fill_slots(self) -> None:
         cap = max(1, self.settings.max_concurrent_builds)

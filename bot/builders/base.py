@@ -58,6 +58,10 @@ class Builder(abc.ABC):
         """(ok, detail) for /health."""
         return True, "ok"
 
+    def known_builds(self) -> dict[str, object]:
+        """Builds that run outside this process now (Kubernetes pods), by build id; for reaping orphans."""
+        return {}
+
 
 class ImageLookup(abc.ABC):
     """Where built images are the truth: a registry, or the local engine without one."""

@@ -89,6 +89,7 @@ class KubernetesBuilder(Builder):
         self._cancelled: dict[str, float] = {}  # pod name -> when cancel() deleted it
         self._timed_out: dict[str, float] = {}  # pod name -> when the cleaner deleted it
         self._placing: set[str] = set()  # clone-token keys whose pod is being created
+        self._creating: dict[str, asyncio.Future[tuple[PodStatus, bool]]] = {}  # pod name -> create in flight
         self.created = 0
         self.attached = 0
 
@@ -142,8 +143,13 @@ class KubernetesBuilder(Builder):
         name = objs.pod_name(job.build_id)
         waiter = self.watch.subscribe(name)
         try:
+            # The create runs apart from this task: cancelling ``run`` (the process going away)
+            # must not abandon a create the API may still carry out; ``cancel()`` waits for it.
+            creating = asyncio.ensure_future(self._ensure_pod(job, name))
+            self._creating[name] = creating
+            creating.add_done_callback(lambda f, n=name: self._created(n, f))
             try:
-                st, attached = await self._ensure_pod(job, name)
+                st, attached = await asyncio.shield(creating)
             except KubeError as e:
                 if e.transient:
                     log.warning("build %s: the API cannot take pod %s now: %s", job.build_id, name, e)
@@ -160,6 +166,12 @@ class KubernetesBuilder(Builder):
         finally:
             if self.watch is not None:
                 self.watch.unsubscribe(name, waiter)
+
+    def _created(self, name: str, fut: asyncio.Future[tuple[PodStatus, bool]]) -> None:
+        if self._creating.get(name) is fut:
+            del self._creating[name]
+        if not fut.cancelled():
+            fut.exception()  # retrieved: its caller may have gone away
 
     async def _ensure_pod(self, job: BuildJob, name: str) -> tuple[PodStatus, bool]:
         """Create the pod (and its clone Secret), or find the one already running: (status, attached)."""
@@ -330,6 +342,11 @@ class KubernetesBuilder(Builder):
         name = objs.pod_name(build_id)
         self._cancelled[name] = time.time()
         self._trim(self._cancelled)
+        creating = self._creating.get(name)
+        if creating is not None:  # a slow create (admission, priority and fairness): delete what it makes
+            log.info("build %s: cancelling while its pod is being created; waiting for the create", build_id)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(creating), self.api.timeout * 2 if self.api else 60)
         log.info("build %s: cancelling (deleting pod %s)", build_id, name)
         await self._delete(build_id, name, secret=True)
 
