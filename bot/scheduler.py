@@ -21,7 +21,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from bot.builders.base import BuildDeferred
+from bot.builders.base import BuildDeferred, build_deadlines
 from bot.clock import SYSTEM_CLOCK, Clock
 from bot.images import effective_prefix, image_name
 from bot.model import BuildJob, BuildOutcome, BuildRequest, BuildState, Phase, ProgressEvent, Trigger
@@ -355,7 +355,7 @@ class Scheduler:
 
         started = time.monotonic()
         try:
-            async with self.clock.timeout(self.settings.build_timeout + 60):
+            async with self.clock.timeout(build_deadlines(self.settings).backstop):
                 outcome = await self.services.builder.run(job, emit)
         except TimeoutError:
             outcome = BuildOutcome(Phase.FAILED, f"build timed out after {self.settings.build_timeout} s")

@@ -81,6 +81,7 @@ class KubeRoutes(KubeStore):
         self.list_delay = 0.0
         self.create_delay = 0.0
         self.lists_received = 0
+        self.inject_sidecar = False  # True: created pods get a sidecar container first (service meshes)
         self.watch_close_after: float | None = None  # a proxy that ends every watch this soon (0: at once)
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -96,6 +97,7 @@ class KubeRoutes(KubeStore):
         r.add_get(ns + "/pods/{name}", self._get("Pod"))
         r.add_delete(ns + "/pods/{name}", self._delete("Pod"))
         r.add_get(ns + "/pods/{name}/log", self._pod_log)
+        r.add_get(ns + "/events", self._list_events)
         r.add_post(ns + "/secrets", self._create_secret)
         r.add_get(ns + "/secrets", self._list("Secret"))
         r.add_get(ns + "/secrets/{name}", self._get("Secret"))
@@ -182,6 +184,8 @@ class KubeRoutes(KubeStore):
         if ("Pod", ns, name) in self.objects:
             return status_response(409, "AlreadyExists", f'pods "{name}" already exists', name=name, kind="pods")
         obj = self._new_object("Pod", ns, body)
+        if self.inject_sidecar:  # a service mesh's mutating webhook
+            obj["spec"]["containers"].insert(0, {"name": "istio-proxy", "image": "istio/proxyv2:1.22.0"})
         obj["status"] = {"phase": "Pending", "qosClass": "Burstable"}
         obj = self._store("Pod", obj, "ADDED")
         self.logs[obj["metadata"]["uid"]] = []
@@ -245,10 +249,34 @@ class KubeRoutes(KubeStore):
             return web.json_response(obj)
         return handler
 
+    async def _list_events(self, request: web.Request) -> web.Response:
+        """core/v1 Events, with the fieldSelector ``involvedObject.name=NAME`` the builder sends."""
+        ns = request.match_info["ns"]
+        wanted: dict[str, str] = {}
+        for term in filter(None, request.query.get("fieldSelector", "").split(",")):
+            key, sep, value = term.partition("=")
+            if not sep or key not in ("involvedObject.name", "involvedObject.kind", "involvedObject.uid"):
+                return status_response(400, "BadRequest", f'"{key}" is not a known field selector')
+            wanted[key.split(".", 1)[1]] = value
+        items = [o for (k, n, _), o in self.objects.items() if k == "Event" and n == ns
+                 and all(o["involvedObject"].get(f) == v for f, v in wanted.items())]
+        return web.json_response({"kind": "EventList", "apiVersion": "v1",
+                                  "metadata": {"resourceVersion": str(self._rv)}, "items": items})
+
     def _delete(self, kind: str) -> Callable[[web.Request], Awaitable[web.Response]]:
         async def handler(request: web.Request) -> web.Response:
             ns, name = request.match_info["ns"], request.match_info["name"]
-            obj = self._remove(kind, ns, name)
+            if kind == "Pod":
+                grace = request.query.get("gracePeriodSeconds")
+                try:
+                    body = await request.json() if request.can_read_body else {}
+                except ValueError:
+                    body = {}
+                if grace is None and isinstance(body, dict) and body.get("gracePeriodSeconds") is not None:
+                    grace = body["gracePeriodSeconds"]
+                obj = self.delete_gracefully(name, None if grace is None else int(grace), ns)
+            else:
+                obj = self._remove(kind, ns, name)
             if obj is None:
                 plural = kind.lower() + "s"
                 return status_response(404, "NotFound", f'{plural} "{name}" not found', name=name, kind=plural)
@@ -336,9 +364,14 @@ class KubeRoutes(KubeStore):
         if pod is None:
             return status_response(404, "NotFound", f'pods "{name}" not found', name=name, kind="pods")
         uid = pod["metadata"]["uid"]
-        container = pod["spec"]["containers"][0]["name"]
-        if request.query.get("container", container) != container:
-            return status_response(400, "BadRequest", f"container {request.query['container']} is not valid")
+        names = [c["name"] for c in pod["spec"]["containers"]]
+        container = request.query.get("container")
+        if container is None and len(names) > 1:
+            return status_response(400, "BadRequest", f"a container name must be specified for pod {name}, "
+                                   f"choose one of: [{' '.join(names)}]")
+        container = container or names[0]
+        if container not in names:
+            return status_response(400, "BadRequest", f"container {container} is not valid for pod {name}")
         if not self._container_started(pod):
             reason = self._waiting_reason(pod)
             return status_response(

@@ -131,7 +131,10 @@ async def test_a_pod_that_never_starts_is_reported_and_cleaned_up_after_the_time
     await fake_k8s.wait_for(lambda: any("ImagePullBackOff" in m for m in events.messages))
     assert not task.done()
     await fake_k8s.wait_for(lambda: builder.watch.get(name) and builder.watch.get(name).container_state == "waiting")
-    deleted = await builder.clean(now=time.time() + 60 + builder.delete_grace + 1)
+    from bot.builders.base import build_deadlines
+
+    assert await builder.clean(now=time.time() + build_deadlines(builder.settings).pod - 5) == []
+    deleted = await builder.clean(now=time.time() + build_deadlines(builder.settings).pod + 1)
     assert deleted == [name]
     outcome = await asyncio.wait_for(task, 10)
     assert outcome.phase is Phase.FAILED and outcome.reason == "build timed out after 60 s"

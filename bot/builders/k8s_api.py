@@ -206,10 +206,22 @@ class KubeAPI:
             watch=True, resource_version=resource_version, allow_watch_bookmarks=True,
             timeout_seconds=timeout_seconds, _stream=True, _timeout=timeout)
 
-    async def pod_log(self, name: str, since_seconds: int | None = None) -> Any:
-        """An open, following log stream with timestamps (no read timeout: builds can be quiet)."""
-        timeout = aiohttp.ClientTimeout(total=None, connect=self.timeout, sock_connect=self.timeout)
-        kwargs: dict[str, Any] = {"follow": True, "timestamps": True}
+    async def pod_events(self, name: str) -> list[dict[str, Any]]:
+        """The core/v1 Events about one pod (scheduling, mounts, image pulls)."""
+        data = await self._call(f"events of pod {name}", self.core.list_namespaced_event, self.namespace,
+                                field_selector=f"involvedObject.name={name}", _retries=1)
+        return list(data.get("items") or [])
+
+    async def pod_log(self, name: str, container: str, since_seconds: int | None = None, *,
+                      follow: bool = True, read_timeout: float | None = None) -> Any:
+        """An open log stream of one container, with timestamps.
+
+        ``read_timeout``: how long the stream may stay silent before the read fails (a
+        half-open connection otherwise freezes the log until the pod ends).
+        """
+        timeout = aiohttp.ClientTimeout(total=None, connect=self.timeout, sock_connect=self.timeout,
+                                        sock_read=read_timeout)
+        kwargs: dict[str, Any] = {"follow": follow, "timestamps": True, "container": container}
         if since_seconds is not None:
             kwargs["since_seconds"] = since_seconds
         return await self._call(f"log of pod {name}", self.core.read_namespaced_pod_log, name, self.namespace,

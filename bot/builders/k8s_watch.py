@@ -12,7 +12,6 @@ import asyncio
 import collections
 import contextlib
 import dataclasses
-import datetime
 import json
 import logging
 import random
@@ -21,87 +20,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bot.builders.k8s_api import KubeAPI, KubeError
-from bot.builders.k8s_objects import LABEL_BUILD_ID
+from bot.builders.k8s_status import PodStatus, _rv, parse_time, pod_status
+
+__all__ = ["Backoff", "PodStatus", "PodWatch", "merge_list", "parse_time", "pod_status"]
 
 log = logging.getLogger(__name__)
-
-FINISHED_PHASES = ("Succeeded", "Failed")
-
-
-def parse_time(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return datetime.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class PodStatus:
-    """What a build needs to know about its pod (a small view of the Pod object)."""
-
-    name: str
-    uid: str
-    phase: str
-    reason: str | None = None
-    message: str | None = None
-    build_id: str | None = None
-    created: float | None = None
-    deleting: bool = False
-    deadline: int | None = None
-    container_state: str | None = None  # waiting | running | terminated
-    container_reason: str | None = None
-    container_message: str | None = None
-    exit_code: int | None = None
-    node: str | None = None
-    resource_version: int | None = None  # None when the server's versions are not integers
-
-    @property
-    def finished(self) -> bool:
-        return self.phase in FINISHED_PHASES
-
-    @property
-    def started(self) -> bool:
-        """The container has run (its log exists)."""
-        return self.container_state in ("running", "terminated") or (
-            self.phase in ("Running", "Succeeded") and self.container_state is None)
-
-
-def pod_status(obj: dict[str, Any]) -> PodStatus:
-    """Pure: the Pod JSON -> PodStatus."""
-    meta = obj.get("metadata") or {}
-    status = obj.get("status") or {}
-    spec = obj.get("spec") or {}
-    state_name = reason = message = None
-    exit_code = None
-    for cs in status.get("containerStatuses") or []:
-        state = cs.get("state") or {}
-        for key in ("terminated", "running", "waiting"):
-            if state.get(key) is not None:
-                detail = state[key] or {}
-                state_name, reason, message = key, detail.get("reason"), detail.get("message")
-                exit_code = detail.get("exitCode") if key == "terminated" else None
-                break
-        break
-    return PodStatus(
-        name=meta.get("name", ""), uid=meta.get("uid", ""), phase=status.get("phase") or "Pending",
-        reason=status.get("reason"), message=status.get("message"),
-        build_id=(meta.get("labels") or {}).get(LABEL_BUILD_ID),
-        created=parse_time(meta.get("creationTimestamp")), deleting=bool(meta.get("deletionTimestamp")),
-        deadline=spec.get("activeDeadlineSeconds"), container_state=state_name, container_reason=reason,
-        container_message=message, exit_code=exit_code, node=spec.get("nodeName"),
-        resource_version=_rv(meta.get("resourceVersion")),
-    )
-
-
-def _rv(value: Any) -> int | None:
-    """resourceVersion as an integer where the server uses integers (etcd does), else None."""
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
-
 
 def merge_list(
     cached: dict[str, PodStatus], listed: list[PodStatus], list_rv: int | None, newer_names: set[str],
