@@ -363,7 +363,8 @@ class KubernetesBuilder(Builder):
         assert self.api is not None
         now = self.clock()
         if st.phase == "Unknown":
-            pending.unknown_since = pending.unknown_since or now
+            if pending.unknown_since is None:
+                pending.unknown_since = now
             if now - pending.unknown_since >= self.node_lost_timeout:
                 reason = (f"the node running the build pod stopped answering (its state has been Unknown for "
                           f"{now - pending.unknown_since:.0f} s)")
