@@ -81,6 +81,7 @@ class KubeRoutes(KubeStore):
         self.list_delay = 0.0
         self.create_delay = 0.0
         self.lists_received = 0
+        self.silent_logs = False  # True: log streams opened now stay silent (half-open connections)
         self.inject_sidecar = False  # True: created pods get a sidecar container first (service meshes)
         self.watch_close_after: float | None = None  # a proxy that ends every watch this soon (0: at once)
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -382,6 +383,16 @@ class KubeRoutes(KubeStore):
         cutoff = time.time() - int(since) if since else None
         resp = web.StreamResponse(headers={"Content-Type": "text/plain"})
         await resp.prepare(request)
+        if self.silent_logs:  # a half-open connection: open, then nothing, ever
+            self.open_logs += 1
+            try:
+                while request.transport is not None and not request.transport.is_closing():
+                    await asyncio.sleep(0.05)
+            except (ConnectionResetError, RuntimeError, asyncio.CancelledError):
+                pass
+            finally:
+                self.open_logs -= 1
+            return resp
         self.open_logs += 1
         sent = 0
         cuts = self._cut_logs
