@@ -10,9 +10,18 @@ read or change no other Secret, such as a Hub's in the same namespace): the key
 is added before the pod is created and removed when the build ends.
 
 Cancelling the task running ``run`` leaves the pod alone (the process is going
-away; a restart re-attaches); ``cancel(build_id)`` deletes the pod and its token.
-A periodic cleaner deletes build pods older than their deadline (pods that
-never started are not covered by activeDeadlineSeconds) and tokens whose pod is gone.
+away; a restart re-attaches); ``cancel(build_id)`` deletes the pod and its token,
+waiting for a create still in flight so that nothing it makes is left running.
+
+Deadlines (``BuildDeadlines``): ``activeDeadlineSeconds`` (BUILD_TIMEOUT) is
+counted by the kubelet from the pod's ``startTime``, when a node acknowledged it
+(image pulls included, scheduling not: a pod no node takes never gets a
+``startTime``). So ``run`` itself ends a pod that has not started within
+BUILD_START_TIMEOUT, saying why (conditions, container state, the pod's Events),
+and the periodic cleaner deletes pods past start + run + grace from creation,
+force-deletes pods stuck terminating on a lost node, and drops tokens whose pod is gone.
+API back-pressure (429, 5xx, a used-up quota) raises ``BuildDeferred``: the
+build waits in the queue; an eviction builds it again once.
 """
 from __future__ import annotations
 
