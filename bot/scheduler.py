@@ -322,6 +322,14 @@ class Scheduler:
             cache_from = await self._cache_from(lead)
             await builds.update_job(job_id, state=BuildState.RUNNING, started_at=self.clock.time(), cache_from=cache_from)
         else:
+            # Re-attaching after a restart: the build may have pushed and its pod been
+            # deleted while we were away. The registry is the truth; never rebuild what it has.
+            if await self._exists(image, fresh=True):
+                log.info("build %s: its image reached the registry while we were away", job_id)
+                with contextlib.suppress(Exception):
+                    await self.services.builder.cancel(job_id)  # whatever is left of it
+                await self._finish_job(job_id, BuildState.BUILT, "")
+                return
             cache_from = lead.cache_from
         try:
             token = await self._clone_token(lead.request)

@@ -237,3 +237,22 @@ async def test_a_pod_no_record_wants_is_reaped(tmp_path, fake_k8s):
         assert live_pod in fake_k8s.pods  # the wanted build is left alone
     finally:
         await close(h)
+
+
+async def test_a_restart_after_the_pod_pushed_and_was_deleted_does_not_rebuild(tmp_path, fake_k8s):
+    h = await harness(tmp_path, fake_k8s)
+    rec = await h.scheduler.submit(req(1))
+    name = objs.pod_name(rec.job_id)
+    await fake_k8s.wait_for(lambda: name in fake_k8s.pods)
+    fake_k8s.set_running(name)
+    db, images = h.services.db, h.images
+    await close(h, db=False)  # the service goes away while the build runs
+    images.images.add(rec.image)  # ... the build pushes, and its pod is deleted meanwhile
+    fake_k8s.succeed(name)
+    fake_k8s.delete_gracefully(name, 0)
+    h2 = await harness(tmp_path, fake_k8s, db=db, images=images)
+    try:
+        await h2.wait_state(rec.id, BuildState.BUILT)
+        assert h2.builder.created == 0 and not fake_k8s.pods  # nothing rebuilt from scratch
+    finally:
+        await close(h2)
