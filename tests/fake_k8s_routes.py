@@ -312,7 +312,8 @@ class KubeRoutes(KubeStore):
             timeout = min(timeout, self.watch_close_after)
         resp = web.StreamResponse(headers={"Content-Type": "application/json"})
         await resp.prepare(request)
-        watcher = _Watcher(kind, ns, terms, asyncio.Queue())
+        watcher = _Watcher(kind, ns, terms, asyncio.Queue(),
+                           bookmarks=request.query.get("allowWatchBookmarks") in _TRUE)
         initial: list[dict[str, Any]] = []
         if rv_param in ("", "0"):
             initial = [{"type": "ADDED", "object": o} for (k, n, _), o in self.objects.items()

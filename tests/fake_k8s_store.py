@@ -25,6 +25,7 @@ class _Watcher:
     namespace: str
     terms: list[tuple[str, str, str | None]]
     queue: asyncio.Queue[dict[str, Any] | None]
+    bookmarks: bool = False
 
 
 class KubeStore:
@@ -44,6 +45,8 @@ class KubeStore:
         self.graceful_deletes = False  # True: DELETE sets deletionTimestamp; the kubelet confirms later
         self.kubelet_confirm_delay = 0.05
         self.lost_nodes: set[str] = set()  # pod uids whose node stopped reporting
+        self.enforce_deadlines = False  # True: activeDeadlineSeconds fails pods, counted from startTime
+        self.kubelet_seconds = 1.0  # how long one of the kubelet's seconds lasts here (tests shrink it)
 
     # -- inspection and stream faults --------------------------------------------
     def compact(self) -> None:
@@ -144,6 +147,29 @@ class KubeStore:
         for k, v in (obj.pop("stringData", None) or {}).items():
             data[k] = base64.b64encode(v.encode()).decode()
 
+    # -- watch events a real API server also sends ---------------------------------
+    def bookmark(self) -> None:
+        """A BOOKMARK to every pod watch: "you are current up to this resourceVersion"."""
+        for w in self._watchers:
+            if w.kind == "Pod" and w.bookmarks:
+                w.queue.put_nowait({"type": "BOOKMARK", "object": {
+                    "kind": "Pod", "apiVersion": "v1", "metadata": {"resourceVersion": str(self._rv)}}})
+
+    def watch_error(self, code: int = 500, reason: str = "InternalError",
+                    message: str = "etcdserver: request timed out") -> None:
+        """An ERROR event that is not a 410 (the server then ends the watch)."""
+        for w in list(self._watchers):
+            w.queue.put_nowait({"type": "ERROR", "object": {
+                "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                "message": message, "reason": reason, "code": code}})
+            w.queue.put_nowait(None)
+
+    def pad_history(self, n: int) -> None:
+        """Changes to objects no build watch selects (a busy namespace): the resourceVersion moves on."""
+        for i in range(n):
+            self._store("ConfigMap", {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {
+                "name": f"other-{self._rv}-{i}", "namespace": NAMESPACE, "uid": str(uuid.uuid4())}}, "ADDED")
+
     # -- what a busy cluster does to pods ------------------------------------------
     def event(self, pod_name: str, reason: str, message: str, type_: str = "Warning",
               namespace: str = NAMESPACE) -> dict[str, Any]:
@@ -178,8 +204,10 @@ class KubeStore:
         pod = self.objects[("Pod", namespace, name)]
         pod["spec"]["nodeName"] = "fake-node"
         self._set_condition(name, namespace, {"type": "PodScheduled", "status": "True"})
-        return self._update_status(name, namespace, startTime=now_rfc3339(),
-                                   state={"waiting": {"reason": "ContainerCreating"}})
+        updated = self._update_status(name, namespace, startTime=now_rfc3339(),
+                                      state={"waiting": {"reason": "ContainerCreating"}})
+        self._kubelet_deadline(updated)
+        return updated
 
     def disrupt(self, name: str, reason: str = "EvictionByEvictionAPI",
                 message: str = "Eviction API: evicting", namespace: str = NAMESPACE) -> None:
@@ -278,8 +306,27 @@ class KubeStore:
     def set_running(self, name: str, namespace: str = NAMESPACE) -> dict[str, Any]:
         pod = self.objects[("Pod", namespace, name)]
         pod["spec"]["nodeName"] = "fake-node"
-        return self._update_status(name, namespace, phase="Running", startTime=now_rfc3339(),
-                                   state={"running": {"startedAt": now_rfc3339()}})
+        first = not pod.get("status", {}).get("startTime")
+        updated = self._update_status(name, namespace, phase="Running",
+                                      startTime=pod.get("status", {}).get("startTime") or now_rfc3339(),
+                                      state={"running": {"startedAt": now_rfc3339()}})
+        if first:
+            self._kubelet_deadline(updated)
+        return updated
+
+    def _kubelet_deadline(self, pod: dict[str, Any]) -> None:
+        """As the kubelet does: activeDeadlineSeconds after startTime, a pod still running fails."""
+        deadline = pod["spec"].get("activeDeadlineSeconds")
+        if not self.enforce_deadlines or not deadline:
+            return
+        ns, name, uid = pod["metadata"]["namespace"], pod["metadata"]["name"], pod["metadata"]["uid"]
+
+        def fire() -> None:
+            current = self.objects.get(("Pod", ns, name))
+            if current is not None and current["metadata"]["uid"] == uid and not self._terminated(current):
+                self.deadline_exceeded(name, ns)
+
+        asyncio.get_running_loop().call_later(deadline * self.kubelet_seconds, fire)
 
     def log(self, name: str, *lines: str, namespace: str = NAMESPACE) -> None:
         pod = self.objects[("Pod", namespace, name)]

@@ -170,3 +170,66 @@ async def test_a_used_up_quota_defers_the_build_and_rbac_fails_it_with_the_missi
     outcome = await builder.run(make_job(4), Events())
     assert outcome.phase is Phase.FAILED
     assert "may not create pods" in outcome.reason and "role.yaml" in outcome.reason
+
+
+# -- watch events a real API server sends ------------------------------------------------
+
+async def test_bookmarks_keep_a_quiet_watch_resumable_in_a_busy_namespace(fake_k8s, k8s_builder):
+    fake_k8s.history_size = 20  # the API server keeps a short window of history
+    builder = await k8s_builder()
+    await asyncio.wait_for(builder.watch.synced.wait(), 5)
+    await fake_k8s.wait_for(lambda: fake_k8s.open_watches == 1)
+    fake_k8s.pad_history(50)  # other objects change: our version falls out of the window
+    fake_k8s.bookmark()
+    await fake_k8s.wait_for(lambda: builder.watch.resource_version == str(fake_k8s._rv))
+    fake_k8s.cut_watches()
+    await fake_k8s.wait_for(lambda: fake_k8s.watch_requests >= 2 and fake_k8s.open_watches == 1)
+    assert builder.watch.lists == 1 and fake_k8s.expired_watches == 0  # resumed, not relisted
+    fake_k8s.pad_history(50)  # no bookmark this time: the resume is too old, a relist follows
+    builder.watch.sleep = lambda delay: asyncio.sleep(0)
+    fake_k8s.cut_watches()
+    await fake_k8s.wait_for(lambda: builder.watch.lists == 2, timeout=10)
+    assert fake_k8s.expired_watches == 1
+
+
+async def test_an_error_event_is_a_failed_watch_resumed_after_back_off(fake_k8s, k8s_builder):
+    builder = await k8s_builder()
+    await asyncio.wait_for(builder.watch.synced.wait(), 5)
+    await fake_k8s.wait_for(lambda: fake_k8s.open_watches == 1)
+    slept: list[tuple[float, str | None]] = []
+
+    async def sleep(delay: float) -> None:
+        slept.append((delay, builder.watch.last_error))
+
+    builder.watch.sleep = sleep
+    fake_k8s.watch_error(500, "InternalError", "etcdserver: request timed out")
+    await fake_k8s.wait_for(lambda: fake_k8s.watch_requests >= 2 and fake_k8s.open_watches == 1)
+    assert len(slept) == 1 and "etcdserver: request timed out" in slept[0][1]  # a failure, backed off
+    assert builder.watch.lists == 1  # resumed from its version, not relisted
+
+
+async def test_watches_ending_at_their_timeout_resume_without_back_off_or_relist(fake_k8s, k8s_builder):
+    builder = await k8s_builder(watch_timeout=1)
+    slept: list[float] = []
+
+    async def sleep(delay: float) -> None:
+        slept.append(delay)
+
+    builder.watch.sleep = sleep
+    await fake_k8s.wait_for(lambda: fake_k8s.watch_requests >= 3, timeout=10)
+    assert slept == [] and builder.watch.lists == 1
+
+
+async def test_the_kubelet_ends_a_build_at_its_active_deadline(fake_k8s, k8s_builder):
+    from bot.config import Settings
+
+    fake_k8s.enforce_deadlines = True
+    fake_k8s.kubelet_seconds = 0.005  # 100 kubelet seconds pass in half a second
+    builder = await k8s_builder(Settings(builder="kubernetes", build_timeout=100))
+    job = make_job(31)
+    task = asyncio.create_task(builder.run(job, Events()))
+    name = objs.pod_name(job.build_id)
+    await fake_k8s.wait_for(lambda: name in fake_k8s.pods)
+    fake_k8s.set_running(name)
+    outcome = await asyncio.wait_for(task, 10)
+    assert outcome.phase is Phase.FAILED and outcome.reason == "build timed out after 100 s"
