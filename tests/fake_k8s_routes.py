@@ -12,6 +12,7 @@ import asyncio
 import copy
 import dataclasses
 import json
+import random
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -81,6 +82,9 @@ class KubeRoutes(KubeStore):
         self.list_delay = 0.0
         self.create_delay = 0.0
         self.lists_received = 0
+        self.throttle = 0.0  # this share of API calls get 429 Too Many Requests (priority and fairness)
+        self.throttle_retry_after = 1
+        self.throttled = 0
         self.silent_logs = False  # True: log streams opened now stay silent (half-open connections)
         self.inject_sidecar = False  # True: created pods get a sidecar container first (service meshes)
         self.watch_close_after: float | None = None  # a proxy that ends every watch this soon (0: at once)
@@ -111,7 +115,7 @@ class KubeRoutes(KubeStore):
         return {"open_watches": self.open_watches, "max_open_watches": self.max_open_watches,
                 "watch_requests": self.watch_requests, "expired_watches": self.expired_watches,
                 "requests": len(self.requests), "pods": len(self.pods), "secrets": len(self.secrets),
-                "invalid": len(self.invalid)}
+                "invalid": len(self.invalid), "lists": self.lists_received, "throttled": self.throttled}
 
     async def _stats(self, request: web.Request) -> web.Response:
         """Counters, for a client in another process (the benchmark); ``?reset=1`` restarts the maximum."""
@@ -128,6 +132,9 @@ class KubeRoutes(KubeStore):
                                    kind="forbidden")
         if request.can_read_body:
             self.bodies.append((await request.read()).decode("utf-8", "replace"))
+        if self.throttle and not request.path.startswith("/_fake") and random.random() < self.throttle:
+            self.throttled += 1
+            return _Fault(request.method, re.compile(""), 429, 1, retry_after=self.throttle_retry_after).response()
         for f in self._faults:
             if f.times > 0 and f.method in (request.method, "*") and f.pattern.search(request.path):
                 f.times -= 1
