@@ -174,10 +174,10 @@ async def test_stale_watch_is_relisted_and_builds_still_finish(tmp_path, fake_k8
         await close(h)
 
 
-async def test_api_back_pressure_keeps_the_build_queued_with_an_honest_message(tmp_path, fake_k8s):
+async def test_api_back_pressure_keeps_the_build_queued_with_an_honest_message(tmp_path, fake_k8s, registry_double):
     from tests.fake_k8s_routes import quota_forbidden
 
-    h = await harness(tmp_path, fake_k8s)
+    h = await harness(tmp_path, fake_k8s, registry_double)
     try:
         async def no_wait(delay: float) -> None:
             pass
@@ -194,8 +194,8 @@ async def test_api_back_pressure_keeps_the_build_queued_with_an_honest_message(t
         await close(h)
 
 
-async def test_a_supersede_during_a_slow_create_leaves_no_pod_behind(tmp_path, fake_k8s):
-    h = await harness(tmp_path, fake_k8s)
+async def test_a_supersede_during_a_slow_create_leaves_no_pod_behind(tmp_path, fake_k8s, registry_double):
+    h = await harness(tmp_path, fake_k8s, registry_double)
     try:
         fake_k8s.create_delay = 0.5  # admission webhooks: the create lands after the client gave up on it
         old = await h.scheduler.submit(req(1, pr=8))
@@ -209,16 +209,16 @@ async def test_a_supersede_during_a_slow_create_leaves_no_pod_behind(tmp_path, f
         await asyncio.sleep(0.7)  # past the old create's admission
         assert old_pod not in fake_k8s.pods, "the superseded build's pod runs on, unwatched"
         assert (await h.services.builds.get(old.id)).state == BuildState.CANCELLED
-        finish(fake_k8s, new_pod, h.images, new.image)
+        finish(fake_k8s, new_pod, h.registry, new.image)
         await h.wait_state(new.id, BuildState.BUILT)
     finally:
         await close(h)
 
 
-async def test_a_pod_no_record_wants_is_reaped(tmp_path, fake_k8s):
+async def test_a_pod_no_record_wants_is_reaped(tmp_path, fake_k8s, registry_double):
     from bot.store.builds import build_id
 
-    h = await harness(tmp_path, fake_k8s)
+    h = await harness(tmp_path, fake_k8s, registry_double)
     try:
         live = await h.scheduler.submit(req(1))
         live_pod = objs.pod_name(live.job_id)
@@ -239,18 +239,18 @@ async def test_a_pod_no_record_wants_is_reaped(tmp_path, fake_k8s):
         await close(h)
 
 
-async def test_a_restart_after_the_pod_pushed_and_was_deleted_does_not_rebuild(tmp_path, fake_k8s):
-    h = await harness(tmp_path, fake_k8s)
+async def test_a_restart_after_the_pod_pushed_and_was_deleted_does_not_rebuild(tmp_path, fake_k8s, registry_double):
+    h = await harness(tmp_path, fake_k8s, registry_double)
     rec = await h.scheduler.submit(req(1))
     name = objs.pod_name(rec.job_id)
     await fake_k8s.wait_for(lambda: name in fake_k8s.pods)
     fake_k8s.set_running(name)
-    db, images = h.services.db, h.images
+    db = h.services.db
     await close(h, db=False)  # the service goes away while the build runs
-    images.images.add(rec.image)  # ... the build pushes, and its pod is deleted meanwhile
+    h.registry.push(rec.image)  # ... the build pushes, and its pod is deleted meanwhile
     fake_k8s.succeed(name)
     fake_k8s.delete_gracefully(name, 0)
-    h2 = await harness(tmp_path, fake_k8s, db=db, images=images)
+    h2 = await harness(tmp_path, fake_k8s, registry_double, db=db)
     try:
         await h2.wait_state(rec.id, BuildState.BUILT)
         assert h2.builder.created == 0 and not fake_k8s.pods  # nothing rebuilt from scratch
