@@ -6,12 +6,16 @@ CPU time; the watch connections held (must be 1, whatever the number of builds);
 and this process's resident memory. The fake runs in its own process, so its
 schema validation and bookkeeping are not counted as ours.
 
-Three runs, same fake, same concurrency (MAX_CONCURRENT_BUILDS):
+Runs, same fake, same concurrency (MAX_CONCURRENT_BUILDS):
 - baseline: the bare REST calls a build needs (create pod, follow its log to the
   end, delete it) made with plain aiohttp: the floor;
 - builder: KubernetesBuilder.run for each build (shared watch, log parsing, events);
 - scheduler: the requests submitted to bot.scheduler.Scheduler (store records,
-  registry check, queue, cap, events), which runs them on the KubernetesBuilder.
+  registry check, queue, cap, events), which runs them on the KubernetesBuilder;
+- builder under pressure: KubernetesBuilder.run again, against a second fake that
+  answers 10% of calls with 429 + Retry-After and restarts (ends every watch and
+  forgets its history) every 30 s: every build must still end BUILT, with LIST
+  calls per minute bounded by the list-and-watch back-off.
 
     .venv/bin/python benchmarks/k8s_builds.py [--builds 1000] [--repos 100] [--concurrency 8]
 """
@@ -37,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 import aiohttp  # noqa: E402
 
 from bot.builders import k8s_objects as objs  # noqa: E402
-from bot.builders.base import ImageLookup  # noqa: E402
+from bot.builders.base import BuildDeferred, ImageLookup  # noqa: E402
 from bot.builders.kubernetes import KubernetesBuilder  # noqa: E402
 from bot.config import Settings  # noqa: E402
 from bot.model import BuildJob, BuildOutcome, BuildRequest, BuildState, Phase, ProgressEvent  # noqa: E402
@@ -141,7 +145,11 @@ async def run_builder(url: str, reqs: list[BuildRequest], settings: Settings, co
 
     async def one(req: BuildRequest) -> BuildOutcome:
         async with sem:
-            return await builder.run(job_for(req, settings), emit)
+            while True:
+                try:
+                    return await builder.run(job_for(req, settings), emit)
+                except BuildDeferred as e:  # what the scheduler does: back in the queue, then again
+                    await asyncio.sleep(e.retry_after or 1.0)
 
     try:
         outcomes = await asyncio.gather(*(one(r) for r in reqs))
@@ -227,7 +235,13 @@ async def main() -> None:
     parser.add_argument("--repos", type=int, default=100)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--no-scheduler", action="store_true", help="skip the run through the Scheduler")
+    parser.add_argument("--no-pressure", action="store_true", help="skip the run under 429s and watch restarts")
+    parser.add_argument("--throttle", type=float, default=0.1)
+    parser.add_argument("--restart-every", type=float, default=30.0)
     args = parser.parse_args()
+    import logging
+
+    logging.basicConfig(level=logging.ERROR)  # the retries under pressure are expected: counted, not printed
 
     fake = subprocess.Popen([sys.executable, "-m", "tests.fake_k8s", "--port", "0", "--succeed"], cwd=ROOT,
                             stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
@@ -286,9 +300,43 @@ async def main() -> None:
             print(f"scheduler outcomes: {json.dumps(rows[2][1]['outcomes'])}, still active: {rows[2][1]['left']}")
         if any(r[2]["max_open_watches"] != 1 for r in rows[1:]):
             raise SystemExit("FAIL: more than one watch connection")
+        if not args.no_pressure:
+            await pressure_run(args, reqs, rows[1])
     finally:
         fake.terminate()
         fake.wait(10)
+
+
+async def pressure_run(args: argparse.Namespace, reqs: list[BuildRequest], clean: tuple) -> None:
+    """The builder again, against a fake that throttles and restarts; printed beside the clean run."""
+    n = len(reqs)
+    fake = subprocess.Popen(
+        [sys.executable, "-m", "tests.fake_k8s", "--port", "0", "--succeed", "--throttle", str(args.throttle),
+         "--restart-watches", str(args.restart_every)], cwd=ROOT, stdout=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        url = fake.stdout.readline().strip()  # type: ignore[union-attr]
+        with tempfile.TemporaryDirectory() as tmp:
+            settings = Settings(builder="kubernetes", data_dir=Path(tmp), max_concurrent_builds=args.concurrency,
+                                registry_url="https://registry.example.org")
+            with Measure("pressure") as m:
+                extra = await run_builder(url, reqs, settings, args.concurrency)
+        async with aiohttp.ClientSession() as s:
+            st = await fake_stats(s, url)
+    finally:
+        fake.terminate()
+        fake.wait(10)
+    cm, _, cst = clean
+    minutes = max(m.wall / 60, 1 / 60)
+    print(f"\nunder pressure ({args.throttle:.0%} of calls 429 + Retry-After 1 s, an API restart every "
+          f"{args.restart_every:g} s), side by side with the clean run:")
+    print(f"{'run':<26}{'built':>8}{'wall s':>9}{'LISTs':>7}{'LISTs/min':>11}{'watch reqs':>12}{'429s':>7}")
+    print(f"{'clean':<26}{n:>8}{cm.wall:>9.1f}{cst['lists']:>7}{cst['lists'] / max(cm.wall / 60, 1 / 60):>11.1f}"
+          f"{cst['watch_requests']:>12}{0:>7}")
+    print(f"{'429s + restarts':<26}{extra['built']:>8}{m.wall:>9.1f}{st['lists']:>7}{st['lists'] / minutes:>11.1f}"
+          f"{st['watch_requests']:>12}{st['throttled']:>7}")
+    if extra["built"] != n:
+        raise SystemExit(f"FAIL: {n - extra['built']} builds did not end BUILT under pressure")
 
 
 if __name__ == "__main__":

@@ -57,6 +57,7 @@ class Settings:
     kube_namespace: str = "binder-prebuild"
     repo2docker_image: str = "quay.io/jupyterhub/repo2docker:2024.07.0"
     build_timeout: int = 3600
+    build_start_timeout: int = 600  # a build pod that has not started by then ends with the reason why
     max_concurrent_builds: int = 8
     container_engine: str = dataclasses.field(default_factory=default_engine)
     jupyterhub_api_url: str | None = None
@@ -102,6 +103,7 @@ _ENV_FIELDS: dict[str, tuple[str, Any]] = {
     "KUBE_NAMESPACE": ("kube_namespace", str),
     "REPO2DOCKER_IMAGE": ("repo2docker_image", str),
     "BUILD_TIMEOUT": ("build_timeout", int),
+    "BUILD_START_TIMEOUT": ("build_start_timeout", int),
     "MAX_CONCURRENT_BUILDS": ("max_concurrent_builds", int),
     "CONTAINER_ENGINE": ("container_engine", str),
     "JUPYTERHUB_API_URL": ("jupyterhub_api_url", str),

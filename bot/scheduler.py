@@ -21,6 +21,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
+from bot.builders.base import BuildDeferred, build_deadlines
 from bot.clock import SYSTEM_CLOCK, Clock
 from bot.images import effective_prefix, image_name
 from bot.model import BuildJob, BuildOutcome, BuildRequest, BuildState, Phase, ProgressEvent, Trigger
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 
 LOG_TAIL_LINES = 200
 RETRY_SECONDS = 15.0  # a dependency that is down (registry, GitHub): how long a queued build waits
+REAP_SECONDS = 120.0  # how often builds running outside the process are compared with the records
 
 
 class Action(enum.Enum):
@@ -102,6 +104,7 @@ class Scheduler:
         self._wake = asyncio.Event()
         self._submit_lock = asyncio.Lock()
         self._loop_task: asyncio.Task[None] | None = None
+        self._reap_task: asyncio.Task[None] | None = None
         self._retry_at: dict[str, float] = {}  # job_id -> when a build held back by a dependency may start
         self._prefix = effective_prefix(self.settings.image_prefix, self.settings.registry_url)
 
@@ -122,13 +125,15 @@ class Scheduler:
             log.info("build %s: re-attaching after restart", job_id)
             await self._launch(job_id)
         self._loop_task = asyncio.create_task(self._loop(), name="scheduler")
+        self._reap_task = asyncio.create_task(self._reap_loop(), name="scheduler-reaper")
 
     async def stop(self) -> None:
         """Leave builds as they are (pods keep running; a restart re-attaches)."""
-        if self._loop_task:
-            self._loop_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loop_task
+        for loop_task in (self._loop_task, self._reap_task):
+            if loop_task:
+                loop_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await loop_task
         tasks = list(self._jobs.values())
         for t in tasks:
             t.cancel()
@@ -235,6 +240,35 @@ class Scheduler:
                 async with self.clock.timeout(timeout):
                     await self._wake.wait()
 
+    async def _reap_loop(self) -> None:
+        while True:
+            await asyncio.sleep(REAP_SECONDS)
+            try:
+                await self.reap_orphans()
+            except Exception:
+                log.exception("reaping orphaned builds failed; trying again later")
+
+    async def reap_orphans(self) -> list[str]:
+        """Stop builds running outside the process (pods) that no active record wants.
+
+        A supersede racing a slow create, a crash between a record's end and its pod's
+        deletion: whatever the cause, a pod nobody waits for holds a node and a slot.
+        """
+        builder = self.services.builder
+        known = builder.known_builds() if builder is not None else {}
+        if not known:
+            return []
+        builds = self.services.builds
+        wanted = {r.job_id for state in (BuildState.RUNNING, BuildState.QUEUED) for r in await builds.in_state(state)}
+        reaped = []
+        for build_id in known:
+            if build_id in wanted or build_id in self._jobs:
+                continue
+            log.warning("build %s: its pod runs but no record wants it; deleting it", build_id)
+            await builder.cancel(build_id)
+            reaped.append(build_id)
+        return reaped
+
     async def _fill_slots(self) -> None:
         cap = max(1, self.settings.max_concurrent_builds)
         metrics = self.services.extras.get("metrics")
@@ -288,6 +322,14 @@ class Scheduler:
             cache_from = await self._cache_from(lead)
             await builds.update_job(job_id, state=BuildState.RUNNING, started_at=self.clock.time(), cache_from=cache_from)
         else:
+            # Re-attaching after a restart: the build may have pushed and its pod been
+            # deleted while we were away. The registry is the truth; never rebuild what it has.
+            if await self._exists(image, fresh=True):
+                log.info("build %s: its image reached the registry while we were away", job_id)
+                with contextlib.suppress(Exception):
+                    await self.services.builder.cancel(job_id)  # whatever is left of it
+                await self._finish_job(job_id, BuildState.BUILT, "")
+                return
             cache_from = lead.cache_from
         try:
             token = await self._clone_token(lead.request)
@@ -321,7 +363,7 @@ class Scheduler:
 
         started = time.monotonic()
         try:
-            async with self.clock.timeout(self.settings.build_timeout + 60):
+            async with self.clock.timeout(build_deadlines(self.settings).backstop):
                 outcome = await self.services.builder.run(job, emit)
         except TimeoutError:
             outcome = BuildOutcome(Phase.FAILED, f"build timed out after {self.settings.build_timeout} s")
@@ -329,6 +371,13 @@ class Scheduler:
                 await self.services.builder.cancel(job_id)
         except asyncio.CancelledError:
             raise
+        except BuildDeferred as e:  # back-pressure, quota: back to the queue, not a failure
+            wait = RETRY_SECONDS if e.retry_after is None else max(1.0, e.retry_after)
+            log.warning("build %s: the builder cannot take it now (%s); retrying in %g s", job_id, e.message, wait)
+            await builds.update_job(job_id, state=BuildState.QUEUED)
+            self._retry_at[job_id] = self.clock.time() + wait
+            await self._publish_job(job_id, ProgressEvent(Phase.WAITING, e.message, job_id, image))
+            return
         except Exception as e:
             log.exception("build %s: builder error", job_id)
             outcome = BuildOutcome(Phase.FAILED, f"the builder failed: {type(e).__name__}: {e}")

@@ -116,6 +116,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--succeed", action="store_true")
     parser.add_argument("--lines", type=int, default=5)
+    parser.add_argument("--throttle", type=float, default=0.0, help="share of calls answered 429 + Retry-After")
+    parser.add_argument("--retry-after", type=int, default=1)
+    parser.add_argument("--restart-watches", type=float, default=0.0,
+                        help="every N seconds end all watches and forget history (an API server restart)")
     args = parser.parse_args(argv)
 
     async def serve() -> None:
@@ -126,9 +130,14 @@ def main(argv: list[str] | None = None) -> None:
         url = await fake.start(args.port)
         fake.bodies = _Discard()  # type: ignore[assignment]
         fake.requests = _Counted()  # type: ignore[assignment]
+        fake.throttle, fake.throttle_retry_after = args.throttle, args.retry_after
         print(url, flush=True)
         try:
-            await asyncio.Event().wait()
+            while True:
+                await asyncio.sleep(args.restart_watches or 3600)
+                if args.restart_watches:
+                    fake.compact()
+                    fake.cut_watches()
         finally:
             await fake.stop()
 

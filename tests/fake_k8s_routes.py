@@ -12,6 +12,7 @@ import asyncio
 import copy
 import dataclasses
 import json
+import random
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -32,6 +33,31 @@ class _Fault:
     pattern: re.Pattern[str]
     status: int
     times: int
+    reason: str | None = None
+    message: str | None = None
+    retry_after: int | None = None
+
+    def response(self) -> web.Response:
+        reason = self.reason or ("InternalError" if self.status >= 500 else
+                                 "TooManyRequests" if self.status == 429 else "Fault")
+        resp = status_response(self.status, reason, self.message or "injected fault")
+        if self.retry_after is not None:
+            resp.headers["Retry-After"] = str(self.retry_after)
+        return resp
+
+
+def quota_forbidden(name: str = "build-x") -> dict[str, Any]:
+    """fail_next keywords for a ResourceQuota refusal (the API server's words): transient."""
+    return {"reason": "Forbidden", "message": (
+        f'pods "{name}" is forbidden: exceeded quota: compute-resources, requested: limits.memory=4Gi, '
+        "used: limits.memory=30Gi, limited: limits.memory=32Gi")}
+
+
+def rbac_forbidden(verb: str = "create", resource: str = "pods", namespace: str = "binder") -> dict[str, Any]:
+    """fail_next keywords for an RBAC refusal (the API server's words): permanent."""
+    return {"reason": "Forbidden", "message": (
+        f'{resource} is forbidden: User "system:serviceaccount:{namespace}:binder-prebuild" cannot {verb} '
+        f'resource "{resource}" in API group "" in the namespace "{namespace}"')}
 
 
 class KubeRoutes(KubeStore):
@@ -51,6 +77,17 @@ class KubeRoutes(KubeStore):
         self.autopilot: Callable[[dict[str, Any]], Awaitable[None]] | None = None
         self.instant: list[str] | None = None  # pods run, print these lines and succeed on creation
         self.rules: list[dict[str, Any]] | None = None  # a Role's rules: enforce them (403), as RBAC does
+        # Latency, as a busy API server has it: a LIST answers this late with the snapshot it took
+        # when the request arrived; a create is admitted (stored) this late, even if the client left.
+        self.list_delay = 0.0
+        self.create_delay = 0.0
+        self.lists_received = 0
+        self.throttle = 0.0  # this share of API calls get 429 Too Many Requests (priority and fairness)
+        self.throttle_retry_after = 1
+        self.throttled = 0
+        self.silent_logs = False  # True: log streams opened now stay silent (half-open connections)
+        self.inject_sidecar = False  # True: created pods get a sidecar container first (service meshes)
+        self.watch_close_after: float | None = None  # a proxy that ends every watch this soon (0: at once)
         self._tasks: set[asyncio.Task[Any]] = set()
 
     # -- server ---------------------------------------------------------------
@@ -65,6 +102,7 @@ class KubeRoutes(KubeStore):
         r.add_get(ns + "/pods/{name}", self._get("Pod"))
         r.add_delete(ns + "/pods/{name}", self._delete("Pod"))
         r.add_get(ns + "/pods/{name}/log", self._pod_log)
+        r.add_get(ns + "/events", self._list_events)
         r.add_post(ns + "/secrets", self._create_secret)
         r.add_get(ns + "/secrets", self._list("Secret"))
         r.add_get(ns + "/secrets/{name}", self._get("Secret"))
@@ -77,7 +115,7 @@ class KubeRoutes(KubeStore):
         return {"open_watches": self.open_watches, "max_open_watches": self.max_open_watches,
                 "watch_requests": self.watch_requests, "expired_watches": self.expired_watches,
                 "requests": len(self.requests), "pods": len(self.pods), "secrets": len(self.secrets),
-                "invalid": len(self.invalid)}
+                "invalid": len(self.invalid), "lists": self.lists_received, "throttled": self.throttled}
 
     async def _stats(self, request: web.Request) -> web.Response:
         """Counters, for a client in another process (the benchmark); ``?reset=1`` restarts the maximum."""
@@ -94,15 +132,20 @@ class KubeRoutes(KubeStore):
                                    kind="forbidden")
         if request.can_read_body:
             self.bodies.append((await request.read()).decode("utf-8", "replace"))
+        if self.throttle and not request.path.startswith("/_fake") and random.random() < self.throttle:
+            self.throttled += 1
+            return _Fault(request.method, re.compile(""), 429, 1, retry_after=self.throttle_retry_after).response()
         for f in self._faults:
             if f.times > 0 and f.method in (request.method, "*") and f.pattern.search(request.path):
                 f.times -= 1
-                return status_response(f.status, "InternalError" if f.status >= 500 else "Fault", "injected fault")
+                return f.response()
         return await handler(request)
 
     # -- faults ------------------------------------------------------------------
-    def fail_next(self, method: str, path_regex: str, status: int = 500, times: int = 1) -> None:
-        self._faults.append(_Fault(method, re.compile(path_regex), status, times))
+    def fail_next(self, method: str, path_regex: str, status: int = 500, times: int = 1, *,
+                  reason: str | None = None, message: str | None = None, retry_after: int | None = None) -> None:
+        """The next ``times`` matching requests get ``status`` (a Status body; 429 may carry Retry-After)."""
+        self._faults.append(_Fault(method, re.compile(path_regex), status, times, reason, message, retry_after))
 
     # -- request bodies ------------------------------------------------------------
     async def _body(self, request: web.Request, kind: str) -> dict[str, Any] | web.Response:
@@ -134,6 +177,13 @@ class KubeRoutes(KubeStore):
         body = await self._body(request, "Pod")
         if isinstance(body, web.Response):
             return body
+        if self.create_delay:  # admission webhooks, priority and fairness: the create still happens
+            return await asyncio.shield(self._admit_pod(request, body))
+        return await self._admit_pod(request, body)
+
+    async def _admit_pod(self, request: web.Request, body: dict[str, Any]) -> web.Response:
+        if self.create_delay:
+            await asyncio.sleep(self.create_delay)
         ns = request.match_info["ns"]
         name = body.get("metadata", {}).get("name", "")
         errors = validate(body, "Pod", self.version)
@@ -142,6 +192,8 @@ class KubeRoutes(KubeStore):
         if ("Pod", ns, name) in self.objects:
             return status_response(409, "AlreadyExists", f'pods "{name}" already exists', name=name, kind="pods")
         obj = self._new_object("Pod", ns, body)
+        if self.inject_sidecar:  # a service mesh's mutating webhook
+            obj["spec"]["containers"].insert(0, {"name": "istio-proxy", "image": "istio/proxyv2:1.22.0"})
         obj["status"] = {"phase": "Pending", "qosClass": "Burstable"}
         obj = self._store("Pod", obj, "ADDED")
         self.logs[obj["metadata"]["uid"]] = []
@@ -205,10 +257,34 @@ class KubeRoutes(KubeStore):
             return web.json_response(obj)
         return handler
 
+    async def _list_events(self, request: web.Request) -> web.Response:
+        """core/v1 Events, with the fieldSelector ``involvedObject.name=NAME`` the builder sends."""
+        ns = request.match_info["ns"]
+        wanted: dict[str, str] = {}
+        for term in filter(None, request.query.get("fieldSelector", "").split(",")):
+            key, sep, value = term.partition("=")
+            if not sep or key not in ("involvedObject.name", "involvedObject.kind", "involvedObject.uid"):
+                return status_response(400, "BadRequest", f'"{key}" is not a known field selector')
+            wanted[key.split(".", 1)[1]] = value
+        items = [o for (k, n, _), o in self.objects.items() if k == "Event" and n == ns
+                 and all(o["involvedObject"].get(f) == v for f, v in wanted.items())]
+        return web.json_response({"kind": "EventList", "apiVersion": "v1",
+                                  "metadata": {"resourceVersion": str(self._rv)}, "items": items})
+
     def _delete(self, kind: str) -> Callable[[web.Request], Awaitable[web.Response]]:
         async def handler(request: web.Request) -> web.Response:
             ns, name = request.match_info["ns"], request.match_info["name"]
-            obj = self._remove(kind, ns, name)
+            if kind == "Pod":
+                grace = request.query.get("gracePeriodSeconds")
+                try:
+                    body = await request.json() if request.can_read_body else {}
+                except ValueError:
+                    body = {}
+                if grace is None and isinstance(body, dict) and body.get("gracePeriodSeconds") is not None:
+                    grace = body["gracePeriodSeconds"]
+                obj = self.delete_gracefully(name, None if grace is None else int(grace), ns)
+            else:
+                obj = self._remove(kind, ns, name)
             if obj is None:
                 plural = kind.lower() + "s"
                 return status_response(404, "NotFound", f'{plural} "{name}" not found', name=name, kind=plural)
@@ -224,10 +300,14 @@ class KubeRoutes(KubeStore):
                 return status_response(400, "BadRequest", str(e))
             if request.query.get("watch") in _TRUE:
                 return await self._watch(request, kind, ns, terms)
-            items = [o for (k, n, _), o in self.objects.items()
-                     if k == kind and n == ns and matches(o["metadata"].get("labels") or {}, terms)]
+            self.lists_received += 1
+            items = copy.deepcopy([o for (k, n, _), o in self.objects.items()
+                                   if k == kind and n == ns and matches(o["metadata"].get("labels") or {}, terms)])
+            snapshot_rv = str(self._rv)
+            if self.list_delay:
+                await asyncio.sleep(self.list_delay)
             return web.json_response({"kind": f"{kind}List", "apiVersion": "v1",
-                                      "metadata": {"resourceVersion": str(self._rv)}, "items": items})
+                                      "metadata": {"resourceVersion": snapshot_rv}, "items": items})
         return handler
 
     async def _watch(self, request: web.Request, kind: str, ns: str,
@@ -235,9 +315,12 @@ class KubeRoutes(KubeStore):
         self.watch_requests += 1
         rv_param = request.query.get("resourceVersion", "")
         timeout = float(request.query.get("timeoutSeconds") or 1800)
+        if self.watch_close_after is not None:
+            timeout = min(timeout, self.watch_close_after)
         resp = web.StreamResponse(headers={"Content-Type": "application/json"})
         await resp.prepare(request)
-        watcher = _Watcher(kind, ns, terms, asyncio.Queue())
+        watcher = _Watcher(kind, ns, terms, asyncio.Queue(),
+                           bookmarks=request.query.get("allowWatchBookmarks") in _TRUE)
         initial: list[dict[str, Any]] = []
         if rv_param in ("", "0"):
             initial = [{"type": "ADDED", "object": o} for (k, n, _), o in self.objects.items()
@@ -290,9 +373,14 @@ class KubeRoutes(KubeStore):
         if pod is None:
             return status_response(404, "NotFound", f'pods "{name}" not found', name=name, kind="pods")
         uid = pod["metadata"]["uid"]
-        container = pod["spec"]["containers"][0]["name"]
-        if request.query.get("container", container) != container:
-            return status_response(400, "BadRequest", f"container {request.query['container']} is not valid")
+        names = [c["name"] for c in pod["spec"]["containers"]]
+        container = request.query.get("container")
+        if container is None and len(names) > 1:
+            return status_response(400, "BadRequest", f"a container name must be specified for pod {name}, "
+                                   f"choose one of: [{' '.join(names)}]")
+        container = container or names[0]
+        if container not in names:
+            return status_response(400, "BadRequest", f"container {container} is not valid for pod {name}")
         if not self._container_started(pod):
             reason = self._waiting_reason(pod)
             return status_response(
@@ -303,6 +391,16 @@ class KubeRoutes(KubeStore):
         cutoff = time.time() - int(since) if since else None
         resp = web.StreamResponse(headers={"Content-Type": "text/plain"})
         await resp.prepare(request)
+        if self.silent_logs:  # a half-open connection: open, then nothing, ever
+            self.open_logs += 1
+            try:
+                while request.transport is not None and not request.transport.is_closing():
+                    await asyncio.sleep(0.05)
+            except (ConnectionResetError, RuntimeError, asyncio.CancelledError):
+                pass
+            finally:
+                self.open_logs -= 1
+            return resp
         self.open_logs += 1
         sent = 0
         cuts = self._cut_logs

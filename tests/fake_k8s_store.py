@@ -25,6 +25,7 @@ class _Watcher:
     namespace: str
     terms: list[tuple[str, str, str | None]]
     queue: asyncio.Queue[dict[str, Any] | None]
+    bookmarks: bool = False
 
 
 class KubeStore:
@@ -41,6 +42,11 @@ class KubeStore:
         self._watchers: list[_Watcher] = []
         self._changed: dict[str, asyncio.Event] = {}  # pod uid -> log/state change
         self._cut_logs = 0
+        self.graceful_deletes = False  # True: DELETE sets deletionTimestamp; the kubelet confirms later
+        self.kubelet_confirm_delay = 0.05
+        self.lost_nodes: set[str] = set()  # pod uids whose node stopped reporting
+        self.enforce_deadlines = False  # True: activeDeadlineSeconds fails pods, counted from startTime
+        self.kubelet_seconds = 1.0  # how long one of the kubelet's seconds lasts here (tests shrink it)
 
     # -- inspection and stream faults --------------------------------------------
     def compact(self) -> None:
@@ -141,10 +147,120 @@ class KubeStore:
         for k, v in (obj.pop("stringData", None) or {}).items():
             data[k] = base64.b64encode(v.encode()).decode()
 
+    # -- watch events a real API server also sends ---------------------------------
+    def bookmark(self) -> None:
+        """A BOOKMARK to every pod watch: "you are current up to this resourceVersion"."""
+        for w in self._watchers:
+            if w.kind == "Pod" and w.bookmarks:
+                w.queue.put_nowait({"type": "BOOKMARK", "object": {
+                    "kind": "Pod", "apiVersion": "v1", "metadata": {"resourceVersion": str(self._rv)}}})
+
+    def watch_error(self, code: int = 500, reason: str = "InternalError",
+                    message: str = "etcdserver: request timed out") -> None:
+        """An ERROR event that is not a 410 (the server then ends the watch)."""
+        for w in list(self._watchers):
+            w.queue.put_nowait({"type": "ERROR", "object": {
+                "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                "message": message, "reason": reason, "code": code}})
+            w.queue.put_nowait(None)
+
+    def pad_history(self, n: int) -> None:
+        """Changes to objects no build watch selects (a busy namespace): the resourceVersion moves on."""
+        for i in range(n):
+            self._store("ConfigMap", {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {
+                "name": f"other-{self._rv}-{i}", "namespace": NAMESPACE, "uid": str(uuid.uuid4())}}, "ADDED")
+
+    # -- what a busy cluster does to pods ------------------------------------------
+    def event(self, pod_name: str, reason: str, message: str, type_: str = "Warning",
+              namespace: str = NAMESPACE) -> dict[str, Any]:
+        """A core/v1 Event about the pod, as the scheduler or the kubelet records it."""
+        pod = self.objects[("Pod", namespace, pod_name)]
+        now = now_rfc3339()
+        obj = {"apiVersion": "v1", "kind": "Event",
+               "metadata": {"name": f"{pod_name}.{uuid.uuid4().hex[:16]}", "namespace": namespace,
+                            "uid": str(uuid.uuid4()), "creationTimestamp": now},
+               "involvedObject": {"kind": "Pod", "namespace": namespace, "name": pod_name,
+                                  "uid": pod["metadata"]["uid"], "apiVersion": "v1"},
+               "reason": reason, "message": message, "type": type_, "count": 1,
+               "firstTimestamp": now, "lastTimestamp": now,
+               "source": {"component": "default-scheduler" if reason == "FailedScheduling" else "kubelet"}}
+        return self._store("Event", obj, "ADDED")
+
+    def _set_condition(self, name: str, namespace: str, condition: dict[str, Any]) -> dict[str, Any]:
+        pod = self.objects[("Pod", namespace, name)]
+        conds = [c for c in pod.get("status", {}).get("conditions") or [] if c["type"] != condition["type"]]
+        conds.append(condition | {"lastTransitionTime": now_rfc3339(), "lastProbeTime": None})
+        return self._update_status(name, namespace, conditions=conds)
+
+    def unschedulable(self, name: str, message: str = "0/3 nodes are available: 3 Insufficient memory.",
+                      namespace: str = NAMESPACE) -> dict[str, Any]:
+        """The scheduler found no node: PodScheduled=False and a FailedScheduling event; no startTime."""
+        self.event(name, "FailedScheduling", message, namespace=namespace)
+        return self._set_condition(name, namespace, {"type": "PodScheduled", "status": "False",
+                                                     "reason": "Unschedulable", "message": message})
+
+    def scheduled(self, name: str, namespace: str = NAMESPACE) -> dict[str, Any]:
+        """Bound to a node that acknowledged it: startTime set, container creating."""
+        pod = self.objects[("Pod", namespace, name)]
+        pod["spec"]["nodeName"] = "fake-node"
+        self._set_condition(name, namespace, {"type": "PodScheduled", "status": "True"})
+        updated = self._update_status(name, namespace, startTime=now_rfc3339(),
+                                      state={"waiting": {"reason": "ContainerCreating"}})
+        self._kubelet_deadline(updated)
+        return updated
+
+    def disrupt(self, name: str, reason: str = "EvictionByEvictionAPI",
+                message: str = "Eviction API: evicting", namespace: str = NAMESPACE) -> None:
+        """A drain, preemption or the eviction API: DisruptionTarget=True, then the pod is deleted."""
+        self._set_condition(name, namespace, {"type": "DisruptionTarget", "status": "True",
+                                              "reason": reason, "message": message})
+        self.delete_gracefully(name, namespace=namespace)
+
+    def node_lost(self, name: str, namespace: str = NAMESPACE) -> dict[str, Any]:
+        """The node stopped reporting: phase Unknown, and no kubelet will ever confirm a deletion."""
+        self.lost_nodes.add(self.objects[("Pod", namespace, name)]["metadata"]["uid"])
+        return self._update_status(name, namespace, phase="Unknown", reason="NodeLost",
+                                   message="Node fake-node which was running pod is unresponsive")
+
+    def delete_gracefully(self, name: str, grace: int | None = None, namespace: str = NAMESPACE) -> dict[str, Any] | None:
+        """What DELETE does to a pod: deletionTimestamp = now + grace; gone once the kubelet confirms.
+
+        Grace 0 (a force delete) removes it at once; a pod on a lost node stays Terminating.
+        """
+        key = ("Pod", namespace, name)
+        pod = self.objects.get(key)
+        if pod is None:
+            return None
+        grace = pod["spec"].get("terminationGracePeriodSeconds", 30) if grace is None else grace
+        uid = pod["metadata"]["uid"]
+        if grace == 0 or (not self.graceful_deletes and uid not in self.lost_nodes):
+            return self._remove("Pod", namespace, name)
+        if not pod["metadata"].get("deletionTimestamp"):
+            pod = copy.deepcopy(pod)
+            pod["metadata"]["deletionTimestamp"] = now_rfc3339(time.time() + grace)
+            pod["metadata"]["deletionGracePeriodSeconds"] = grace
+            pod = self._store("Pod", pod, "MODIFIED")
+        if uid not in self.lost_nodes:
+            loop = asyncio.get_running_loop()
+            loop.call_later(self.kubelet_confirm_delay, lambda: self._confirm_delete(namespace, name, uid))
+        return pod
+
+    def _confirm_delete(self, namespace: str, name: str, uid: str) -> None:
+        pod = self.objects.get(("Pod", namespace, name))
+        if pod is not None and pod["metadata"]["uid"] == uid:
+            self._remove("Pod", namespace, name)
+
     # -- pod lifecycle, driven by tests -----------------------------------------
-    @staticmethod
-    def _container_started(pod: dict[str, Any]) -> bool:
-        for cs in pod.get("status", {}).get("containerStatuses") or []:
+    MAIN = "builder"  # the build container; others are sidecars a mesh injected
+
+    @classmethod
+    def _main_status(cls, pod: dict[str, Any]) -> list[dict[str, Any]]:
+        statuses = pod.get("status", {}).get("containerStatuses") or []
+        return [c for c in statuses if c.get("name") == cls.MAIN] or statuses[:1]
+
+    @classmethod
+    def _container_started(cls, pod: dict[str, Any]) -> bool:
+        for cs in cls._main_status(pod):
             return "running" in cs.get("state", {}) or "terminated" in cs.get("state", {})
         return False
 
@@ -152,16 +268,16 @@ class KubeStore:
     def _terminated(pod: dict[str, Any]) -> bool:
         return pod.get("status", {}).get("phase") in ("Succeeded", "Failed")
 
-    @staticmethod
-    def _waiting_reason(pod: dict[str, Any]) -> str:
-        for cs in pod.get("status", {}).get("containerStatuses") or []:
+    @classmethod
+    def _waiting_reason(cls, pod: dict[str, Any]) -> str:
+        for cs in cls._main_status(pod):
             return cs.get("state", {}).get("waiting", {}).get("reason", "ContainerCreating")
         return "ContainerCreating"
 
     def _update_status(self, name: str, namespace: str, **changes: Any) -> dict[str, Any]:
         pod = copy.deepcopy(self.objects[("Pod", namespace, name)])
         st = pod.setdefault("status", {})
-        container = pod["spec"]["containers"][0]
+        containers = pod["spec"]["containers"]
         state = changes.pop("state", None)
         for k, v in changes.items():
             if v is None:
@@ -169,10 +285,13 @@ class KubeStore:
             else:
                 st[k] = v
         if state is not None:
+            main = next((c for c in containers if c["name"] == self.MAIN), containers[0])
             st["containerStatuses"] = [{
-                "name": container["name"], "image": container["image"], "imageID": "",
-                "ready": "running" in state, "restartCount": 0, "started": "running" in state, "state": state,
-            }]
+                "name": c["name"], "image": c["image"], "imageID": "", "restartCount": 0,
+                "ready": "running" in (state if c is main else {"running": {}}),
+                "started": "running" in (state if c is main else {"running": {}}),
+                "state": state if c is main else {"running": {"startedAt": now_rfc3339()}},
+            } for c in containers]
         pod = self._store("Pod", pod, "MODIFIED")
         ev = self._changed.get(pod["metadata"]["uid"])
         if ev:
@@ -187,8 +306,27 @@ class KubeStore:
     def set_running(self, name: str, namespace: str = NAMESPACE) -> dict[str, Any]:
         pod = self.objects[("Pod", namespace, name)]
         pod["spec"]["nodeName"] = "fake-node"
-        return self._update_status(name, namespace, phase="Running", startTime=now_rfc3339(),
-                                   state={"running": {"startedAt": now_rfc3339()}})
+        first = not pod.get("status", {}).get("startTime")
+        updated = self._update_status(name, namespace, phase="Running",
+                                      startTime=pod.get("status", {}).get("startTime") or now_rfc3339(),
+                                      state={"running": {"startedAt": now_rfc3339()}})
+        if first:
+            self._kubelet_deadline(updated)
+        return updated
+
+    def _kubelet_deadline(self, pod: dict[str, Any]) -> None:
+        """As the kubelet does: activeDeadlineSeconds after startTime, a pod still running fails."""
+        deadline = pod["spec"].get("activeDeadlineSeconds")
+        if not self.enforce_deadlines or not deadline:
+            return
+        ns, name, uid = pod["metadata"]["namespace"], pod["metadata"]["name"], pod["metadata"]["uid"]
+
+        def fire() -> None:
+            current = self.objects.get(("Pod", ns, name))
+            if current is not None and current["metadata"]["uid"] == uid and not self._terminated(current):
+                self.deadline_exceeded(name, ns)
+
+        asyncio.get_running_loop().call_later(deadline * self.kubelet_seconds, fire)
 
     def log(self, name: str, *lines: str, namespace: str = NAMESPACE) -> None:
         pod = self.objects[("Pod", namespace, name)]

@@ -18,8 +18,11 @@ K8S_VERSION = "1.30"
 NAMESPACE = "binder-prebuild"
 
 
-def now_rfc3339() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+def now_rfc3339(at: float | None = None) -> str:
+    """RFC 3339 in whole seconds, as the API server writes timestamps (``at``: epoch seconds, default now)."""
+    when = datetime.datetime.now(datetime.timezone.utc) if at is None else datetime.datetime.fromtimestamp(
+        at, datetime.timezone.utc)
+    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def nano_timestamp() -> str:

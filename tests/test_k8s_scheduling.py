@@ -7,6 +7,7 @@ and a stale watch — each through Scheduler.submit, as the service does it.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 from bot.builders import k8s_objects as objs
 from bot.builders.kubernetes import KubernetesBuilder
@@ -171,3 +172,87 @@ async def test_stale_watch_is_relisted_and_builds_still_finish(tmp_path, fake_k8
         assert fake_k8s.stats()["expired_watches"] >= 1
     finally:
         await close(h)
+
+
+async def test_api_back_pressure_keeps_the_build_queued_with_an_honest_message(tmp_path, fake_k8s, registry_double):
+    from tests.fake_k8s_routes import quota_forbidden
+
+    h = await harness(tmp_path, fake_k8s, registry_double)
+    try:
+        async def no_wait(delay: float) -> None:
+            pass
+
+        h.builder.api.sleep = no_wait
+        fake_k8s.fail_next("POST", r"/pods$", 403, times=1000, **quota_forbidden())
+        rec = await h.scheduler.submit(req(1))
+        await fake_k8s.wait_for(lambda: any("quota" in e.message for r, e in h.events if r.id == rec.id))
+        stored = await h.services.builds.get(rec.id)
+        assert stored.state is BuildState.QUEUED  # waiting for room, not failed
+        assert h.phases(rec.id)[-1] == "waiting"
+        assert not fake_k8s.pods
+    finally:
+        await close(h)
+
+
+async def test_a_supersede_during_a_slow_create_leaves_no_pod_behind(tmp_path, fake_k8s, registry_double):
+    h = await harness(tmp_path, fake_k8s, registry_double)
+    try:
+        fake_k8s.create_delay = 0.5  # admission webhooks: the create lands after the client gave up on it
+        old = await h.scheduler.submit(req(1, pr=8))
+        old_pod = objs.pod_name(old.job_id)
+        await fake_k8s.wait_for(lambda: any(m == "POST" and p.endswith("/pods") for m, p in fake_k8s.requests))
+        assert old_pod not in fake_k8s.pods  # still in admission
+        new = await h.scheduler.submit(req(2, pr=8))
+        fake_k8s.create_delay = 0.0
+        new_pod = objs.pod_name(new.job_id)
+        await fake_k8s.wait_for(lambda: new_pod in fake_k8s.pods)
+        await asyncio.sleep(0.7)  # past the old create's admission
+        assert old_pod not in fake_k8s.pods, "the superseded build's pod runs on, unwatched"
+        assert (await h.services.builds.get(old.id)).state == BuildState.CANCELLED
+        finish(fake_k8s, new_pod, h.registry, new.image)
+        await h.wait_state(new.id, BuildState.BUILT)
+    finally:
+        await close(h)
+
+
+async def test_a_pod_no_record_wants_is_reaped(tmp_path, fake_k8s, registry_double):
+    from bot.store.builds import build_id
+
+    h = await harness(tmp_path, fake_k8s, registry_double)
+    try:
+        live = await h.scheduler.submit(req(1))
+        live_pod = objs.pod_name(live.job_id)
+        await fake_k8s.wait_for(lambda: live_pod in fake_k8s.pods)
+        # a pod left by an earlier crash: labelled as a build, but no record of ours wants it
+        stray = build_id("octo", "repo", "9" * 40, 1)
+        job = dataclasses.replace(
+            (await h.services.builds.get(live.id)).request, sha="9" * 40)
+        from bot.model import BuildJob
+        body = objs.build_pod_for_job(BuildJob(build_id=stray, request=job, image="test/x:y"), h.builder.settings)
+        await h.builder.api.create_pod(body)
+        await fake_k8s.wait_for(lambda: stray in h.builder.known_builds())
+        reaped = await h.scheduler.reap_orphans()
+        assert reaped == [stray]
+        await fake_k8s.wait_for(lambda: objs.pod_name(stray) not in fake_k8s.pods)
+        assert live_pod in fake_k8s.pods  # the wanted build is left alone
+    finally:
+        await close(h)
+
+
+async def test_a_restart_after_the_pod_pushed_and_was_deleted_does_not_rebuild(tmp_path, fake_k8s, registry_double):
+    h = await harness(tmp_path, fake_k8s, registry_double)
+    rec = await h.scheduler.submit(req(1))
+    name = objs.pod_name(rec.job_id)
+    await fake_k8s.wait_for(lambda: name in fake_k8s.pods)
+    fake_k8s.set_running(name)
+    db = h.services.db
+    await close(h, db=False)  # the service goes away while the build runs
+    h.registry.push(rec.image)  # ... the build pushes, and its pod is deleted meanwhile
+    fake_k8s.succeed(name)
+    fake_k8s.delete_gracefully(name, 0)
+    h2 = await harness(tmp_path, fake_k8s, registry_double, db=db)
+    try:
+        await h2.wait_state(rec.id, BuildState.BUILT)
+        assert h2.builder.created == 0 and not fake_k8s.pods  # nothing rebuilt from scratch
+    finally:
+        await close(h2)

@@ -329,13 +329,17 @@ async def test_private_repo_token_failure_waits_and_retries(h, fake_github, tmp_
 
 
 async def test_a_build_that_outlives_its_timeout_is_stopped_by_the_backstop(tmp_path, registry_double):
-    """A builder that never returns (its own timeout broken or lost) is stopped
-    ``BUILD_TIMEOUT + 60`` s after it started, and the build fails saying so."""
+    """A builder that never returns (its own timeout broken or lost) is stopped at the
+    backstop (``BuildDeadlines.backstop`` after it started), and the build fails saying so."""
+    from bot.builders.base import build_deadlines
+
     h = await make_harness(tmp_path, registry_double, hold=True, build_timeout=600)
+    backstop = build_deadlines(h.services.settings).backstop
+    assert backstop > 600 + h.services.settings.build_start_timeout  # after the builder's own deadlines
     try:
         rec = await h.scheduler.submit(req())
         await h.builder.wait_running(1)
-        await h.clock.advance(659)
+        await h.clock.advance(backstop - 1)
         assert (await h.services.builds.get(rec.id)).state == BuildState.RUNNING
         assert h.builder.cancelled == [] and h.builder.running
         await h.clock.advance(1)

@@ -2,11 +2,62 @@
 from __future__ import annotations
 
 import abc
+import dataclasses
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from bot.model import BuildJob, BuildOutcome, ProgressEvent
 
+if TYPE_CHECKING:
+    from bot.config import Settings
+
 Emit = Callable[[ProgressEvent], Awaitable[None]]
+
+
+DEADLINE_GRACE = 60  # seconds: what each outer timer adds to the one inside it
+
+
+@dataclasses.dataclass(frozen=True)
+class BuildDeadlines:
+    """The one definition of how long a build may take, from which every timer derives.
+
+    - ``start``: from the build pod's creation until its container runs (scheduling,
+      image pull, volume mounts). The kubelet cannot enforce this part: a pod that is
+      never scheduled has no ``startTime``, so ``activeDeadlineSeconds`` never fires.
+    - ``run``: ``activeDeadlineSeconds``, counted by the kubelet from the pod's
+      ``startTime`` (when the node acknowledged it, before the image pull).
+    - ``pod``: the cleaner's backstop from creation: start + run + grace.
+    - ``backstop``: the scheduler's, from the start of ``run()``: strictly after the
+      builder's own deadlines, so it never stops a pod before they could fire.
+    """
+
+    start: int
+    run: int
+
+    @property
+    def pod(self) -> int:
+        return self.start + self.run + DEADLINE_GRACE
+
+    @property
+    def backstop(self) -> int:
+        return self.pod + DEADLINE_GRACE
+
+
+def build_deadlines(settings: "Settings") -> BuildDeadlines:
+    return BuildDeadlines(start=int(settings.build_start_timeout), run=int(settings.build_timeout))
+
+
+class BuildDeferred(Exception):
+    """The backend cannot take this build now (API back-pressure, a used-up quota, an outage).
+
+    Not a failure of the build: the scheduler puts it back in the queue, waits
+    (``retry_after`` seconds if the backend knows), and shows ``message`` meanwhile.
+    """
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry_after = retry_after
 
 
 class Builder(abc.ABC):
@@ -44,6 +95,10 @@ class Builder(abc.ABC):
     async def health(self) -> tuple[bool, str]:
         """(ok, detail) for /health."""
         return True, "ok"
+
+    def known_builds(self) -> dict[str, object]:
+        """Builds that run outside this process now (Kubernetes pods), by build id; for reaping orphans."""
+        return {}
 
 
 class ImageLookup(abc.ABC):

@@ -12,6 +12,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -24,14 +25,62 @@ log = logging.getLogger(__name__)
 RETRY_STATUSES = {429, 500, 502, 503, 504}
 
 
+MAX_RETRY_AFTER = 60.0  # the longest Retry-After we sleep on inside one call
+
+
 class KubeError(Exception):
     """The API answered with an error (or could not be reached: status 0)."""
 
-    def __init__(self, status: int, reason: str, message: str = "") -> None:
+    def __init__(self, status: int, reason: str, message: str = "", retry_after: float | None = None) -> None:
         super().__init__(f"{status} {reason}: {message}" if message else f"{status} {reason}")
         self.status = status
         self.reason = reason
         self.message = message
+        self.retry_after = retry_after
+
+    @property
+    def transient(self) -> bool:
+        """Back-pressure or an outage (wait and try again), not a refusal that will stand."""
+        return is_transient(self.status, self.message)
+
+    def explain(self) -> str:
+        """What a person should be told (check run, progress page)."""
+        if self.status == 403 and not self.transient:
+            return forbidden_hint(self.message)
+        if self.status == 403:
+            return f"the namespace's resource quota is used up ({self.message}); the build waits for room"
+        if self.status == 429:
+            return "the Kubernetes API is overloaded (429 Too Many Requests); the build waits"
+        if self.status == 0:
+            return f"the Kubernetes API cannot be reached ({self.reason}); the build waits"
+        return f"the Kubernetes API answered {self.status} {self.reason}; the build waits"
+
+
+def is_transient(status: int, message: str) -> bool:
+    """Pure: 429, 5xx, no answer, and a quota 403 pass; RBAC 403 and other 4xx do not."""
+    if status in RETRY_STATUSES or status == 0:
+        return True
+    return status == 403 and "exceeded quota" in message
+
+
+def forbidden_hint(message: str) -> str:
+    """Pure: an RBAC 403 -> which permission the service account lacks, and where."""
+    m = re.search(r'User "([^"]+)" cannot (\w+) resource "([^"]+)"(?: in API group "([^"]*)")?'
+                  r'(?: in the namespace "([^"]+)")?', message)
+    if not m:
+        return f"the Kubernetes API refused the request (403 Forbidden): {message}"
+    user, verb, resource, _group, ns = m.groups()
+    where = f' in namespace "{ns}"' if ns else ""
+    return (f'the service account {user} may not {verb} {resource}{where}: grant "{verb}" on "{resource}" '
+            f"in its Role (k8s/base/role.yaml)")
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Pure: Retry-After in seconds (the API server sends whole seconds); None if absent or odd."""
+    try:
+        return max(0.0, float(value)) if value else None
+    except ValueError:
+        return None
 
 
 class KubeNotFound(KubeError):
@@ -42,7 +91,7 @@ class KubeConflict(KubeError):
     """409: the object already exists."""
 
 
-def _error(status: int, body: bytes) -> KubeError:
+def _error(status: int, body: bytes, retry_after: float | None = None) -> KubeError:
     reason, message = "", body[:500].decode("utf-8", "replace")
     try:
         data = json.loads(body)
@@ -51,7 +100,7 @@ def _error(status: int, body: bytes) -> KubeError:
     except ValueError:
         pass
     cls = KubeNotFound if status == 404 else KubeConflict if status == 409 else KubeError
-    return cls(status, reason or "Error", message)
+    return cls(status, reason or "Error", message, retry_after)
 
 
 async def load_configuration(kubeconfig: str | None = None) -> client.Configuration:
@@ -84,6 +133,7 @@ class KubeAPI:
         self.retries = retries
         self.backoff = backoff
         self.requests = 0
+        self.sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep
 
     async def close(self) -> None:
         await self.api_client.close()
@@ -91,7 +141,12 @@ class KubeAPI:
     async def _call(self, what: str, fn: Callable[..., Awaitable[Any]], *args: Any,
                     _stream: bool = False, _timeout: Any = None, _retries: int | None = None,
                     **kwargs: Any) -> Any:
-        """Run one API call with retries; JSON body as dict, or the open response when ``_stream``."""
+        """Run one API call with retries; JSON body as dict, or the open response when ``_stream``.
+
+        429 waits what Retry-After says (capped); 5xx, 429, no answer and a quota 403 are
+        retried with backoff, then raised as transient (``KubeError.transient``): the
+        caller puts the build back in the queue instead of failing it.
+        """
         delay = self.backoff
         retries = self.retries if _retries is None else _retries
         for attempt in range(retries + 1):
@@ -107,17 +162,16 @@ class KubeAPI:
                     return json.loads(body) if body else {}
                 body = await resp.read()
                 resp.release()
-                err = _error(resp.status, body)
+                err = _error(resp.status, body, parse_retry_after(resp.headers.get("Retry-After")))
             except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
                 if resp is not None:
                     resp.release()
                 err = KubeError(0, type(e).__name__, str(e))
-            if err.status not in RETRY_STATUSES and err.status != 0:
+            if not err.transient or attempt == retries:
                 raise err
-            if attempt == retries:
-                raise err
-            log.warning("kubernetes %s failed (%s); retry %d in %.1fs", what, err, attempt + 1, delay)
-            await asyncio.sleep(delay)
+            wait = delay if err.retry_after is None else min(MAX_RETRY_AFTER, max(delay, err.retry_after))
+            log.warning("kubernetes %s failed (%s); retry %d in %.1fs", what, err, attempt + 1, wait)
+            await self.sleep(wait)
             delay = min(delay * 2, 8.0)
         raise AssertionError("unreachable")
 
@@ -152,10 +206,22 @@ class KubeAPI:
             watch=True, resource_version=resource_version, allow_watch_bookmarks=True,
             timeout_seconds=timeout_seconds, _stream=True, _timeout=timeout)
 
-    async def pod_log(self, name: str, since_seconds: int | None = None) -> Any:
-        """An open, following log stream with timestamps (no read timeout: builds can be quiet)."""
-        timeout = aiohttp.ClientTimeout(total=None, connect=self.timeout, sock_connect=self.timeout)
-        kwargs: dict[str, Any] = {"follow": True, "timestamps": True}
+    async def pod_events(self, name: str) -> list[dict[str, Any]]:
+        """The core/v1 Events about one pod (scheduling, mounts, image pulls)."""
+        data = await self._call(f"events of pod {name}", self.core.list_namespaced_event, self.namespace,
+                                field_selector=f"involvedObject.name={name}", _retries=1)
+        return list(data.get("items") or [])
+
+    async def pod_log(self, name: str, container: str, since_seconds: int | None = None, *,
+                      follow: bool = True, read_timeout: float | None = None) -> Any:
+        """An open log stream of one container, with timestamps.
+
+        ``read_timeout``: how long the stream may stay silent before the read fails (a
+        half-open connection otherwise freezes the log until the pod ends).
+        """
+        timeout = aiohttp.ClientTimeout(total=None, connect=self.timeout, sock_connect=self.timeout,
+                                        sock_read=read_timeout)
+        kwargs: dict[str, Any] = {"follow": follow, "timestamps": True, "container": container}
         if since_seconds is not None:
             kwargs["since_seconds"] = since_seconds
         return await self._call(f"log of pod {name}", self.core.read_namespaced_pod_log, name, self.namespace,
