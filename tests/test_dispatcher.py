@@ -266,6 +266,30 @@ async def test_interrupted_deliveries_are_rerun_once_after_restart(services, run
     assert (await services.deliveries.get(d.id))["attempts"] == 2
 
 
+async def test_a_repositorys_deliveries_keep_arrival_order_across_a_restart(services, run):
+    """Claimed-then-killed deliveries arrived first, so they run first after the restart."""
+    first = [new("push.branch", repo="org/same") for _ in range(2)]
+    await services.deliveries.add_many(first)
+    await services.deliveries.add_many([new("push.branch", repo="org/other")])
+    later = [new("push.branch", repo="org/same") for _ in range(3)]
+    await services.deliveries.add_many(later)
+    claimed = await services.deliveries.claim(limit=2, lease_seconds=3600)  # then the process "dies"
+    assert [c.id for c in claimed] == [d.id for d in first]
+
+    router = Router()
+    order = []
+
+    @router.register("push")
+    async def handler(event, gh, *, services):
+        if event.data["repository"]["full_name"] == "org/same":
+            order.append(event.delivery_id)
+
+    await asyncio.sleep(0.01)  # the restart happens later than every arrival
+    await run(router, concurrency=4)
+    await until(lambda: _all(services, [d.id for d in first + later], "done"))
+    assert order == [d.id for d in first + later]
+
+
 async def test_completion_is_fenced_by_the_claim(services):
     d = new("push.branch")
     await services.deliveries.add_many([d])

@@ -179,7 +179,7 @@ class DeliveryStore:
             if len(rows) < limit:
                 rows += conn.execute(
                     f"{cols} INDEXED BY deliveries_due WHERE state IN ('pending','failed') AND next_attempt_at <= ?"
-                    " ORDER BY next_attempt_at LIMIT ?",
+                    " ORDER BY next_attempt_at, rowid LIMIT ?",
                     (now, limit - len(rows)),
                 ).fetchall()
             conn.executemany(
@@ -253,6 +253,9 @@ class DeliveryStore:
     async def recover_interrupted(self) -> int:
         """At start-up: every 'processing' row was interrupted by a crash; make it due now.
 
+        Due since it arrived, not since the restart: the queue is read in due-time
+        order, so a restart-time due date would let the same repository's later
+        deliveries (already due) run before it, against arrival order.
         Only one process owns DATA_DIR, so nothing else can be running these.
         The interrupted attempt stays counted (a delivery that kills the process
         every time still ends up dead) and is recorded as 'interrupted'.
@@ -267,7 +270,7 @@ class DeliveryStore:
                 (now,),
             )
             return conn.execute(
-                "UPDATE deliveries SET state='pending', lease_until=NULL, next_attempt_at=?"
+                "UPDATE deliveries SET state='pending', lease_until=NULL, next_attempt_at=MIN(received_at, ?)"
                 " WHERE state='processing'",
                 (now,),
             ).rowcount
