@@ -157,6 +157,39 @@ class RepoRoutes:
         return json_response({"name": params["branch"], "commit": self._commit_json(repo, repo.commits[sha]),
                               "protected": False})
 
+    @route("GET", "/repos/{owner}/{repo}/compare/{basehead:.+}", auth="public", perm=("contents", "read"))
+    async def compare(self, request: web.Request, params: dict[str, str], ctx: Ctx) -> web.Response:
+        """GitHub's compare: ``status`` is how HEAD relates to BASE (ahead, behind, identical, diverged)."""
+        repo = ctx.repo
+        assert repo is not None
+        base_ref, sep, head_ref = params["basehead"].partition("...")
+        base, head = repo.resolve(base_ref), repo.resolve(head_ref) if sep else None
+        if base is None or head is None:
+            return error(404, "Not Found")
+
+        def ancestors(sha: str) -> list[str]:  # sha first, then its history (breadth first)
+            seen, todo = [sha], [sha]
+            while todo:
+                for p in repo.commits[todo.pop(0)].parents:
+                    if p not in seen and p in repo.commits:
+                        seen.append(p)
+                        todo.append(p)
+            return seen
+
+        of_head, of_base = ancestors(head), ancestors(base)
+        merge_base = next((s for s in of_head if s in of_base), None)
+        ahead = [s for s in of_head if s not in of_base]
+        behind = [s for s in of_base if s not in of_head]
+        status = ("identical" if head == base else "behind" if not ahead else "ahead" if not behind else "diverged")
+        return json_response({
+            "url": f"{self.url}/repos/{repo.full_name}/compare/{params['basehead']}",
+            "status": status, "ahead_by": len(ahead), "behind_by": len(behind), "total_commits": len(ahead),
+            "base_commit": self._commit_json(repo, repo.commits[base]),
+            "merge_base_commit": self._commit_json(repo, repo.commits[merge_base]) if merge_base else None,
+            "commits": [self._commit_json(repo, repo.commits[s]) for s in reversed(ahead)][:250],
+            "files": [],
+        })
+
     @route("GET", "/repos/{owner}/{repo}/git/ref/{ref:.+}", auth="public", perm=("contents", "read"))
     async def get_ref(self, request: web.Request, params: dict[str, str], ctx: Ctx) -> web.Response:
         repo = ctx.repo

@@ -203,3 +203,15 @@ def test_a_closed_pr_state_builds_nothing_even_on_a_build_action():
     body = payloads.load("pull_request.reopened")
     body["pull_request"]["state"] = "closed"
     assert decide_pull_request(body, DEFAULT, head_message="x") is None
+
+
+def test_a_push_is_stale_only_when_its_branch_has_moved_on_past_it():
+    from bot.prebuild.decisions import push_is_stale
+
+    a, b = "a" * 40, "b" * 40
+    assert not push_is_stale(a, None, None)  # the branch is gone: cannot tell
+    assert not push_is_stale(a, a, None)  # it is the head
+    assert push_is_stale(a, b, "ahead")  # in the branch's history, behind its head
+    assert push_is_stale(a, b, "diverged")  # force-pushed over
+    assert not push_is_stale(a, b, "behind")  # GitHub's answer lags the webhook: the push is newest
+    assert not push_is_stale(a, b, None)  # no comparison: trust the event

@@ -183,6 +183,19 @@ def pull_request_candidate(payload: dict[str, Any], *, delivery_id: str | None =
     )
 
 
+def push_is_stale(event_sha: str, branch_head: str | None, head_vs_event: str | None) -> bool:
+    """A push is stale when its branch has moved on past it: never let it supersede the newer head.
+
+    ``head_vs_event`` is GitHub's compare status of the branch head against the pushed sha
+    (``compare/{event_sha}...{branch_head}``): "ahead" (the push is in the branch's
+    history, behind its head) or "diverged" (force-pushed over) make it stale; "behind"
+    means GitHub's answer lags the webhook, and the push is the newest.
+    """
+    if branch_head is None or branch_head == event_sha:
+        return False
+    return head_vs_event in ("ahead", "diverged")
+
+
 def decide(c: Candidate, config: RepoConfig, *, policy: RepoConfig | None = None,
            head_message: str | None = None, approved: bool = False) -> BuildRequest | Skip | None:
     """Apply skip markers, ``enabled``, ``branches``, ``pull_requests`` and the fork policy.

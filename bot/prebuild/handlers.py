@@ -29,6 +29,7 @@ from bot.prebuild.decisions import (
     has_skip_marker,
     pull_request_candidate,
     push_candidate,
+    push_is_stale,
 )
 from bot.prebuild.repo_config import CONFIG_PATH, DEFAULT, ConfigError, RepoConfig, parse_repo_config
 from bot.store.pr_heads import PullHeads, github_time
@@ -115,6 +116,65 @@ async def head_commit_message(gh: GitHubAPI, services: "Services", owner: str, r
     message = ((data.get("commit") or {}).get("message")) if isinstance(data, dict) else None
     cache[key] = message
     return message
+
+
+async def at_branch_head(c: Candidate, gh: GitHubAPI) -> Candidate:
+    """A push its branch has moved on from is handled as a push of the branch's head.
+
+    Deliveries can run late (a retry, a restart): an older push must never supersede
+    the newer head's build or move feedback back to an older commit. The branch's
+    history decides (GitHub's compare), so a lagging API answer cannot demote the
+    newest push.
+    """
+    if c.branch is None:
+        return c
+    try:
+        branch = await gh.getitem("/repos/{owner}/{repo}/branches/{branch}",
+                                  {"owner": c.owner, "repo": c.repo, "branch": c.branch})
+    except gidgethub.BadRequest as e:
+        if e.status_code != 404:
+            raise
+        return c  # the branch is gone: its deletion is another delivery
+    head = str(((branch or {}).get("commit") or {}).get("sha") or "").lower() or None
+    status = None
+    if head is not None and head != c.sha:
+        try:
+            cmp = await gh.getitem("/repos/{owner}/{repo}/compare/{basehead}",
+                                   {"owner": c.owner, "repo": c.repo, "basehead": f"{c.sha}...{head}"})
+            status = (cmp or {}).get("status")
+        except gidgethub.BadRequest as e:
+            if e.status_code not in (404, 422):
+                raise
+    if not push_is_stale(c.sha, head, status):
+        return c
+    assert head is not None
+    log.info("delivery %s: %s@%s is behind branch %s (now %s): handling its head instead", c.delivery_id,
+             c.full_name, c.sha[:12], c.branch, head[:12])
+    return dataclasses.replace(c, sha=head, head_message=None)
+
+
+async def at_pull_head(c: Candidate, payload: dict[str, Any], gh: GitHubAPI) -> Candidate | Skip | None:
+    """A pull_request event about an older head is handled as one about the PR's current head.
+
+    The PR as GitHub shows it now decides (its head, open or closed), so an
+    ``opened`` or ``synchronize`` that runs late never supersedes a newer head.
+    """
+    try:
+        pr = await gh.getitem("/repos/{owner}/{repo}/pulls/{number}",
+                              {"owner": c.owner, "repo": c.repo, "number": c.pr_number})
+    except gidgethub.BadRequest as e:
+        if e.status_code != 404:
+            raise
+        return c  # cannot tell; the event is all we have
+    head = str(((pr or {}).get("head") or {}).get("sha") or "").lower()
+    if not head or (head == c.sha and pr.get("state", "open") == "open"):
+        return c
+    now = pull_request_candidate(
+        {"pull_request": pr, "number": c.pr_number, "repository": payload.get("repository"),
+         "installation": payload.get("installation")}, delivery_id=c.delivery_id, any_action=True)
+    log.info("delivery %s: %s#%s points at %s now (%s), not %s: handling that instead", c.delivery_id,
+             c.full_name, c.pr_number, head[:12], pr.get("state"), c.sha[:12])
+    return now
 
 
 # The shared path: candidate -> decision -> scheduler or feedback ----------------------
@@ -236,7 +296,7 @@ async def on_push(event: Event, gh: GitHubAPI, *, services: "Services") -> None:
         log.info("delivery %s: push to %s ignored (deletion, tag or not a branch)", event.delivery_id,
                  event.data.get("ref"))
         return
-    await process_candidate(c, gh, services)
+    await process_candidate(await at_branch_head(c, gh), gh, services)
 
 
 @router.register("pull_request")
@@ -248,7 +308,10 @@ async def on_pull_request(event: Event, gh: GitHubAPI, *, services: "Services") 
     if action not in PR_BUILD_ACTIONS:
         return
     c = pull_request_candidate(event.data, delivery_id=event.delivery_id)
+    if isinstance(c, Candidate):
+        c = await at_pull_head(c, event.data, gh)
     if c is None:
+        log.info("delivery %s: the pull request is closed now; nothing to build", event.delivery_id)
         return
     await _record_head(services, event.data, c)
     if isinstance(c, Skip):
