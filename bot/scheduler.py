@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from bot.builders.base import BuildDeferred, build_deadlines
 from bot.clock import SYSTEM_CLOCK, Clock
+from bot.github.errors import ErrorKind, classify_github_error
 from bot.images import effective_prefix, image_name
 from bot.model import BuildJob, BuildOutcome, BuildRequest, BuildState, Phase, ProgressEvent, Trigger
 from bot.store.builds import BuildRecord
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 LOG_TAIL_LINES = 200
 RETRY_SECONDS = 15.0  # a dependency that is down (registry, GitHub): how long a queued build waits
 REAP_SECONDS = 120.0  # how often builds running outside the process are compared with the records
+MAX_UNCLASSIFIED_RETRIES = 5  # a clone-token failure we cannot classify: tries before the build fails
 
 
 class Action(enum.Enum):
@@ -78,6 +80,20 @@ def plan_submit(
     return SubmitPlan(Action.QUEUE, None, supersede)
 
 
+def token_failure_verdict(kind: ErrorKind, failures: int) -> BuildState | None:
+    """After the ``failures``-th failed clone-token request in a row: FAILED to stop, None to wait and retry.
+
+    Transient (GitHub down, rate limited) waits as long as it takes; permanent
+    (uninstalled, suspended, repository gone) stops at once; anything else
+    stops after ``MAX_UNCLASSIFIED_RETRIES`` tries.
+    """
+    if kind is ErrorKind.PERMANENT:
+        return BuildState.FAILED
+    if kind is ErrorKind.UNKNOWN and failures >= MAX_UNCLASSIFIED_RETRIES:
+        return BuildState.FAILED
+    return None
+
+
 def verify_outcome(outcome: BuildOutcome, image_exists: bool | None) -> tuple[BuildState, str]:
     """A build counts as built only once the image is confirmed where images live."""
     if outcome.phase == Phase.BUILT:
@@ -106,6 +122,8 @@ class Scheduler:
         self._loop_task: asyncio.Task[None] | None = None
         self._reap_task: asyncio.Task[None] | None = None
         self._retry_at: dict[str, float] = {}  # job_id -> when a build held back by a dependency may start
+        self._token_failures: dict[str, int] = {}  # job_id -> clone-token failures in a row
+        self.retry_seconds = RETRY_SECONDS
         self._prefix = effective_prefix(self.settings.image_prefix, self.settings.registry_url)
 
     # -- naming ------------------------------------------------------------
@@ -311,7 +329,7 @@ class Scheduler:
             # Someone else (a BinderHub, another sha path) may have built it meanwhile.
             exists = await self._exists(image)
             if exists is None:
-                self._retry_at[job_id] = self.clock.time() + RETRY_SECONDS
+                self._retry_at[job_id] = self.clock.time() + self.retry_seconds
                 log.warning("build %s: registry unreachable; waiting before building", job_id)
                 await self._publish_job(job_id, ProgressEvent(
                     Phase.WAITING, "the registry is not answering; the build will start when it does", job_id, image))
@@ -333,15 +351,10 @@ class Scheduler:
             cache_from = lead.cache_from
         try:
             token = await self._clone_token(lead.request)
-        except Exception as e:  # GitHub down or the installation gone: wait and retry, say why
-            log.warning("build %s: no clone token for %s (%s); retrying in %g s", job_id,
-                        lead.request.full_name, e, RETRY_SECONDS)
-            await builds.update_job(job_id, state=BuildState.QUEUED)
-            self._retry_at[job_id] = self.clock.time() + RETRY_SECONDS
-            await self._publish_job(job_id, ProgressEvent(
-                Phase.WAITING, "could not get a token from GitHub to clone this private repository; "
-                "the build will retry", job_id, image))
+        except Exception as e:
+            await self._token_failed(job_id, lead, e)
             return
+        self._token_failures.pop(job_id, None)
         job = BuildJob(build_id=job_id, request=lead.request, image=image, cache_from=cache_from, clone_token=token)
         tail = self._tails.setdefault(job_id, collections.deque(maxlen=LOG_TAIL_LINES))
         self._job_phase[job_id] = lead.phase if lead.state == BuildState.RUNNING else Phase.WAITING
@@ -393,6 +406,29 @@ class Scheduler:
         if metrics is not None:
             metrics.build_duration.observe(time.monotonic() - started)
         await self._finish_job(job_id, state, reason)
+
+    async def _token_failed(self, job_id: str, lead: BuildRecord, e: Exception) -> None:
+        """No clone token: wait while GitHub is down, stop when it will never come, cap the rest."""
+        failures = self._token_failures[job_id] = self._token_failures.get(job_id, 0) + 1
+        c = classify_github_error(e, asking_for_token=True)
+        name = lead.request.full_name
+        if token_failure_verdict(c.kind, failures) is BuildState.FAILED:
+            self._token_failures.pop(job_id, None)
+            if c.kind is ErrorKind.PERMANENT:
+                reason = f"GitHub will not give a token to clone {name}: {c.reason}. The build is stopped."
+            else:
+                reason = (f"GitHub gave no token to clone {name} after {failures} tries ({c.reason}). "
+                          "The build is stopped; push again or re-run the check to retry.")
+            log.error("build %s: no clone token for %s (%s, %s): failing the build", job_id, name, c.kind.value, e)
+            await self._finish_job(job_id, BuildState.FAILED, reason)
+            return
+        log.warning("build %s: no clone token for %s (%s: %s); retry %d in %g s", job_id, name, c.kind.value, e,
+                    failures, self.retry_seconds)
+        await self.services.builds.update_job(job_id, state=BuildState.QUEUED)
+        self._retry_at[job_id] = self.clock.time() + self.retry_seconds
+        await self._publish_job(job_id, ProgressEvent(
+            Phase.WAITING, f"could not get a token from GitHub to clone this private repository ({c.reason}); "
+            "the build will retry", job_id, lead.image))
 
     async def _finish_job(self, job_id: str, state: BuildState, reason: str, from_cache: bool = False) -> None:
         builds = self.services.builds
