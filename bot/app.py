@@ -128,6 +128,7 @@ async def _start(services: Services, start_workers: bool, builder: Factory, imag
     if start_workers:
         await services.builder.start()
         await services.scheduler.start()
+        await services.extras["feedback"].restore()  # what a stop left unsaid on GitHub, from the store
         dispatcher = Dispatcher(services, build_router())
         services.extras["dispatcher"] = dispatcher
         await dispatcher.start()

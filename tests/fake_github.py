@@ -141,6 +141,10 @@ class FakeGitHub(AppRoutes, RepoRoutes, CheckRoutes, IssueRoutes):
     def pending_faults(self) -> int:
         return sum(len(q) for q in self._faults.values())
 
+    def clear_faults(self) -> None:
+        """Drop every queued fault (GitHub is healthy again)."""
+        self._faults.clear()
+
     # state helpers for tests ------------------------------------------------------
     def next_id(self) -> int:
         return next(self._ids)

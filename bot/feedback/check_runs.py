@@ -45,6 +45,11 @@ def is_urgent(before: Phase | None, phase: Phase) -> bool:
         phase.terminal_for_build and phase is not before)
 
 
+def sent_status(status: str, conclusion: str | None) -> str:
+    """How the store remembers what a run was last sent: "in_progress", "completed:success", ..."""
+    return f"{status}:{conclusion}" if conclusion else status
+
+
 def _now_iso() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
@@ -102,7 +107,7 @@ class CheckRuns:
                         st.full_name, st.sha[:12], e, delay)
             self.pacer.later(delay, lambda: self.schedule(st, urgent=True))
 
-    async def _render(self, st: ShaState) -> tuple[CheckRunView | None, str | None]:
+    async def render(self, st: ShaState) -> tuple[CheckRunView | None, str | None]:
         """The view the run should show and the job it reports (None: a skip or config error)."""
         rec, phase = st.current()
         if rec is None or phase is None:
@@ -131,7 +136,7 @@ class CheckRuns:
             reason=rec.reason, details_url=details), job
 
     async def _flush(self, st: ShaState, gh: GitHubAPI | None) -> None:
-        view, job = await self._render(st)
+        view, job = await self.render(st)
         if view is None:
             return
         fields = view.as_fields()
@@ -149,6 +154,9 @@ class CheckRuns:
         if not create and st.run_status == CheckStatus.COMPLETED.value:
             if view.conclusion is not None and view.conclusion.value == st.run_conclusion:
                 st.run_job, st.sent = job, fields  # it already says so (e.g. ready, found in the registry)
+                if st.run_id is not None:
+                    await self.services.gh_state.set_check_run(
+                        st.full_name, st.sha, st.run_id, sent_status(st.run_status, st.run_conclusion))
                 return
             if st.run_job != job:
                 create = True  # a finished run cannot be reopened: a new attempt gets a new run
@@ -181,8 +189,8 @@ class CheckRuns:
         st.run_job = job
         st.sent = fields
         st.last_edit = asyncio.get_running_loop().time()
-        status_text = st.run_status if not st.run_conclusion else f"{st.run_status}:{st.run_conclusion}"
-        await self.services.gh_state.set_check_run(st.full_name, st.sha, st.run_id, status_text)
+        await self.services.gh_state.set_check_run(st.full_name, st.sha, st.run_id,
+                                                   sent_status(st.run_status, st.run_conclusion))
 
     async def _resolve_run(self, client: GitHubAPI, st: ShaState) -> None:
         """Find the run that already reports on this sha: the store, else GitHub by name."""

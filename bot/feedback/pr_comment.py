@@ -74,6 +74,26 @@ class PrComments:
         shas.add(number)
         self._prs_by_sha[(repo_key(owner, repo), sha)] = shas
 
+    def restore(self, owner: str, repo: str, number: int, *, head_sha: str | None, installation_id: int | None,
+                branch: str | None, urlpath: str | None, comment: bool, closed: bool, merged: bool) -> bool:
+        """After a restart: follow the PR as the store last knew it (True: its comment is queued for a check).
+
+        An open PR's comment then follows its head's build (``follow_build``); a closed
+        one says so. Either way it is edited only if its text differs from what was sent.
+        """
+        pr = self.get(owner, repo, number)
+        assert pr is not None
+        if pr.head_sha is not None or not head_sha:
+            return False  # followed live already
+        pr.head_sha, pr.installation_id, pr.branch = head_sha, installation_id, branch
+        pr.urlpath, pr.comment, pr.config_known = urlpath, comment, True
+        key = (repo_key(owner, repo), head_sha)
+        self._prs_by_sha[key] = (self._prs_by_sha.get(key) or set()) | {number}
+        if closed:
+            pr.closed, pr.merged = True, merged
+            self.queue(pr)
+        return True
+
     def closed(self, owner: str, repo: str, number: int, *, merged: bool, installation_id: int | None,
                head_sha: str | None) -> None:
         """A closed or merged PR: its comment says so (it is edited, never created, for that)."""

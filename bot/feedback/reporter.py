@@ -30,6 +30,7 @@ from bot.feedback.state import ShaState
 from bot.model import Phase, ProgressEvent
 
 if TYPE_CHECKING:
+    from bot.feedback.restore import RestoreCounts
     from bot.prebuild.decisions import Candidate, Skip
     from bot.prebuild.repo_config import ConfigError
     from bot.services import Services
@@ -75,9 +76,11 @@ class Reporter:
         return st
 
     # inputs from handlers -----------------------------------------------------
-    def track_pr(self, owner: str, repo: str, number: int, sha: str, *, installation_id: int | None,
-                 branch: str | None, urlpath: str | None, comment: bool) -> None:
-        """A PR now points at ``sha`` (opened, synchronize, reopened, or a command)."""
+    async def track_pr(self, owner: str, repo: str, number: int, sha: str, *, installation_id: int | None,
+                       branch: str | None, urlpath: str | None, comment: bool) -> None:
+        """A PR now points at ``sha`` (opened, synchronize, reopened, or a command); the store remembers it."""
+        await self.services.gh_state.set_pr_head(f"{owner}/{repo}", number, sha, installation_id, branch,
+                                                 urlpath, comment)
         self.comments.track(owner, repo, number, sha, installation_id=installation_id, branch=branch,
                             urlpath=urlpath, comment=comment)
         st = self._sha(owner, repo, sha)
@@ -111,15 +114,17 @@ class Reporter:
         st.override = render.check_config_error(key=error.key, problem=error.problem, line=error.line,
                                                 column=error.column)
         if c.pr_number is not None:
-            self.track_pr(c.owner, c.repo, c.pr_number, c.sha, installation_id=c.installation_id,
-                          branch=c.branch, urlpath=None, comment=True)
+            await self.track_pr(c.owner, c.repo, c.pr_number, c.sha, installation_id=c.installation_id,
+                                branch=c.branch, urlpath=None, comment=True)
             self.comments.set_state(c.owner, c.repo, c.pr_number, c.sha, CommentState.FAILED,
                                     f"`.github/binder.yml` is invalid: {error.describe()}", may_create=False)
         await self.checks.flush_now(st, gh)
 
-    def pr_closed(self, owner: str, repo: str, number: int, *, merged: bool, installation_id: int | None,
-                  head_sha: str | None) -> None:
-        """A closed or merged PR: its comment says so."""
+    async def pr_closed(self, owner: str, repo: str, number: int, *, merged: bool, installation_id: int | None,
+                        head_sha: str | None) -> None:
+        """A closed or merged PR: its comment says so (and the store remembers it)."""
+        await self.services.gh_state.set_pr_closed(f"{owner}/{repo}", number, merged=merged,
+                                                   installation_id=installation_id, head_sha=head_sha)
         self.comments.closed(owner, repo, number, merged=merged, installation_id=installation_id,
                              head_sha=head_sha)
 
@@ -158,6 +163,24 @@ class Reporter:
             return
         self.checks.schedule(st, urgent=is_urgent(before, phase))
         self.comments.follow_build(st)
+
+    def restore_sha(self, owner: str, repo: str, sha: str, records: "list[BuildRecord]") -> ShaState | None:
+        """After a restart: the sha's target from its newest job's stored records (None: followed live already)."""
+        st = self._sha(owner, repo, sha)
+        if st.job_id is not None or not records:
+            return None
+        st.job_id, st.job_created = records[0].job_id, records[0].created_at
+        for r in records:
+            st.installation_id = r.request.installation_id or st.installation_id
+            st.seq += 1
+            st.members[r.id] = (r, r.phase, st.seq)
+        return st
+
+    async def restore(self) -> "RestoreCounts":
+        """On start: queue a send for every check run and comment that disagrees with the store."""
+        from bot.feedback.restore import restore
+
+        return await restore(self)
 
     # lifecycle ----------------------------------------------------------------------
     async def drain(self) -> None:

@@ -245,7 +245,7 @@ async def submit(req: BuildRequest, services: "Services", *,
     tag = f"delivery {req.delivery_id}: {req.full_name}@{req.sha[:12]}"
     reporter = reporter_of(services)
     if reporter is not None and req.pr_number is not None:
-        reporter.track_pr(req.owner, req.repo, req.pr_number, req.sha, installation_id=req.installation_id,
+        await reporter.track_pr(req.owner, req.repo, req.pr_number, req.sha, installation_id=req.installation_id,
                           branch=req.branch, urlpath=config.urlpath, comment=policy.comment)
     if services.scheduler is None:
         raise RuntimeError("no scheduler is running")
@@ -275,7 +275,7 @@ async def _skipped(skip: Skip, c: Candidate, gh: GitHubAPI, services: "Services"
     reporter = reporter_of(services)
     if reporter is not None:
         if skip.pr_number is not None:
-            reporter.track_pr(skip.owner, skip.repo, skip.pr_number, skip.sha,
+            await reporter.track_pr(skip.owner, skip.repo, skip.pr_number, skip.sha,
                               installation_id=skip.installation_id, branch=c.branch,
                               urlpath=(config or DEFAULT).urlpath, comment=policy.comment)
         await reporter.skipped(gh, skip)
@@ -343,7 +343,7 @@ async def _on_closed(event: Event, gh: GitHubAPI, services: "Services") -> None:
     log.info("delivery %s: %s/%s#%s closed: cancelling its builds", event.delivery_id, owner, name, number)
     reporter = reporter_of(services)
     if reporter is not None:  # first, so the cancellations below do not touch the comment
-        reporter.pr_closed(owner, name, number, merged=merged,
+        await reporter.pr_closed(owner, name, number, merged=merged,
                            installation_id=(data.get("installation") or {}).get("id"),
                            head_sha=(pr.get("head") or {}).get("sha"))
     if services.scheduler is not None:

@@ -222,6 +222,13 @@ class BuildStore:
         finally:
             self._written()
 
+    async def created_since(self, since: float, limit: int) -> list[BuildRecord]:
+        """Records created since ``since``, oldest first: the newest ``limit`` of them."""
+        rows = await self.db.fetchall(
+            "SELECT * FROM (SELECT * FROM builds WHERE created_at >= ? ORDER BY created_at DESC, rowid DESC LIMIT ?)"
+            " ORDER BY created_at, attempt", (since, limit))
+        return [_record(r) for r in rows]
+
     async def recent(self, limit: int = 20) -> list[BuildRecord]:
         rows = await self.db.fetchall("SELECT * FROM builds ORDER BY created_at DESC LIMIT ?", (limit,))
         return [_record(r) for r in rows]

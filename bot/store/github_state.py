@@ -29,6 +29,20 @@ CREATE TABLE IF NOT EXISTS pr_comments (
     body_hash TEXT,
     PRIMARY KEY (full_name, pr_number)
 );
+-- what each PR's comment follows: its head as we last handled it, and whether it is closed
+CREATE TABLE IF NOT EXISTS pr_heads (
+    full_name TEXT NOT NULL COLLATE NOCASE,
+    pr_number INTEGER NOT NULL,
+    head_sha TEXT NOT NULL,
+    installation_id INTEGER,
+    branch TEXT,
+    urlpath TEXT,
+    comment INTEGER NOT NULL DEFAULT 1,
+    closed INTEGER NOT NULL DEFAULT 0,
+    merged INTEGER NOT NULL DEFAULT 0,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (full_name, pr_number)
+);
 CREATE TABLE IF NOT EXISTS check_runs (
     full_name TEXT NOT NULL COLLATE NOCASE,
     sha TEXT NOT NULL,
@@ -136,3 +150,35 @@ class GitHubState:
             " ON CONFLICT DO UPDATE SET check_run_id=excluded.check_run_id, status=excluded.status,"
             " updated_at=excluded.updated_at",
             (full_name, sha, check_run_id, status, time.time()))
+
+    async def check_runs_since(self, since: float) -> dict[tuple[str, str], str | None]:
+        """(lower-case full name, sha) -> the status we last sent ("completed:success", ...), for runs sent since."""
+        rows = await self.db.fetchall("SELECT full_name, sha, status FROM check_runs WHERE updated_at >= ?", (since,))
+        return {(r["full_name"].lower(), r["sha"]): r["status"] for r in rows}
+
+    # PR heads ------------------------------------------------------------
+    async def set_pr_head(self, full_name: str, pr: int, head_sha: str, installation_id: int | None,
+                          branch: str | None, urlpath: str | None, comment: bool) -> None:
+        """The PR now points at ``head_sha`` and is open (what its comment follows, and how it renders)."""
+        await self.db.execute(
+            "INSERT INTO pr_heads (full_name, pr_number, head_sha, installation_id, branch, urlpath, comment,"
+            " closed, merged, updated_at) VALUES (?,?,?,?,?,?,?,0,0,?) ON CONFLICT DO UPDATE SET"
+            " head_sha=excluded.head_sha, installation_id=COALESCE(excluded.installation_id, installation_id),"
+            " branch=excluded.branch, urlpath=excluded.urlpath, comment=excluded.comment, closed=0, merged=0,"
+            " updated_at=excluded.updated_at",
+            (full_name, pr, head_sha, installation_id, branch, urlpath, int(comment), time.time()))
+
+    async def set_pr_closed(self, full_name: str, pr: int, *, merged: bool, installation_id: int | None,
+                            head_sha: str | None) -> None:
+        await self.db.execute(
+            "INSERT INTO pr_heads (full_name, pr_number, head_sha, installation_id, closed, merged, updated_at)"
+            " VALUES (?,?,?,?,1,?,?) ON CONFLICT DO UPDATE SET closed=1, merged=excluded.merged,"
+            " installation_id=COALESCE(excluded.installation_id, installation_id), updated_at=excluded.updated_at",
+            (full_name, pr, head_sha or "", installation_id, int(merged), time.time()))
+
+    async def pr_heads_since(self, since: float) -> list[dict[str, Any]]:
+        rows = await self.db.fetchall(
+            "SELECT full_name, pr_number, head_sha, installation_id, branch, urlpath, comment, closed, merged"
+            " FROM pr_heads"
+            " WHERE updated_at >= ? ORDER BY updated_at", (since,))
+        return [dict(r) for r in rows]

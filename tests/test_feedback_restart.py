@@ -1,0 +1,73 @@
+"""After a stop that could not tell GitHub everything, the restart does: feedback follows the store."""
+from __future__ import annotations
+
+from bot.model import BuildState
+from tests.fake_github import Fault
+
+CHECK_PATCH = "/repos/{owner}/{repo}/check-runs/{check_run_id}"
+COMMENT_PATCH = "/repos/{owner}/{repo}/issues/comments/{comment_id}"
+
+
+async def built(bot, sha: str) -> bool:
+    rec = await bot.services.builds.latest_for_sha("binder-examples", "requirements", sha)
+    return rec is not None and rec.state is BuildState.BUILT
+
+
+async def test_a_check_run_left_in_progress_by_a_stop_is_completed_after_the_restart(prebuild_bot, tmp_path):
+    first = await prebuild_bot(data_dir=tmp_path / "kept")
+    first.builder.hold = True
+    sha = first.commit("one")
+    await first.send("push", first.push(sha))
+    await first.until(lambda: first.runs(sha) and first.runs(sha)[0]["status"] == "in_progress")
+    first.fake.inject("PATCH", CHECK_PATCH, *[Fault.server_error() for _ in range(1000)])  # GitHub fails the edits
+    first.builder.hold = False
+    first.builder.release()
+    await first.until(lambda: built(first, sha))
+    await first.client.close()  # stopped: the completed state never reached GitHub
+    assert first.run(sha)["status"] == "in_progress"
+
+    first.fake.clear_faults()
+    second = await prebuild_bot(data_dir=tmp_path / "kept", inst=first.inst, images=first.images)
+    await second.settle()
+    run = second.run(sha)
+    assert (run["status"], run["conclusion"]) == ("completed", "success")
+    assert second.builder.jobs == []  # the store knew it was built: nothing ran again
+
+
+async def test_a_pr_comment_left_building_by_a_stop_says_ready_after_the_restart(prebuild_bot, tmp_path):
+    first = await prebuild_bot(data_dir=tmp_path / "kept")
+    first.builder.hold = True
+    sha = first.commit("one")
+    await first.send("pull_request", first.pr("opened", sha))
+    await first.until(lambda: first.comments() and "**Building**" in first.comments()[0]["body"])
+    first.fake.inject("PATCH", COMMENT_PATCH, *[Fault.server_error() for _ in range(1000)])
+    first.fake.inject("PATCH", CHECK_PATCH, *[Fault.server_error() for _ in range(1000)])
+    first.builder.hold = False
+    first.builder.release()
+    await first.until(lambda: built(first, sha))
+    await first.client.close()
+    assert "**Building**" in first.comment()["body"]
+
+    first.fake.clear_faults()
+    second = await prebuild_bot(data_dir=tmp_path / "kept", inst=first.inst, images=first.images)
+    await second.settle()
+    assert "**Ready**" in second.comment()["body"] and sha in second.comment()["body"]
+    assert (second.run(sha)["status"], second.run(sha)["conclusion"]) == ("completed", "success")
+
+
+async def test_a_closed_pr_keeps_its_closed_comment_across_a_restart(prebuild_bot, tmp_path):
+    first = await prebuild_bot(data_dir=tmp_path / "kept")
+    sha = first.commit("one")
+    await first.send("pull_request", first.pr("opened", sha))
+    await first.settle()
+    await first.send("pull_request", first.pr("closed", sha))
+    await first.settle()
+    assert "**Closed**" in first.comment()["body"]
+    await first.client.close()
+    sent_before = len(first.fake.requests)
+
+    second = await prebuild_bot(data_dir=tmp_path / "kept", inst=first.inst, images=first.images)
+    await second.settle()
+    assert "**Closed**" in second.comment()["body"]
+    # nothing disagreed with the store, so nothing about the repository was asked of GitHub
+    assert [(r.method, r.path) for r in second.fake.requests[sent_before:] if r.path.startswith("/repos/")] == []
