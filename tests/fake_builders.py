@@ -9,6 +9,7 @@ released, make them fail, or make the push go nowhere.
 from __future__ import annotations
 
 import asyncio
+import inspect
 from typing import Protocol
 
 from bot.builders.base import Builder, Emit
@@ -34,6 +35,7 @@ class InstantBuilder(Builder):
         self._gates: dict[str, asyncio.Event] = {}
         self.emits: dict[str, Emit] = {}  # a running build's emit: tests add log lines while it is held
         self.held: set[str] = set()  # builds that sent their log lines and wait for release()
+        self.build_seconds = 0.0  # how long each build takes (a crash can then land inside one)
 
     def release(self, build_id: str | None = None) -> None:
         for bid, gate in self._gates.items():
@@ -63,6 +65,8 @@ class InstantBuilder(Builder):
             await emit(ProgressEvent(Phase.BUILDING, "building"))
             for line in self.log_lines:
                 await emit(ProgressEvent(Phase.BUILDING, line))
+            if self.build_seconds:
+                await asyncio.sleep(self.build_seconds)
             if self.hold:
                 self.held.add(job.build_id)
                 await gate.wait()
@@ -71,7 +75,9 @@ class InstantBuilder(Builder):
                 return BuildOutcome(Phase.FAILED, self.fail_with, tuple(self.log_lines))
             await emit(ProgressEvent(Phase.PUSHING, f"pushing {job.image}"))
             if self.push:
-                self.images.push(job.image)
+                pushed = self.images.push(job.image)
+                if inspect.isawaitable(pushed):  # a push over HTTP (tests/crash_serve.py)
+                    await pushed
             return BuildOutcome(Phase.BUILT, "", tuple(self.log_lines))
         finally:
             self.running.pop(job.build_id, None)

@@ -60,6 +60,12 @@ def _error(status: int, code: str, message: str, headers: dict[str, str] | None 
     return web.json_response(body, status=status, headers=headers)
 
 
+def manifest_url(registry_url: str, image: str) -> str:
+    """Where a push of ``image`` (a full reference) PUTs its manifest on the registry at ``registry_url``."""
+    name, tag = _repository_and_tag(image)
+    return f"{registry_url.rstrip('/')}/v2/{name}/manifests/{tag}"
+
+
 def _repository_and_tag(image: str) -> tuple[str, str]:
     """``[host[:port]/]path[:tag]`` -> (path, tag): the registry's own names, the host part dropped."""
     name, _, tag = image.rpartition(":")
@@ -217,8 +223,10 @@ class FakeRegistry:
 
     async def _manifest(self, request: web.Request) -> web.StreamResponse:
         name, ref = request.match_info["name"], request.match_info["ref"]
+        if request.method == "PUT":
+            return await self._put_manifest(request, name, ref)
         if request.method not in ("GET", "HEAD"):
-            return _error(405, "UNSUPPORTED", "read-only fake")
+            return _error(405, "UNSUPPORTED", "manifests are read with GET or HEAD and pushed with PUT")
         if request.method == "HEAD" and not self.head_supported:
             return web.Response(status=405)
         if not self._authorized(request, name):
@@ -238,6 +246,24 @@ class FakeRegistry:
         if request.method == "HEAD":
             return web.Response(status=200, headers=headers)
         return web.Response(status=200, body=body, headers=headers)
+
+    async def _put_manifest(self, request: web.Request, name: str, ref: str) -> web.Response:
+        """The last step of a push: the manifest under its tag (blobs are not modelled: no layers here)."""
+        if self.auth != "none":
+            return _error(401, "UNAUTHORIZED", "pushes are modelled without auth only")
+        media_type = (request.headers.get("Content-Type") or "").split(";")[0].strip()
+        if media_type not in (OCI_MANIFEST, DOCKER_MANIFEST):
+            return _error(400, "MANIFEST_INVALID", f"unsupported manifest media type {media_type!r}")
+        body = await request.read()
+        try:
+            json.loads(body)
+        except ValueError:
+            return _error(400, "MANIFEST_INVALID", "manifest is not JSON")
+        digest = "sha256:" + hashlib.sha256(body).hexdigest()
+        self.manifests[(name, ref)] = (media_type, body)
+        self.manifests[(name, digest)] = (media_type, body)
+        return web.Response(status=201, headers={"Location": f"/v2/{name}/manifests/{digest}",
+                                                 "Docker-Content-Digest": digest})
 
     async def _token(self, request: web.Request) -> web.Response:
         if self.auth != "bearer":

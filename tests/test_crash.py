@@ -5,7 +5,9 @@ DATA_DIR, a webhook secret, no App credentials, BUILDER=local and no registry.
 Deliveries are events whose handlers only do store work (ping, installation,
 installation_repositories, and pushes the prebuild handler ignores: a deleted
 branch, a tag). Kills land in both windows that matter:
-- while deliveries flow in: requests are in flight, some stored but not answered;
+- while deliveries flow in, at a moment some delivery is stored but not yet answered
+  (the process is frozen with SIGSTOP, its store read from outside, and killed when a
+  request still in flight is already stored; the test asserts this happened);
 - while the dispatcher works through the backlog: deliveries claimed ('processing'),
   their handlers running or finished but not yet marked done.
 Unanswered deliveries are sent again after each restart, as GitHub's redelivery would.
@@ -51,8 +53,12 @@ def free_port() -> int:
 class Service:
     """One ``binder-prebuild serve`` process on a fixed port and DATA_DIR."""
 
-    def __init__(self, data_dir: Path, port: int, log_dir: Path) -> None:
+    def __init__(self, data_dir: Path, port: int, log_dir: Path, *, command: list[str] | None = None,
+                 extra_env: dict[str, str] | None = None, cwd: Path | None = None) -> None:
         self.data_dir, self.port, self.log_dir = data_dir, port, log_dir
+        self.command = command or SERVE
+        self.extra_env = extra_env or {}
+        self.cwd = cwd
         self.proc: subprocess.Popen | None = None
         self.runs = 0
 
@@ -65,13 +71,14 @@ class Service:
                if not k.startswith(("GITHUB_", "REGISTRY_", "JUPYTERHUB_", "BINDER_PREBUILD_"))}
         env.update(GITHUB_WEBHOOK_SECRET=SECRET, DATA_DIR=str(self.data_dir), BUILDER="local",
                    HOST="127.0.0.1", PORT=str(self.port), LOG_LEVEL="INFO")
+        env.update(self.extra_env)
         return env
 
     async def start(self) -> None:
         self.runs += 1
         log = open(self.log_dir / f"serve-{self.runs}.log", "wb")
-        self.proc = subprocess.Popen(SERVE, env=self.env(), stdout=log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(self.command, env=self.env(), stdout=log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, cwd=self.cwd)
         log.close()
         deadline = time.monotonic() + 60
         async with aiohttp.ClientSession() as s:
@@ -93,6 +100,15 @@ class Service:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait()
+
+    def freeze(self) -> None:
+        """SIGSTOP: the process stands still where it is (to look at its store from outside)."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
 
     def stop(self) -> int:
         if self.proc is None or self.proc.poll() is not None:
@@ -138,19 +154,28 @@ def make_delivery(i: int, rng: random.Random) -> Delivery:
 
 
 async def send_phase(service: Service, todo: list[Delivery], *, concurrency: int,
-                     kill_after: int | None) -> None:
-    """Send ``todo`` concurrently; SIGKILL the service once ``kill_after`` answers came back.
+                     kill_after: int | None, db: Path | None = None) -> None:
+    """Send ``todo`` concurrently; once ``kill_after`` answers came back, SIGKILL the service
+    at a moment when a delivery is stored but not yet answered (see ``kill_in_window``).
 
     After the kill, senders stop taking new deliveries (what was in flight gets no answer).
     """
     queue = list(reversed(todo))
     answered = 0
-    killed = False
+    killing = killed = False
+    inflight: set[str] = set()
+    killer: asyncio.Task[None] | None = None
+
+    async def kill() -> None:
+        nonlocal killed
+        await kill_in_window(service, db, inflight)
+        killed = True
 
     async def sender(session: aiohttp.ClientSession) -> None:
-        nonlocal answered, killed
+        nonlocal answered, killing, killer
         while queue and not killed:
             d = queue.pop()
+            inflight.add(d.id)
             try:
                 async with session.post(f"{service.url}/webhooks/github", data=d.raw, headers=d.headers) as r:
                     await r.read()
@@ -159,15 +184,41 @@ async def send_phase(service: Service, todo: list[Delivery], *, concurrency: int
             except (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError):
                 d.answers.append(None)
                 continue
-            if kill_after is not None and answered >= kill_after and not killed:
-                killed = True
-                service.kill()
+            finally:
+                inflight.discard(d.id)
+            if kill_after is not None and answered >= kill_after and not killing:
+                killing = True
+                killer = asyncio.create_task(kill())
 
     timeout = aiohttp.ClientTimeout(total=30)
     async with aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=concurrency)) as s:
         await asyncio.gather(*(sender(s) for _ in range(concurrency)))
+    if killer is not None:
+        await killer
     if kill_after is not None:
         assert killed, "the service was never killed: raise the phase size"
+
+
+async def kill_in_window(service: Service, db: Path | None, inflight: set[str], tries: int = 400) -> None:
+    """SIGKILL while some delivery is durably stored but its request has no answer yet.
+
+    The window between the commit and the 202 is short, so look inside it: freeze the
+    process (SIGSTOP), read the store, and kill if one of the requests still in flight is
+    stored; else let it run a moment and look again. (An answer already in the socket
+    buffer may still arrive after the freeze: the caller counts what really went unanswered.)
+    """
+    for attempt in range(tries):
+        if db is None or not db.exists():
+            break
+        service.freeze()
+        ids = list(inflight)
+        stored = query(db, f"SELECT COUNT(*) FROM deliveries WHERE id IN ({','.join('?' * len(ids))})",
+                       *ids)[0][0] if ids else 0
+        if stored:
+            break
+        service.thaw()
+        await asyncio.sleep(0.001 * (attempt % 5))
+    service.kill()
 
 
 def query(db: Path, sql: str, *args) -> list[tuple]:
@@ -227,11 +278,21 @@ async def test_sigkill_mid_flow_then_restart_processes_every_accepted_delivery_e
     def unanswered() -> list[Delivery]:
         return [d for d in sent if d.answers and d.answers[-1] is None and not d.accepted]
 
+    stored_unanswered: set[str] = set()  # stored by the killed process, yet the sender never heard back
+
+    def note_window() -> None:
+        ids = [d.id for d in unanswered()]
+        for i in range(0, len(ids), 500):
+            chunk = ids[i:i + 500]
+            stored_unanswered.update(r[0] for r in query(
+                db, f"SELECT id FROM deliveries WHERE id IN ({','.join('?' * len(chunk))})", *chunk))
+
     try:
         # 1: deliveries flowing in, kill
         await service.start()
-        await send_phase(service, fresh(2000), concurrency=24, kill_after=300)
+        await send_phase(service, fresh(2000), concurrency=24, kill_after=300, db=db)
         assert unanswered(), "the kill interrupted no request: nothing was tested"
+        note_window()
 
         # 2: restart, redeliver what got no answer, send more; kill while the backlog is processed
         await service.start()
@@ -240,8 +301,16 @@ async def test_sigkill_mid_flow_then_restart_processes_every_accepted_delivery_e
 
         # 3: restart, redeliver, send more, kill while they flow in
         await service.start()
-        await send_phase(service, unanswered() + fresh(1500), concurrency=24, kill_after=300)
+        await send_phase(service, unanswered() + fresh(1500), concurrency=24, kill_after=300, db=db)
         assert unanswered(), "the second kill during the flow interrupted no request"
+        note_window()
+        for _ in range(3):  # until some kill landed between a delivery's commit and its answer
+            if stored_unanswered:
+                break
+            await service.start()
+            await send_phase(service, unanswered() + fresh(800), concurrency=24, kill_after=200, db=db)
+            note_window()
+        assert stored_unanswered, "no kill landed between a delivery's durable write and its answer"
 
         # 4: restart; make sure some delivery died mid-processing, then finish without a kill
         for _ in range(3):
@@ -267,6 +336,7 @@ async def test_sigkill_mid_flow_then_restart_processes_every_accepted_delivery_e
     missing = [d.id for d in answered if d.id not in stored]
     assert missing == [], f"{len(missing)} deliveries answered 2xx were lost"
     assert set(stored.values()) == {"done"}
+    assert stored_unanswered <= set(stored)  # and each of those was processed like any other (below)
 
     done_counts = dict(query(db, "SELECT delivery_id, COUNT(*) FROM delivery_attempts"
                                  " WHERE outcome='done' GROUP BY delivery_id"))
@@ -283,5 +353,5 @@ async def test_sigkill_mid_flow_then_restart_processes_every_accepted_delivery_e
     recorded = query(db, "SELECT COUNT(*) FROM delivery_attempts WHERE outcome='interrupted'")[0][0]
     assert recorded >= interrupted  # each restart re-queued what the kill left claimed, and said so
     print(f"\nsent {len(sent)}, answered 2xx {len(answered)}, stored {len(stored)}, "
-          f"stored but never answered {len(set(stored) - {d.id for d in answered})}, "
+          f"stored by a killed process before its answer {len(stored_unanswered)}, "
           f"redelivered {sum(len(d.answers) > 1 for d in sent)}, processing interrupted by a kill {recorded}")
