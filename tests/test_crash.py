@@ -222,11 +222,18 @@ async def kill_in_window(service: Service, db: Path | None, inflight: set[str], 
 
 
 def query(db: Path, sql: str, *args) -> list[tuple]:
-    conn = sqlite3.connect(db, timeout=30)
-    try:
-        return conn.execute(sql, args).fetchall()
-    finally:
-        conn.close()
+    """Read the store from outside (its process may be frozen mid-write: SQLite then says "locking protocol")."""
+    for attempt in range(50):
+        conn = sqlite3.connect(db, timeout=30)
+        try:
+            return conn.execute(sql, args).fetchall()
+        except sqlite3.OperationalError as e:
+            if "locking protocol" not in str(e) or attempt == 49:
+                raise
+        finally:
+            conn.close()
+        time.sleep(0.01)
+    raise AssertionError("unreachable")
 
 
 async def kill_while_processing(db: Path, service: Service, timeout: float = 60) -> int:
