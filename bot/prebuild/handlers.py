@@ -118,6 +118,17 @@ async def head_commit_message(gh: GitHubAPI, services: "Services", owner: str, r
     return message
 
 
+async def _get_unless_gone(gh: GitHubAPI, url: str, params: dict[str, Any],
+                           gone: tuple[int, ...] = (404,)) -> Any:
+    """GET ``url``; None when GitHub answers that it is not there (other errors propagate: retry)."""
+    try:
+        return await gh.getitem(url, params)
+    except gidgethub.BadRequest as e:
+        if e.status_code not in gone:
+            raise
+        return None
+
+
 async def at_branch_head(c: Candidate, gh: GitHubAPI) -> Candidate:
     """A push its branch has moved on from is handled as a push of the branch's head.
 
@@ -128,23 +139,16 @@ async def at_branch_head(c: Candidate, gh: GitHubAPI) -> Candidate:
     """
     if c.branch is None:
         return c
-    try:
-        branch = await gh.getitem("/repos/{owner}/{repo}/branches/{branch}",
-                                  {"owner": c.owner, "repo": c.repo, "branch": c.branch})
-    except gidgethub.BadRequest as e:
-        if e.status_code != 404:
-            raise
-        return c  # the branch is gone: its deletion is another delivery
+    branch = await _get_unless_gone(gh, "/repos/{owner}/{repo}/branches/{branch}",
+                                    {"owner": c.owner, "repo": c.repo, "branch": c.branch})
+    # a branch that is gone has no head to compare with: its deletion is another delivery
     head = str(((branch or {}).get("commit") or {}).get("sha") or "").lower() or None
     status = None
     if head is not None and head != c.sha:
-        try:
-            cmp = await gh.getitem("/repos/{owner}/{repo}/compare/{basehead}",
-                                   {"owner": c.owner, "repo": c.repo, "basehead": f"{c.sha}...{head}"})
-            status = (cmp or {}).get("status")
-        except gidgethub.BadRequest as e:
-            if e.status_code not in (404, 422):
-                raise
+        cmp = await _get_unless_gone(gh, "/repos/{owner}/{repo}/compare/{basehead}",
+                                     {"owner": c.owner, "repo": c.repo, "basehead": f"{c.sha}...{head}"},
+                                     gone=(404, 422))
+        status = (cmp or {}).get("status")
     if not push_is_stale(c.sha, head, status):
         return c
     assert head is not None
@@ -159,15 +163,10 @@ async def at_pull_head(c: Candidate, payload: dict[str, Any], gh: GitHubAPI) -> 
     The PR as GitHub shows it now decides (its head, open or closed), so an
     ``opened`` or ``synchronize`` that runs late never supersedes a newer head.
     """
-    try:
-        pr = await gh.getitem("/repos/{owner}/{repo}/pulls/{number}",
-                              {"owner": c.owner, "repo": c.repo, "number": c.pr_number})
-    except gidgethub.BadRequest as e:
-        if e.status_code != 404:
-            raise
-        return c  # cannot tell; the event is all we have
+    pr = await _get_unless_gone(gh, "/repos/{owner}/{repo}/pulls/{number}",
+                                {"owner": c.owner, "repo": c.repo, "number": c.pr_number})
     head = str(((pr or {}).get("head") or {}).get("sha") or "").lower()
-    if not head or (head == c.sha and pr.get("state", "open") == "open"):
+    if pr is None or not head or (head == c.sha and pr.get("state", "open") == "open"):
         return c
     now = pull_request_candidate(
         {"pull_request": pr, "number": c.pr_number, "repository": payload.get("repository"),
