@@ -71,3 +71,20 @@ async def test_a_closed_pr_keeps_its_closed_comment_across_a_restart(prebuild_bo
     assert "**Closed**" in second.comment()["body"]
     # nothing disagreed with the store, so nothing about the repository was asked of GitHub
     assert [(r.method, r.path) for r in second.fake.requests[sent_before:] if r.path.startswith("/repos/")] == []
+
+
+async def test_a_pr_the_store_has_no_head_for_keeps_its_comment_after_the_restart(prebuild_bot, tmp_path):
+    """Data from before PR heads were kept: the restore must not guess a head from old builds."""
+    first = await prebuild_bot(data_dir=tmp_path / "kept")
+    old, new = first.commit("one"), first.commit("two")
+    await first.send("pull_request", first.pr("opened", old))
+    await first.settle()
+    await first.send("pull_request", first.pr("synchronize", new))
+    await first.settle()
+    await first.services.db.execute("DELETE FROM pr_heads")
+    await first.client.close()
+
+    second = await prebuild_bot(data_dir=tmp_path / "kept", inst=first.inst, images=first.images)
+    await second.settle()
+    body = second.comment()["body"]
+    assert new in body and old not in body and "**Ready**" in body

@@ -120,8 +120,13 @@ class PrComments:
         pr.may_create = pr.may_create or may_create
         self.queue(pr)
 
-    def follow_build(self, st: ShaState) -> None:
-        """Tell every PR whose head is this sha what its build is doing now."""
+    def follow_build(self, st: ShaState, *, adopt: bool = True) -> None:
+        """Tell every PR whose head is this sha what its build is doing now.
+
+        ``adopt``: a PR we know nothing about (after a restart) takes this sha as its head
+        from the build's request; the start-up restore says False, as it knows each
+        PR's head from the store and goes through old shas too.
+        """
         target = comment_state_for(*st.current())
         if target is None:
             return
@@ -130,7 +135,7 @@ class PrComments:
         from_requests = {r.request.pr_number: r for r, _, _ in st.members.values() if r.request.pr_number is not None}
         for n in numbers | set(from_requests):
             if self.get(st.owner, st.repo, n, create=False) is None:
-                if n not in from_requests:
+                if n not in from_requests or not adopt:
                     continue
                 # after a restart: the request tells us enough to keep its comment current
                 pr = self.get(st.owner, st.repo, n)

@@ -69,7 +69,7 @@ async def restore(reporter: "Reporter", *, now: float | None = None) -> RestoreC
         st = reporter.restore_sha(lead.owner, lead.repo, sha, records)
         if st is None:
             continue  # live already (a re-attached build spoke first)
-        reporter.comments.follow_build(st)
+        reporter.comments.follow_build(st, adopt=False)
         view, _ = await reporter.checks.render(st)
         if view is None:
             continue
