@@ -123,7 +123,6 @@ class Scheduler:
         self._reap_task: asyncio.Task[None] | None = None
         self._retry_at: dict[str, float] = {}  # job_id -> when a build held back by a dependency may start
         self._token_failures: dict[str, int] = {}  # job_id -> clone-token failures in a row
-        self.retry_seconds = RETRY_SECONDS
         self._prefix = effective_prefix(self.settings.image_prefix, self.settings.registry_url)
 
     # -- naming ------------------------------------------------------------
@@ -329,7 +328,7 @@ class Scheduler:
             # Someone else (a BinderHub, another sha path) may have built it meanwhile.
             exists = await self._exists(image)
             if exists is None:
-                self._retry_at[job_id] = self.clock.time() + self.retry_seconds
+                self._retry_at[job_id] = self.clock.time() + RETRY_SECONDS
                 log.warning("build %s: registry unreachable; waiting before building", job_id)
                 await self._publish_job(job_id, ProgressEvent(
                     Phase.WAITING, "the registry is not answering; the build will start when it does", job_id, image))
@@ -423,9 +422,9 @@ class Scheduler:
             await self._finish_job(job_id, BuildState.FAILED, reason)
             return
         log.warning("build %s: no clone token for %s (%s: %s); retry %d in %g s", job_id, name, c.kind.value, e,
-                    failures, self.retry_seconds)
+                    failures, RETRY_SECONDS)
         await self.services.builds.update_job(job_id, state=BuildState.QUEUED)
-        self._retry_at[job_id] = self.clock.time() + self.retry_seconds
+        self._retry_at[job_id] = self.clock.time() + RETRY_SECONDS
         await self._publish_job(job_id, ProgressEvent(
             Phase.WAITING, f"could not get a token from GitHub to clone this private repository ({c.reason}); "
             "the build will retry", job_id, lead.image))

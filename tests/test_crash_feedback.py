@@ -1,8 +1,8 @@
 """SIGKILL the service in the middle of a burst of pushes and PR updates; afterwards GitHub tells the truth.
 
 The service is the real app in its own process (tests/crash_serve.py: only the build
-backend is the shared instant builder, each build taking a moment, images kept in a
-file like a registry) talking to FakeGitHub in this process. Rounds of commits land
+backend is the shared instant builder, each build taking a moment) talking to FakeGitHub
+and pushing to the registry double (tests/fake_registry.py), both in this process. Rounds of commits land
 on two branches and on the head branches of two pull requests; each round's webhooks
 (push, and opened/synchronize) are sent as GitHub would, a few at a time. Kills land
 - between a delivery's durable write and its answer (tests/test_crash.kill_in_window);
@@ -182,7 +182,9 @@ async def settled(service: Service, db: Path, burst: Burst, timeout: float = 90.
     return problems + [f"deliveries left {left}, builds active {active}"]
 
 
-async def test_sigkill_mid_burst_leaves_no_check_run_or_comment_contradicting_the_newest_heads(tmp_path, fake_github):
+async def test_sigkill_mid_burst_leaves_no_check_run_or_comment_contradicting_the_newest_heads(
+        tmp_path, fake_github, registry_double):
+    registry, registry_url = registry_double  # in this process: like a registry, it outlives the kills
     rng = random.Random(1515)
     inst = fake_github.add_installation([REPO])
     burst = Burst(fake_github, inst.id)
@@ -192,7 +194,8 @@ async def test_sigkill_mid_burst_leaves_no_check_run_or_comment_contradicting_th
     service = Service(data_dir, free_port(), logs, command=[sys.executable, "-m", "tests.crash_serve"], cwd=ROOT,
                       extra_env={"GITHUB_APP_ID": str(fake_github.app_id), "GITHUB_PRIVATE_KEY": fake_github.private_key,
                                  "GITHUB_API_URL": fake_github.url, "PUBLIC_URL": "http://binder.test",
-                                 "CRASH_BUILD_SECONDS": "0.15", "MAX_CONCURRENT_BUILDS": "3"})
+                                 "CRASH_BUILD_SECONDS": "0.15", "MAX_CONCURRENT_BUILDS": "3",
+                                 "REGISTRY_URL": registry_url})
     kills: list[str] = []
     try:
         await service.start()
@@ -237,3 +240,4 @@ async def test_sigkill_mid_burst_leaves_no_check_run_or_comment_contradicting_th
     stored = query(db, "SELECT COUNT(*) FROM deliveries")[0][0]
     assert done == stored  # and each stored delivery completed exactly once
     assert [d["id"] for d in burst.deliveries if not any(a in (200, 202) for a in d["answers"])] == []
+    assert all(registry.has(img) for (img,) in query(db, "SELECT image FROM builds WHERE state='built'"))

@@ -27,7 +27,7 @@ async def test_a_check_run_left_in_progress_by_a_stop_is_completed_after_the_res
     assert first.run(sha)["status"] == "in_progress"
 
     first.fake.clear_faults()
-    second = await prebuild_bot(data_dir=tmp_path / "kept", inst=first.inst, images=first.images)
+    second = await prebuild_bot(data_dir=tmp_path / "kept", inst=first.inst)
     await second.settle()
     run = second.run(sha)
     assert (run["status"], run["conclusion"]) == ("completed", "success")
@@ -49,7 +49,7 @@ async def test_a_pr_comment_left_building_by_a_stop_says_ready_after_the_restart
     assert "**Building**" in first.comment()["body"]
 
     first.fake.clear_faults()
-    second = await prebuild_bot(data_dir=tmp_path / "kept", inst=first.inst, images=first.images)
+    second = await prebuild_bot(data_dir=tmp_path / "kept", inst=first.inst)
     await second.settle()
     assert "**Ready**" in second.comment()["body"] and sha in second.comment()["body"]
     assert (second.run(sha)["status"], second.run(sha)["conclusion"]) == ("completed", "success")
@@ -66,7 +66,7 @@ async def test_a_closed_pr_keeps_its_closed_comment_across_a_restart(prebuild_bo
     await first.client.close()
     sent_before = len(first.fake.requests)
 
-    second = await prebuild_bot(data_dir=tmp_path / "kept", inst=first.inst, images=first.images)
+    second = await prebuild_bot(data_dir=tmp_path / "kept", inst=first.inst)
     await second.settle()
     assert "**Closed**" in second.comment()["body"]
     # nothing disagreed with the store, so nothing about the repository was asked of GitHub
@@ -81,10 +81,10 @@ async def test_a_pr_the_store_has_no_head_for_keeps_its_comment_after_the_restar
     await first.settle()
     await first.send("pull_request", first.pr("synchronize", new))
     await first.settle()
-    await first.services.db.execute("DELETE FROM pr_heads")
+    await first.services.db.execute("DELETE FROM pr_feedback")
     await first.client.close()
 
-    second = await prebuild_bot(data_dir=tmp_path / "kept", inst=first.inst, images=first.images)
+    second = await prebuild_bot(data_dir=tmp_path / "kept", inst=first.inst)
     await second.settle()
     body = second.comment()["body"]
     assert new in body and old not in body and "**Ready**" in body

@@ -6,14 +6,12 @@ GitHub's real answers (404 uninstalled, 403 suspended, 422 repository removed, 5
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
 
 from bot.github.client import GitHubApp, RetryPolicy
-from bot.github.identity import AppIdentity
 from bot.model import BuildRequest, BuildState, Phase
-from bot.scheduler import MAX_UNCLASSIFIED_RETRIES
+from bot.scheduler import MAX_UNCLASSIFIED_RETRIES, RETRY_SECONDS
 from tests.fake_github import Fault, settings_for
 from tests.test_scheduler import make_harness
 
@@ -22,21 +20,31 @@ FAST = RetryPolicy(attempts=1, backoff=0.001, max_backoff=0.002, timeout=5.0, ra
 
 
 @pytest.fixture
-async def h(tmp_path, fake_github):
-    harness = await make_harness(tmp_path)
-    settings = settings_for(fake_github, tmp_path)
-    harness.services.github = GitHubApp(harness.services.session, settings, policy=FAST,
-                                        identity=AppIdentity(settings.github_app_id, settings.github_private_key,
-                                                             clock=time.time))
-    harness.scheduler.retry_seconds = 0.02
+async def h(tmp_path, fake_github, registry_double):
+    harness = await make_harness(tmp_path, registry_double)
+    harness.services.github = GitHubApp(harness.services.session, settings_for(fake_github, tmp_path / "gh"),
+                                        policy=FAST)
     yield harness
-    await harness.scheduler.stop()
-    await harness.services.session.close()
+    await harness.close()
 
 
 def private(inst_id: int, repo: str = "secret") -> BuildRequest:
     return BuildRequest(owner="octo", repo=repo, sha=SHA, clone_url=f"http://127.0.0.1:1/octo/{repo}.git",
                         branch="main", installation_id=inst_id, private=True)
+
+
+async def token_requests(fake_github, inst_id: int, n: int, timeout: float = 10.0) -> None:
+    """Until GitHub was asked ``n`` times for the installation's token."""
+    async with asyncio.timeout(timeout):
+        while len(fake_github.token_requests(inst_id)) < n:
+            await asyncio.sleep(0.005)
+
+
+async def waiting_to_retry(h, timeout: float = 10.0) -> None:
+    """Until the scheduler waits on the clock for a retry (a deadline within the retry delay)."""
+    async with asyncio.timeout(timeout):
+        while not any(d <= h.clock.time() + RETRY_SECONDS for d in h.clock.waiting()):
+            await asyncio.sleep(0.005)
 
 
 async def finished(h, build_id: str, timeout: float = 10.0):
@@ -52,7 +60,8 @@ async def test_an_uninstalled_app_fails_the_build_once_and_says_why(h, fake_gith
     done = await finished(h, rec.id)
     assert done.state is BuildState.FAILED and "no longer installed" in done.reason
     assert h.builder.jobs == []
-    await asyncio.sleep(0.2)  # ten retry periods: nothing asks again
+    for _ in range(10):  # ten retry periods: nothing asks again
+        await h.clock.advance(RETRY_SECONDS)
     assert len(fake_github.token_requests(987_654)) == 1
     assert any(e.phase is Phase.FAILED and "no longer installed" in e.message for r, e in h.events if r.id == rec.id)
 
@@ -74,6 +83,12 @@ async def test_github_down_waits_as_long_as_it_takes_then_builds(h, fake_github)
     downs = MAX_UNCLASSIFIED_RETRIES + 3  # more than any cap: transient failures are not capped
     fake_github.inject("POST", path, *[Fault.server_error(503) for _ in range(downs)])
     rec = await h.scheduler.submit(private(inst.id))
+    for n in range(1, downs + 1):  # each failure waits the retry delay on the clock, then asks again
+        await token_requests(fake_github, inst.id, n)
+        await waiting_to_retry(h)
+        await h.clock.advance(RETRY_SECONDS - 1)
+        assert len(fake_github.token_requests(inst.id)) == n  # not before the delay
+        await h.clock.advance(1)
     done = await finished(h, rec.id)
     assert done.state is BuildState.BUILT
     assert len(fake_github.token_requests(inst.id)) == downs + 1
@@ -87,6 +102,10 @@ async def test_an_unclassified_failure_is_retried_a_bounded_number_of_times(h, f
     fake_github.inject("POST", f"/app/installations/{inst.id}/access_tokens",
                        *[Fault(status=400, body={"message": "Problems parsing JSON"}) for _ in range(50)])
     rec = await h.scheduler.submit(private(inst.id))
+    for n in range(1, MAX_UNCLASSIFIED_RETRIES):
+        await token_requests(fake_github, inst.id, n)
+        await waiting_to_retry(h)
+        await h.clock.advance(RETRY_SECONDS)
     done = await finished(h, rec.id)
     assert done.state is BuildState.FAILED
     assert f"after {MAX_UNCLASSIFIED_RETRIES} tries" in done.reason and "GitHub answered 400" in done.reason

@@ -79,7 +79,7 @@ class Reporter:
     async def track_pr(self, owner: str, repo: str, number: int, sha: str, *, installation_id: int | None,
                        branch: str | None, urlpath: str | None, comment: bool) -> None:
         """A PR now points at ``sha`` (opened, synchronize, reopened, or a command); the store remembers it."""
-        await self.services.gh_state.set_pr_head(f"{owner}/{repo}", number, sha, installation_id, branch,
+        await self.services.gh_state.follow_pr(f"{owner}/{repo}", number, sha, installation_id, branch,
                                                  urlpath, comment)
         self.comments.track(owner, repo, number, sha, installation_id=installation_id, branch=branch,
                             urlpath=urlpath, comment=comment)
@@ -123,7 +123,7 @@ class Reporter:
     async def pr_closed(self, owner: str, repo: str, number: int, *, merged: bool, installation_id: int | None,
                         head_sha: str | None) -> None:
         """A closed or merged PR: its comment says so (and the store remembers it)."""
-        await self.services.gh_state.set_pr_closed(f"{owner}/{repo}", number, merged=merged,
+        await self.services.gh_state.followed_pr_closed(f"{owner}/{repo}", number, merged=merged,
                                                    installation_id=installation_id, head_sha=head_sha)
         self.comments.closed(owner, repo, number, merged=merged, installation_id=installation_id,
                              head_sha=head_sha)

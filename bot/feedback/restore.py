@@ -56,7 +56,7 @@ async def restore(reporter: "Reporter", *, now: float | None = None) -> RestoreC
 
     # the PRs first: a build's state reaches only the comment of the PR whose head it is;
     # a head with no build record (a skip, a config error) leaves its comment as it is
-    for row in await services.gh_state.pr_heads_since(since):
+    for row in await services.gh_state.followed_prs_since(since):
         owner, _, repo = row["full_name"].partition("/")
         if reporter.comments.restore(owner, repo, row["pr_number"], head_sha=row["head_sha"] or None,
                                      installation_id=row["installation_id"], branch=row["branch"],

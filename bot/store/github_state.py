@@ -30,7 +30,8 @@ CREATE TABLE IF NOT EXISTS pr_comments (
     PRIMARY KEY (full_name, pr_number)
 );
 -- what each PR's comment follows: its head as we last handled it, and whether it is closed
-CREATE TABLE IF NOT EXISTS pr_heads (
+-- (bot.store.pr_heads keeps every head with GitHub's time, for commands)
+CREATE TABLE IF NOT EXISTS pr_feedback (
     full_name TEXT NOT NULL COLLATE NOCASE,
     pr_number INTEGER NOT NULL,
     head_sha TEXT NOT NULL,
@@ -156,29 +157,29 @@ class GitHubState:
         rows = await self.db.fetchall("SELECT full_name, sha, status FROM check_runs WHERE updated_at >= ?", (since,))
         return {(r["full_name"].lower(), r["sha"]): r["status"] for r in rows}
 
-    # PR heads ------------------------------------------------------------
-    async def set_pr_head(self, full_name: str, pr: int, head_sha: str, installation_id: int | None,
-                          branch: str | None, urlpath: str | None, comment: bool) -> None:
+    # what each PR's comment follows ------------------------------------------
+    async def follow_pr(self, full_name: str, pr: int, head_sha: str, installation_id: int | None,
+                        branch: str | None, urlpath: str | None, comment: bool) -> None:
         """The PR now points at ``head_sha`` and is open (what its comment follows, and how it renders)."""
         await self.db.execute(
-            "INSERT INTO pr_heads (full_name, pr_number, head_sha, installation_id, branch, urlpath, comment,"
+            "INSERT INTO pr_feedback (full_name, pr_number, head_sha, installation_id, branch, urlpath, comment,"
             " closed, merged, updated_at) VALUES (?,?,?,?,?,?,?,0,0,?) ON CONFLICT DO UPDATE SET"
             " head_sha=excluded.head_sha, installation_id=COALESCE(excluded.installation_id, installation_id),"
             " branch=excluded.branch, urlpath=excluded.urlpath, comment=excluded.comment, closed=0, merged=0,"
             " updated_at=excluded.updated_at",
             (full_name, pr, head_sha, installation_id, branch, urlpath, int(comment), time.time()))
 
-    async def set_pr_closed(self, full_name: str, pr: int, *, merged: bool, installation_id: int | None,
-                            head_sha: str | None) -> None:
+    async def followed_pr_closed(self, full_name: str, pr: int, *, merged: bool, installation_id: int | None,
+                                 head_sha: str | None) -> None:
         await self.db.execute(
-            "INSERT INTO pr_heads (full_name, pr_number, head_sha, installation_id, closed, merged, updated_at)"
+            "INSERT INTO pr_feedback (full_name, pr_number, head_sha, installation_id, closed, merged, updated_at)"
             " VALUES (?,?,?,?,1,?,?) ON CONFLICT DO UPDATE SET closed=1, merged=excluded.merged,"
             " installation_id=COALESCE(excluded.installation_id, installation_id), updated_at=excluded.updated_at",
             (full_name, pr, head_sha or "", installation_id, int(merged), time.time()))
 
-    async def pr_heads_since(self, since: float) -> list[dict[str, Any]]:
+    async def followed_prs_since(self, since: float) -> list[dict[str, Any]]:
         rows = await self.db.fetchall(
             "SELECT full_name, pr_number, head_sha, installation_id, branch, urlpath, comment, closed, merged"
-            " FROM pr_heads"
+            " FROM pr_feedback"
             " WHERE updated_at >= ? ORDER BY updated_at", (since,))
         return [dict(r) for r in rows]
