@@ -125,8 +125,15 @@ async def _start(services: Services, start_workers: bool, builder: Factory, imag
     attach_feedback(services)
     from launcher.setup import attach as attach_launcher
     await attach_launcher(services)
+    if s.prepull_enabled:
+        from bot.prepull import Prepuller
+        prepuller = Prepuller(services)
+        services.extras["prepull"] = prepuller
+        add_check(services, "image puller", prepuller.health)
     if start_workers:
         await services.builder.start()
+        if "prepull" in services.extras:
+            await services.extras["prepull"].start()
         await services.scheduler.start()
         await services.extras["feedback"].restore()  # what a stop left unsaid on GitHub, from the store
         dispatcher = Dispatcher(services, build_router())
@@ -148,6 +155,9 @@ async def _stop(services: Services) -> None:
     feedback = services.extras.get("feedback")
     if feedback is not None:  # flush pending check run/comment updates, then stop its workers
         await feedback.shutdown()
+    prepuller = services.extras.get("prepull")
+    if prepuller is not None:
+        await prepuller.close()
     if services.builder is not None:
         await services.builder.close()
     if services.images is not None:

@@ -5,6 +5,7 @@ A pure function of a mapping, so tests build settings from plain dicts.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import shutil
 from collections.abc import Mapping
@@ -41,6 +42,43 @@ def default_engine(env: Mapping[str, str] | None = None) -> str:
     if shutil.which("docker") and (docker_host or Path("/var/run/docker.sock").exists() or not has_podman):
         return "docker"
     return "podman" if has_podman else "docker"
+
+
+def _non_negative(n: int) -> int:
+    if n < 0:
+        raise ConfigError(f"must not be negative: {n}")
+    return n
+
+
+def _node_selector(value: str) -> tuple[tuple[str, str], ...]:
+    """``{"k": "v"}`` (JSON, as in a pod spec) or ``k=v,k2=v2``."""
+    text = value.strip()
+    if text.startswith("{"):
+        try:
+            data = json.loads(text)
+        except ValueError as e:
+            raise ConfigError(f"not JSON: {e}") from e
+        if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
+            raise ConfigError("a node selector maps label names to string values")
+        return tuple(sorted(data.items()))
+    pairs = []
+    for item in filter(None, (x.strip() for x in text.split(","))):
+        key, sep, val = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"not KEY=VALUE: {item!r}")
+        pairs.append((key.strip(), val.strip()))
+    return tuple(sorted(pairs))
+
+
+def _tolerations(value: str) -> tuple[dict[str, Any], ...]:
+    """A JSON list of tolerations, exactly as in the user pods' spec."""
+    try:
+        data = json.loads(value)
+    except ValueError as e:
+        raise ConfigError(f"not JSON: {e}") from e
+    if not isinstance(data, list) or not all(isinstance(t, dict) for t in data):
+        raise ConfigError("tolerations are a JSON list of objects")
+    return tuple(data)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,6 +119,18 @@ class Settings:
     build_cpu_limit: str = "2"
     build_memory_request: str = "1Gi"
     build_memory_limit: str = "4Gi"
+    # Pre-pulling images onto the user servers' nodes (Kubernetes only; off without a namespace)
+    prepull_namespace: str | None = None
+    prepull_max_images: int = 20
+    prepull_node_selector: tuple[tuple[str, str], ...] = ()
+    prepull_tolerations: tuple[dict[str, Any], ...] = ()
+    prepull_pause_image: str = "registry.k8s.io/pause:3.10"
+    prepull_pull_secrets: tuple[str, ...] = ()
+    prepull_launch_window: int = 86400
+
+    @property
+    def prepull_enabled(self) -> bool:
+        return self.builder == "kubernetes" and bool(self.prepull_namespace)
 
     @property
     def has_app_credentials(self) -> bool:
@@ -125,6 +175,13 @@ _ENV_FIELDS: dict[str, tuple[str, Any]] = {
     "BUILD_CPU_LIMIT": ("build_cpu_limit", str),
     "BUILD_MEMORY_REQUEST": ("build_memory_request", str),
     "BUILD_MEMORY_LIMIT": ("build_memory_limit", str),
+    "PREPULL_NAMESPACE": ("prepull_namespace", str),
+    "PREPULL_MAX_IMAGES": ("prepull_max_images", lambda v: _non_negative(int(v))),
+    "PREPULL_NODE_SELECTOR": ("prepull_node_selector", _node_selector),
+    "PREPULL_TOLERATIONS": ("prepull_tolerations", _tolerations),
+    "PREPULL_PAUSE_IMAGE": ("prepull_pause_image", str),
+    "PREPULL_PULL_SECRETS": ("prepull_pull_secrets", lambda v: tuple(x.strip() for x in v.split(",") if x.strip())),
+    "PREPULL_LAUNCH_WINDOW": ("prepull_launch_window", lambda v: _non_negative(int(v))),
 }
 
 
@@ -172,6 +229,9 @@ def load_settings(env: Mapping[str, str] | None = None, config_file: str | None 
         settings = dataclasses.replace(settings, public_url=f"http://{settings.host}:{settings.port}")
     if settings.builder not in {"kubernetes", "local"}:
         raise ConfigError(f"BUILDER must be 'kubernetes' or 'local', not {settings.builder!r}")
+    if settings.prepull_namespace and settings.builder != "kubernetes":
+        raise ConfigError("PREPULL_NAMESPACE is for BUILDER=kubernetes: with the local builder the image is built "
+                          "where DockerSpawner starts it, so there is nothing to pull")
     return _with_stored_credentials(settings)
 
 

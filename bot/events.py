@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Listener = Callable[["BuildRecord", ProgressEvent], Awaitable[None]]
+LaunchListener = Callable[[str, str, str], Awaitable[None]]  # owner, repo, image
 
 
 class EventBus:
@@ -24,12 +25,24 @@ class EventBus:
     def __init__(self, queue_size: int = 1000) -> None:
         self._subs: dict[str, set[asyncio.Queue[ProgressEvent]]] = defaultdict(set)
         self._listeners: list[Listener] = []
+        self._launch_listeners: list[LaunchListener] = []
         self._queue_size = queue_size
         self._tasks: set[asyncio.Task[None]] = set()
 
     def add_listener(self, listener: Listener) -> None:
         """Called for every event of every build (check runs, comments, metrics)."""
         self._listeners.append(listener)
+
+    def add_launch_listener(self, listener: LaunchListener) -> None:
+        """Called with (owner, repo, image) whenever the Hub was asked to start a server from an image."""
+        self._launch_listeners.append(listener)
+
+    async def launched(self, owner: str, repo: str, image: str) -> None:
+        for listener in self._launch_listeners:
+            try:
+                await listener(owner, repo, image)
+            except Exception:  # a listener's failure must not stop the launch
+                log.exception("launch of %s: listener %r failed", image, listener)
 
     @contextlib.asynccontextmanager
     async def subscribe(self, image: str) -> AsyncIterator[asyncio.Queue[ProgressEvent]]:

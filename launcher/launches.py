@@ -360,6 +360,7 @@ class LaunchManager:
                 await hub.create_user(user)
                 created = True
                 await hub.start_server(user, self._user_options(launch, record, token, repo_url))
+                await services.bus.launched(t.spec.owner, t.spec.repo, t.image)  # e.g. the image puller
                 async with contextlib.aclosing(hub.progress(user, timeout=timeout)) as events:
                     async for event in events:
                         if event.get("failed"):

@@ -2,7 +2,8 @@
 
 It speaks the real REST paths and JSON for what binder-prebuild uses: pods
 (create, get, list, watch with resourceVersion, delete, log with follow and
-timestamps) and secrets (create, get, list, patch, delete), plus /version.
+timestamps), secrets (create, get, list, patch, delete) and apps/v1 DaemonSets
+(create, get, list, replace, merge patch, delete), plus /version.
 Every submitted object is validated with kubernetes-validate against the real
 schema (strict: unknown fields are errors) and its metadata checked the way the
 API server does (names, label keys and values); invalid objects get 422.
@@ -22,6 +23,7 @@ This module is the import surface (tests import from here); the parts live in
   tests/fake_k8s_validation.py  kubernetes-validate schema and metadata checks (422)
   tests/fake_k8s_store.py       object store, event history, watch fan-out, pod lifecycle
   tests/fake_k8s_routes.py      the aiohttp routes: CRUD, watch and log streams, faults, stats
+  tests/fake_k8s_apps.py        apps/v1 DaemonSets: the API server's checks, optimistic concurrency
 and FakeKubernetes below adds serving (start/stop, client configuration, kubeconfig).
 """
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 The real REST paths and JSON for pods (create, get, list, watch with
 resourceVersion, delete, log with follow and timestamps), secrets (create, get,
-list, patch, delete) and /version; errors as ``Status`` objects; a watch from a
+list, patch, delete), apps/v1 DaemonSets (tests/fake_k8s_apps.py) and /version; errors as ``Status`` objects; a watch from a
 resourceVersion older than the retained history gets an ERROR event carrying a
 410 Status. Every request is recorded; ``fail_next`` injects HTTP errors.
 """
@@ -20,6 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.fake_k8s_apps import DaemonSetRoutes
 from tests.fake_k8s_store import KubeStore, _Watcher
 from tests.fake_k8s_validation import validate
 from tests.fake_k8s_wire import matches, merge_patch, parse_selector, status, status_response
@@ -60,7 +61,7 @@ def rbac_forbidden(verb: str = "create", resource: str = "pods", namespace: str 
         f'resource "{resource}" in API group "" in the namespace "{namespace}"')}
 
 
-class KubeRoutes(KubeStore):
+class KubeRoutes(DaemonSetRoutes, KubeStore):
     """The store behind an aiohttp application speaking the Kubernetes API."""
 
     def __init__(self, **store: Any) -> None:
@@ -108,6 +109,7 @@ class KubeRoutes(KubeStore):
         r.add_get(ns + "/secrets/{name}", self._get("Secret"))
         r.add_delete(ns + "/secrets/{name}", self._delete("Secret"))
         r.add_patch(ns + "/secrets/{name}", self._patch_secret)
+        self.add_apps_routes(r)  # apps/v1 DaemonSets (tests/fake_k8s_apps.py)
         r.add_get("/_fake/stats", self._stats)
         return app
 
@@ -436,20 +438,22 @@ class KubeRoutes(KubeStore):
         return resp
 
 
-_RESOURCE_PATH = re.compile(r"^/api/v1/namespaces/[^/]+/(pods|secrets)(?:/([^/]+))?(?:/(log))?$")
+_RESOURCE_PATH = re.compile(r"^/(?:api/v1|apis/(apps)/v1)/namespaces/[^/]+/(pods|secrets|daemonsets)"
+                            r"(?:/([^/]+))?(?:/(log))?$")
 _VERBS = {"POST": "create", "PATCH": "patch", "PUT": "update", "DELETE": "delete"}
 
 
 def rbac_allows(rules: list[dict[str, Any]], method: str, path: str, query: Any) -> bool:
-    """Would a Role with ``rules`` allow this request? (Kubernetes' RBAC for the core resources
-    the builder uses: verbs from the method, ``watch`` from the query, ``resourceNames``.)"""
+    """Would a Role with ``rules`` allow this request? (Kubernetes' RBAC for the resources the
+    service uses: API group from the path, verbs from the method, ``watch`` from the query,
+    ``resourceNames``.)"""
     m = _RESOURCE_PATH.match(path)
     if m is None:
         return True  # /version: discovery, allowed to every authenticated user
-    resource, name = m[1] + ("/log" if m[3] else ""), m[2]
+    group, resource, name = m[1] or "", m[2] + ("/log" if m[4] else ""), m[3]
     verb = _VERBS.get(method) or ("get" if name else "watch" if query.get("watch") in ("true", "1") else "list")
     for rule in rules:
-        if "" not in rule.get("apiGroups", []) or resource not in rule.get("resources", []):
+        if group not in rule.get("apiGroups", []) or resource not in rule.get("resources", []):
             continue
         if verb not in rule.get("verbs", []) and "*" not in rule.get("verbs", []):
             continue

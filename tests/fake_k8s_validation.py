@@ -15,6 +15,12 @@ _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 _LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
+API_VERSIONS = {"DaemonSet": "apps/v1"}
+"""Kinds outside the core group, and their apiVersion (the others are "v1")."""
+
+
+def api_version(kind: str) -> str:
+    return API_VERSIONS.get(kind, "v1")
 
 
 def check_metadata(obj: dict[str, Any], kind: str) -> list[str]:
@@ -52,7 +58,8 @@ def _schema_validator(kind: str, version: str) -> Any:
     from referencing import Registry, Resource
 
     schema_dir = f"kubernetes-json-schema/v{version}.0-local-strict"
-    schema = schema_contents(f"{schema_dir}/{kind.lower()}-v1.json", version)
+    group = api_version(kind).rpartition("/")[0]
+    schema = schema_contents(f"{schema_dir}/{kind.lower()}{'-' + group if group else ''}-v1.json", version)
     defs = schema_contents(f"{schema_dir}/_definitions.json", version)
     registry = Resource.from_contents(defs) @ (Resource.from_contents(schema) @ Registry())
     return jsonschema.validators.Draft202012Validator(schema, registry=registry)
@@ -61,7 +68,7 @@ def _schema_validator(kind: str, version: str) -> Any:
 def validate(obj: dict[str, Any], kind: str, version: str = K8S_VERSION) -> list[str]:
     """Schema (kubernetes-validate's strict schema) and metadata errors; empty when valid."""
     body = dict(obj)
-    body.setdefault("apiVersion", "v1")
+    body.setdefault("apiVersion", api_version(kind))
     body.setdefault("kind", kind)
     errors = check_metadata(body, kind)
     error = next(iter(_schema_validator(kind, version).iter_errors(body)), None)

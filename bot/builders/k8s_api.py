@@ -118,7 +118,7 @@ async def load_configuration(kubeconfig: str | None = None) -> client.Configurat
 
 
 class KubeAPI:
-    """Pods and Secrets of one namespace, plus the version endpoint."""
+    """Pods, Secrets and DaemonSets of one namespace, plus the version endpoint."""
 
     def __init__(
         self, configuration: client.Configuration, namespace: str, *, timeout: float = 30.0,
@@ -127,6 +127,7 @@ class KubeAPI:
         configuration.connection_pool_maxsize = pool_size
         self.api_client = client.ApiClient(configuration)
         self.core = client.CoreV1Api(self.api_client)
+        self.apps = client.AppsV1Api(self.api_client)
         self.version_api = client.VersionApi(self.api_client)
         self.namespace = namespace
         self.timeout = timeout
@@ -247,6 +248,19 @@ class KubeAPI:
     async def list_secrets(self, label_selector: str) -> dict[str, Any]:
         return await self._call("list secrets", self.core.list_namespaced_secret, self.namespace,
                                 label_selector=label_selector)
+
+    # -- daemonsets (the image puller, in the user servers' namespace) ----------------
+    async def create_daemonset(self, body: dict[str, Any]) -> dict[str, Any]:
+        return await self._call(f"create daemonset {(body.get('metadata') or {}).get('name')}",
+                                self.apps.create_namespaced_daemon_set, self.namespace, body)
+
+    async def get_daemonset(self, name: str) -> dict[str, Any]:
+        return await self._call(f"get daemonset {name}", self.apps.read_namespaced_daemon_set, name, self.namespace)
+
+    async def replace_daemonset(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        """PUT: with ``metadata.resourceVersion`` set, a concurrent change gives KubeConflict (409)."""
+        return await self._call(f"replace daemonset {name}", self.apps.replace_namespaced_daemon_set,
+                                name, self.namespace, body)
 
     async def version(self) -> dict[str, Any]:
         return await self._call("version", self.version_api.get_code, _timeout=5.0, _retries=1)
