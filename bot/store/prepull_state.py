@@ -66,10 +66,12 @@ class PrepullState:
     async def default_branch_images(self) -> list[BuiltImage]:
         """Per repository, the newest built record whose branch is the repository's default branch."""
         rows = await self.db.fetchall(
-            "SELECT owner, repo, image, MAX(COALESCE(finished_at, created_at)) AS built_at FROM builds"
+            "SELECT owner, repo, image, built_at FROM (SELECT owner, repo, image,"
+            " COALESCE(finished_at, created_at) AS built_at, ROW_NUMBER() OVER (PARTITION BY lower(owner),"
+            " lower(repo) ORDER BY COALESCE(finished_at, created_at) DESC, rowid DESC) AS n FROM builds"
             " WHERE state='built' AND json_extract(request, '$.pr_number') IS NULL"
-            " AND json_extract(request, '$.branch') = json_extract(request, '$.default_branch')"
-            " GROUP BY lower(owner), lower(repo)")
+            " AND json_extract(request, '$.branch') = json_extract(request, '$.default_branch'))"
+            " WHERE n = 1")
         return [BuiltImage(r["owner"], r["repo"], r["image"], float(r["built_at"])) for r in rows]
 
     async def installed_repos(self) -> set[str]:
