@@ -59,7 +59,8 @@ def test_every_rendered_object_is_valid(which, request):
 def test_the_service_objects_are_all_there(base):
     kinds = sorted(d["kind"] for d in base)
     assert kinds == sorted(["Namespace", "ServiceAccount", "Role", "RoleBinding", "ConfigMap", "Service",
-                            "PersistentVolumeClaim", "Deployment", "NetworkPolicy", "Secret"])
+                            "PersistentVolumeClaim", "Deployment", "NetworkPolicy", "Secret",
+                            "Role", "RoleBinding"])  # the image puller's (role-prepull.yaml)
 
 
 def test_deployment_is_one_recreated_hardened_replica(base):
@@ -96,8 +97,13 @@ def test_settings_in_the_configmap_are_ones_the_app_reads(base):
     assert settings.builder == "kubernetes" and settings.build_timeout == 3600
 
 
+def one_named(docs: list[dict], kind: str, name: str) -> dict:
+    (doc,) = [d for d in by_kind(docs)[kind] if d["metadata"]["name"] == name]
+    return doc
+
+
 def test_role_grants_exactly_what_the_builder_uses_in_its_namespace(base):
-    (role,) = by_kind(base)["Role"]
+    role = one_named(base, "Role", "binder-prebuild-builds")
     grants = {(r, v, tuple(rule.get("resourceNames") or ()))
               for rule in role["rules"] for r in rule["resources"] for v in rule["verbs"]}
     assert all(rule["apiGroups"] == [""] for rule in role["rules"])
@@ -111,7 +117,7 @@ def test_role_grants_exactly_what_the_builder_uses_in_its_namespace(base):
     assert grants == needed
     # the Secret it names is one k8s/ creates
     assert [d["metadata"]["name"] for d in by_kind(base)["Secret"]] == [objs.CLONE_TOKENS_SECRET]
-    (binding,) = by_kind(base)["RoleBinding"]
+    binding = one_named(base, "RoleBinding", "binder-prebuild-builds")
     assert binding["roleRef"]["name"] == role["metadata"]["name"]
     assert binding["subjects"][0]["name"] == "binder-prebuild"
     assert "ClusterRole" not in {d["kind"] for d in base}
@@ -209,3 +215,38 @@ def test_the_dind_overlay_keeps_builds_off_the_cloud_metadata_address(dind):
 def test_the_node_socket_caveat_is_documented():
     text = (ROOT / "k8s" / "base" / "networkpolicy-builds.yaml").read_text() + (ROOT / "README.md").read_text()
     assert "outside every pod NetworkPolicy" in text
+
+
+def test_the_prepull_role_grants_exactly_what_the_image_puller_uses(base):
+    """Issue 14 item 3: create the one DaemonSet, then get and update (PUT) it by name; nothing else."""
+    from bot.builders import k8s_prepull_objects as pobjs
+
+    role = one_named(base, "Role", "binder-prebuild-prepull")
+    grants = {(tuple(rule["apiGroups"]), r, v, tuple(rule.get("resourceNames") or ()))
+              for rule in role["rules"] for r in rule["resources"] for v in rule["verbs"]}
+    mine = (pobjs.PREPULL_NAME,)
+    assert grants == {(("apps",), "daemonsets", "create", ()), (("apps",), "daemonsets", "get", mine),
+                      (("apps",), "daemonsets", "update", mine)}
+    binding = one_named(base, "RoleBinding", "binder-prebuild-prepull")
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                                  "name": "binder-prebuild-prepull"}
+    (subject,) = binding["subjects"]
+    (dep,) = by_kind(base)["Deployment"]
+    assert subject["name"] == dep["spec"]["template"]["spec"]["serviceAccountName"]
+    assert subject["namespace"] == dep["metadata"]["namespace"]  # also right when applied in another namespace
+
+
+def test_the_configmap_turns_the_image_puller_on_for_the_hubs_namespace(base):
+    from bot.builders import k8s_prepull_objects as pobjs
+    from bot.config import load_settings
+
+    (cm,) = by_kind(base)["ConfigMap"]
+    settings = load_settings(cm["data"] | {"DATA_DIR": "/nonexistent"})
+    assert settings.prepull_enabled and settings.prepull_namespace == "binder-prebuild"
+    role = one_named(base, "Role", "binder-prebuild-prepull")
+    assert role["metadata"]["namespace"] == settings.prepull_namespace
+    ds = pobjs.prepull_daemonset_for(settings, ["registry.example.org/binder-prebuild/x:" + "a" * 40])
+    kubernetes_validate.validate(ds, K8S_VERSION, strict=True)
+    # Zero to JupyterHub's user pods tolerate its dedicated user nodes: so does the puller
+    keys = {t["key"] for t in ds["spec"]["template"]["spec"]["tolerations"]}
+    assert keys == {"hub.jupyter.org/dedicated", "hub.jupyter.org_dedicated"}

@@ -265,3 +265,67 @@ async def test_the_role_grants_nothing_beyond_the_puller(env):
     with pytest.raises(KubeError) as e:
         await p.api.list_pods("")
     assert e.value.status == 403
+
+
+@pytest.mark.hub
+async def test_a_click_on_the_launch_page_puts_its_image_on_the_list(hub, launcher, fake_k8s):
+    """The launcher tells the bus when the Hub starts a server from an image; the puller listens."""
+    ln = await launcher(hub=hub, prepull_namespace=NS)
+    await ln.install("octo/demo")
+    sha, image = await ln.prebuild("octo/demo", "main")  # recorded without a default branch: only the launch counts
+    p = Prepuller(ln.services, configuration=fake_k8s.configuration(), debounce=0)
+    await p.start()
+    try:
+        await p.wait_synced(1)
+        assert pulled(fake_k8s) == []
+        status, body, events_url = await ln.open_page(f"/v2/gh/octo/demo/{sha}")
+        assert status == 200, body
+        _, _, events = await ln.events(events_url)
+        assert events[-1]["phase"] == "ready"
+        await fake_k8s.wait_for(lambda: pulled(fake_k8s) == [image])
+    finally:
+        await p.close()
+
+
+async def test_the_app_runs_the_puller_when_configured(aiohttp_client, tmp_path, registry_double, fake_k8s,
+                                                       monkeypatch):
+    """bot/app.py: with BUILDER=kubernetes and PREPULL_NAMESPACE the app starts the loop (it syncs at
+    start), reports it on /health and /metrics, and stops it on shutdown."""
+    from bot.app import create_app
+    from bot.config import Settings
+    from bot.registry import RegistryClient
+    from tests.fake_builders import InstantBuilder
+
+    fake_registry, url = registry_double
+    monkeypatch.setenv("KUBECONFIG", fake_k8s.kubeconfig(tmp_path / "kubeconfig", NS))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    settings = Settings(builder="kubernetes", prepull_namespace=NS, data_dir=tmp_path / "data",
+                        registry_url=url, image_prefix="test/")
+    app = create_app(settings, builder=lambda s: InstantBuilder(fake_registry),
+                     images=lambda s: RegistryClient(s.session, url))
+    client = await aiohttp_client(app)
+    await fake_k8s.wait_for(lambda: pulled(fake_k8s) == [])
+    health = await (await client.get("/health")).json()
+    (check,) = [c for c in health["checks"] if c["name"] == "image puller"]
+    assert check["ok"] and "0 images" in check["detail"]
+    assert "binder_prebuild_prepull_images 0.0" in await (await client.get("/metrics")).text()
+    from bot.appkeys import SERVICES
+
+    prepuller = app[SERVICES].extras["prepull"]
+    await client.close()
+    assert prepuller.api is None  # closed with the app
+
+
+async def test_without_the_setting_there_is_no_puller(aiohttp_client, tmp_path, registry_double):
+    from bot.app import create_app
+    from bot.appkeys import SERVICES
+    from bot.config import Settings
+    from bot.registry import RegistryClient
+    from tests.fake_builders import InstantBuilder
+
+    fake_registry, url = registry_double
+    app = create_app(Settings(builder="kubernetes", data_dir=tmp_path / "data", registry_url=url),
+                     builder=lambda s: InstantBuilder(fake_registry), images=lambda s: RegistryClient(s.session, url))
+    client = await aiohttp_client(app)
+    assert "prepull" not in app[SERVICES].extras
+    await client.close()
