@@ -24,7 +24,8 @@ APPS = "/apis/apps/v1/namespaces/{ns}/daemonsets"
 
 
 class DaemonSetRoutes:
-    """Mixed into KubeRoutes (it brings ``objects``, ``_new_object``, ``_store``, ``_remove``, ``_invalid``)."""
+    """Mixed into KubeRoutes (it brings ``objects``, ``_body``, ``_new_object``, ``_store``, ``_remove``,
+    ``_invalid``)."""
 
     nodes = 3  # nodes the DaemonSet's pods land on (its status)
     objects: dict[tuple[str, str, str], dict[str, Any]]
@@ -33,6 +34,7 @@ class DaemonSetRoutes:
     _store: Callable[..., dict[str, Any]]
     _remove: Callable[..., dict[str, Any] | None]
     _invalid: Callable[..., web.Response]
+    _body: Callable[[web.Request, str], Awaitable[dict[str, Any] | web.Response]]
 
     def add_apps_routes(self, r: web.UrlDispatcher) -> None:
         r.add_post(APPS, self._create_daemonset)
@@ -71,26 +73,13 @@ class DaemonSetRoutes:
                 "numberMisscheduled": 0, "numberReady": self.nodes, "updatedNumberScheduled": self.nodes,
                 "numberAvailable": self.nodes, "observedGeneration": generation}
 
-    async def _ds_body(self, request: web.Request) -> dict[str, Any] | web.Response:
-        try:
-            body = await request.json()
-        except ValueError:
-            return status_response(400, "BadRequest", "the body is not JSON")
-        if not isinstance(body, dict):
-            return status_response(400, "BadRequest", "the body is not an object")
-        if body.get("kind", KIND) != KIND or body.get("apiVersion", "apps/v1") != "apps/v1":
-            return status_response(400, "BadRequest", "expected apps/v1 DaemonSet")
-        if (body.get("metadata") or {}).get("namespace", request.match_info["ns"]) != request.match_info["ns"]:
-            return status_response(400, "BadRequest", "the namespace of the object does not match the request")
-        return body
-
     @staticmethod
     def _not_found(name: str) -> web.Response:
         return status_response(404, "NotFound", f'daemonsets.apps "{name}" not found', name=name, kind=PLURAL)
 
     # -- handlers --------------------------------------------------------------------
     async def _create_daemonset(self, request: web.Request) -> web.Response:
-        body = await self._ds_body(request)
+        body = await self._body(request, KIND)
         if isinstance(body, web.Response):
             return body
         ns = request.match_info["ns"]
@@ -122,7 +111,7 @@ class DaemonSetRoutes:
         return web.json_response(obj) if obj is not None else self._not_found(request.match_info["name"])
 
     async def _replace_daemonset(self, request: web.Request) -> web.Response:
-        body = await self._ds_body(request)
+        body = await self._body(request, KIND)
         if isinstance(body, web.Response):
             return body
         name = request.match_info["name"]

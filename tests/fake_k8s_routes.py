@@ -22,7 +22,7 @@ from aiohttp import web
 
 from tests.fake_k8s_apps import DaemonSetRoutes
 from tests.fake_k8s_store import KubeStore, _Watcher
-from tests.fake_k8s_validation import validate
+from tests.fake_k8s_validation import api_version, validate
 from tests.fake_k8s_wire import matches, merge_patch, parse_selector, status, status_response
 
 _TRUE = {"1", "true", "True", "TRUE"}
@@ -157,8 +157,8 @@ class KubeRoutes(DaemonSetRoutes, KubeStore):
             return status_response(400, "BadRequest", "the body is not JSON")
         if not isinstance(body, dict):
             return status_response(400, "BadRequest", "the body is not an object")
-        if body.get("kind", kind) != kind or body.get("apiVersion", "v1") != "v1":
-            return status_response(400, "BadRequest", f"expected v1 {kind}")
+        if body.get("kind", kind) != kind or body.get("apiVersion", api_version(kind)) != api_version(kind):
+            return status_response(400, "BadRequest", f"expected {api_version(kind)} {kind}")
         ns = request.match_info["ns"]
         if body.get("metadata", {}).get("namespace", ns) != ns:
             return status_response(400, "BadRequest", "the namespace of the object does not match the request")

@@ -27,18 +27,6 @@ def prepull_rules() -> list[dict]:
     return yaml.safe_load((ROOT / "k8s" / "base" / "role-prepull.yaml").read_text())["rules"]
 
 
-class Clock:
-    """The puller's wall clock (launch times and the launch window), moved by the test."""
-
-    def __init__(self) -> None:
-        import time
-
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
 async def env(tmp_path, registry_double, fake_k8s):
     fake_k8s.rules = prepull_rules()  # as deployed: only what role-prepull.yaml grants
@@ -46,7 +34,7 @@ async def env(tmp_path, registry_double, fake_k8s):
     await h.services.gh_state.upsert_installation(1, "octo")
     await h.services.gh_state.add_repos(1, [("octo/a", False), ("octo/b", False), ("octo/c", False)])
     made: list[Prepuller] = []
-    clock = Clock()
+    clock = h.clock.time  # the scheduler's driven clock: build times, launch times, the launch window
 
     async def make(**kw) -> Prepuller:
         p = Prepuller(h.services, configuration=fake_k8s.configuration(), debounce=0, clock=clock, **kw)
@@ -109,7 +97,7 @@ async def test_the_daemonset_follows_default_branch_builds_and_launches(env):
     # the cap (3): most launched first, then the newest default-branch images; a's is dropped
     await fake.wait_for(lambda: pulled(fake) == [pr.image, c.image, b.image])
 
-    clock.now += DAY + 1  # the launch is more than a day old: the PR image goes, a's comes back
+    await h.clock.advance(DAY + 1)  # the launch is more than a day old: the PR image goes, a's comes back
     p.poke()
     await fake.wait_for(lambda: pulled(fake) == [c.image, b.image, a2.image])
 
