@@ -203,7 +203,9 @@ def load_settings(env: Mapping[str, str] | None = None, config_file: str | None 
             raise ConfigError(f"cannot read config file {path}: {e}") from e
         if not isinstance(data, dict):
             raise ConfigError(f"config file {path} must be a mapping")
-        merged.update({str(k).upper(): str(v) for k, v in data.items() if v is not None})
+        # lists and mappings (tolerations, a node selector) are given as YAML: read them as their JSON
+        merged.update({str(k).upper(): json.dumps(v) if isinstance(v, (list, dict)) else str(v)
+                       for k, v in data.items() if v is not None})
     merged.update({k: v for k, v in env.items() if k in _ENV_FIELDS or k.startswith("GITHUB_PRIVATE_KEY")})
 
     kwargs: dict[str, Any] = {}

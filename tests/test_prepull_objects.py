@@ -78,6 +78,17 @@ def test_node_selector_tolerations_and_pull_secrets_are_the_user_pods_settings()
     assert as_json.prepull_node_selector == (("a", "b"),)
 
 
+def test_a_config_file_gives_tolerations_and_node_selector_as_yaml(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text("BUILDER: kubernetes\nPREPULL_NAMESPACE: jhub\n"
+                    "PREPULL_NODE_SELECTOR: {hub.jupyter.org/node-purpose: user}\n"
+                    "PREPULL_TOLERATIONS:\n  - {key: hub.jupyter.org/dedicated, operator: Equal, value: user,"
+                    " effect: NoSchedule}\n")
+    settings = load_settings({"DATA_DIR": str(tmp_path)}, config_file=str(path))
+    assert settings.prepull_node_selector == (("hub.jupyter.org/node-purpose", "user"),)
+    assert settings.prepull_tolerations == Z2JH_TOLERATIONS
+
+
 @pytest.mark.parametrize("env, needle", [
     ({"PREPULL_NAMESPACE": "jhub"}, "nothing to pull"),  # BUILDER=local
     ({"BUILDER": "kubernetes", "PREPULL_TOLERATIONS": "{not json"}, "PREPULL_TOLERATIONS"),
