@@ -58,18 +58,20 @@ class EventBus:
     def subscribers(self, image: str) -> int:
         return len(self._subs.get(image, ()))
 
-    async def publish(self, record: "BuildRecord", event: ProgressEvent, *, to_subscribers: bool = True) -> None:
+    async def publish(self, record: "BuildRecord", event: ProgressEvent, *, to_subscribers: bool = True,
+                      to_listeners: bool = True) -> None:
         """Queue ``event`` for the image's subscribers, then tell every listener.
 
         Records sharing one build publish the same event once per record for the
         listeners (each has its own PR or branch) but only once to subscribers.
+        ``to_listeners=False`` is for news only watchers need (a queue position step).
         """
         for q in list(self._subs.get(record.image, ()) if to_subscribers else ()):
             if q.full():
                 with contextlib.suppress(asyncio.QueueEmpty):
                     q.get_nowait()
             q.put_nowait(event)
-        for listener in self._listeners:
+        for listener in self._listeners if to_listeners else ():
             try:
                 await listener(record, event)
             except Exception:  # a listener's failure must not stop the build

@@ -24,6 +24,13 @@ class Metrics:
             "binder_prebuild_builds_running", "Builds running now", registry=r)
         self.builds_queued = Gauge(
             "binder_prebuild_builds_queued", "Builds waiting for a slot", registry=r)
+        self.queue_wait = Histogram(
+            "binder_prebuild_queue_wait_seconds", "Time a build waited in the queue for a slot, by priority",
+            ["priority"], registry=r,
+            buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200))
+        self.queue_length = Gauge(
+            "binder_prebuild_queue_length", "Builds waiting for a slot, by installation (none: no App)",
+            ["installation"], registry=r)
         self.build_duration = Histogram(
             "binder_prebuild_build_seconds", "Build duration", registry=r,
             buckets=(10, 30, 60, 120, 300, 600, 1200, 1800, 3600))

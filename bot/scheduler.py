@@ -21,6 +21,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
+from bot.build_queue import BuildQueue
 from bot.builders.base import BuildDeferred, build_deadlines
 from bot.clock import SYSTEM_CLOCK, Clock
 from bot.github.errors import ErrorKind, classify_github_error
@@ -108,7 +109,7 @@ def verify_outcome(outcome: BuildOutcome, image_exists: bool | None) -> tuple[Bu
 
 
 class Scheduler:
-    """Bounded concurrency, arrival order, supersede, restart reconciliation."""
+    """Bounded concurrency, queue order (``bot.queue_order``), supersede, restart reconciliation."""
 
     def __init__(self, services: "Services", *, clock: Clock = SYSTEM_CLOCK) -> None:
         self.services = services
@@ -124,6 +125,7 @@ class Scheduler:
         self._retry_at: dict[str, float] = {}  # job_id -> when a build held back by a dependency may start
         self._token_failures: dict[str, int] = {}  # job_id -> clone-token failures in a row
         self._prefix = effective_prefix(self.settings.image_prefix, self.settings.registry_url)
+        self.queue = BuildQueue(services)
 
     # -- naming ------------------------------------------------------------
     def image_for(self, owner: str, repo: str, sha: str) -> str:
@@ -137,6 +139,7 @@ class Scheduler:
     # -- lifecycle ---------------------------------------------------------
     async def start(self) -> None:
         """Re-attach running builds (their jobs re-run ``builder.run``), then start the loop."""
+        await self.queue.load()
         running = await self.services.builds.in_state(BuildState.RUNNING)
         for job_id in dict.fromkeys(r.job_id for r in running):
             log.info("build %s: re-attaching after restart", job_id)
@@ -169,6 +172,10 @@ class Scheduler:
     def running_jobs(self) -> int:
         return len(self._jobs)
 
+    def waiting_message(self, job_id: str) -> str | None:
+        """Where a queued build stands ("waiting: 3 builds ahead of yours"), None if not queued."""
+        return self.queue.message(job_id)
+
     # -- submit ------------------------------------------------------------
     async def submit(self, req: BuildRequest, *, rebuild: bool = False) -> BuildRecord:
         """Turn a build request into a record: ready, following, or queued."""
@@ -189,13 +196,14 @@ class Scheduler:
                 leader = plan.existing
                 record = await builds.create(
                     req, image, state=leader.state, phase=leader.phase, job_id=leader.job_id,
-                    cache_from=leader.cache_from, started_at=leader.started_at)
+                    cache_from=leader.cache_from, started_at=leader.started_at, now=self.clock.time())
                 log.info("build %s: %s follows running build %s", record.id, req.supersede_key, leader.job_id)
             elif plan.action is Action.READY:
-                record = await builds.create(req, image, state=BuildState.BUILT, phase=Phase.BUILT, from_cache=True)
+                record = await builds.create(req, image, state=BuildState.BUILT, phase=Phase.BUILT, from_cache=True,
+                                             now=self.clock.time())
                 log.info("build %s: image %s already in the registry", record.id, image)
             else:
-                record = await builds.create(req, image)
+                record = await builds.create(req, image, now=self.clock.time())
                 log.info("build %s: queued %s at %s", record.id, req.full_name, req.sha[:12])
             for old in plan.supersede:
                 await self._cancel_record(old, f"superseded by {req.sha[:12]}", superseded_by=record.id)
@@ -206,7 +214,11 @@ class Scheduler:
             await self._publish(record, ProgressEvent(Phase.WAITING, "waiting for a build slot", record.id, image))
             self._wake.set()
         elif plan.action is Action.FOLLOW:
-            await self._publish(record, ProgressEvent(record.phase, "attached to a running build", record.id, image))
+            note = self.queue.message(record.job_id) if record.state is BuildState.QUEUED else None
+            await self._publish(record, ProgressEvent(record.phase, note or "attached to a running build", record.id,
+                                                      image))
+            if record.state is BuildState.QUEUED:
+                self._wake.set()  # a launch following a queued push moves that build up
         return record
 
     # -- cancel ------------------------------------------------------------
@@ -287,20 +299,20 @@ class Scheduler:
         return reaped
 
     async def _fill_slots(self) -> None:
+        """Start queued builds in queue order while slots are free, then tell the rest where they stand."""
         cap = max(1, self.settings.max_concurrent_builds)
-        metrics = self.services.extras.get("metrics")
         queued = await self.services.builds.in_state(BuildState.QUEUED)
-        jobs = list(dict.fromkeys(r.job_id for r in queued if r.job_id not in self._jobs))
-        if metrics is not None:
-            metrics.builds_queued.set(len(jobs))
+        order = self.queue.order(r for r in queued if r.job_id not in self._jobs)
         now = self.clock.time()
-        for job_id in jobs:
+        for job in order:
             if len(self._jobs) >= cap:
                 break
-            if self._retry_at.get(job_id, 0) > now:
+            if self._retry_at.get(job.job_id, 0) > now:
                 continue
-            self._retry_at.pop(job_id, None)
-            await self._launch(job_id)
+            self._retry_at.pop(job.job_id, None)
+            self.queue.served(job, now)
+            await self._launch(job.job_id)
+        await self.queue.announce([job for job in order if job.job_id not in self._jobs])
 
     async def _launch(self, job_id: str) -> None:
         task = asyncio.create_task(self._run_job(job_id), name=f"build-{job_id}")
@@ -337,7 +349,9 @@ class Scheduler:
                 await self._finish_job(job_id, BuildState.BUILT, "image found in the registry", from_cache=True)
                 return
             cache_from = await self._cache_from(lead)
-            await builds.update_job(job_id, state=BuildState.RUNNING, started_at=self.clock.time(), cache_from=cache_from)
+            started_at = self.clock.time()
+            self.queue.observe_wait(records, started_at)
+            await builds.update_job(job_id, state=BuildState.RUNNING, started_at=started_at, cache_from=cache_from)
         else:
             # Re-attaching after a restart: the build may have pushed and its pod been
             # deleted while we were away. The registry is the truth; never rebuild what it has.

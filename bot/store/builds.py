@@ -124,13 +124,15 @@ class BuildStore:
         self, req: BuildRequest, image: str, *, state: BuildState = BuildState.QUEUED,
         phase: Phase = Phase.WAITING, from_cache: bool = False, cache_from: str | None = None,
         reason: str | None = None, job_id: str | None = None, started_at: float | None = None,
+        now: float | None = None,
     ) -> BuildRecord:
         """A new record for ``image`` (attempt = previous + 1).
 
         ``job_id`` names the build that actually runs (its pod or process); a record
         that follows another request's running build shares that build's job_id.
+        ``now`` is the created time (the scheduler's clock; the queue orders by it).
         """
-        now = time.time()
+        now = time.time() if now is None else now
         async with self.db.transaction() as conn:
             # attempts count per id prefix, so two shas sharing 12 hex digits never collide
             prefix = build_id(req.owner, req.repo, req.sha, 0)[:-1]
@@ -197,6 +199,14 @@ class BuildStore:
                 " AND supersede_key=? ORDER BY finished_at DESC LIMIT 1",
                 (owner, repo, f"{owner}/{repo}".lower() + f"#branch/{branch}"))
         return _record(rows[0]) if rows else None
+
+    async def last_started_by_installation(self) -> list[tuple[int | None, str, float]]:
+        """(installation id, owner, newest started_at) per installation and owner: when each
+        last got a build slot, so the queue's turns survive a restart (one scan, at start)."""
+        rows = await self.db.fetchall(
+            "SELECT json_extract(request, '$.installation_id') AS inst, lower(owner) AS owner,"
+            " MAX(started_at) AS at FROM builds WHERE started_at IS NOT NULL GROUP BY inst, lower(owner)")
+        return [(r["inst"], r["owner"], r["at"]) for r in rows]
 
     @staticmethod
     def _set_clause(fields: dict[str, Any]) -> tuple[str, list[Any]]:
