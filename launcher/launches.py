@@ -236,6 +236,18 @@ class LaunchManager:
             installation_id=t.access.installation_id, private=repo.private,
             default_branch=repo.default_branch, trigger=Trigger.LAUNCH)
 
+    async def _lift(self, launch: Launch, queued: "BuildRecord") -> "BuildRecord":
+        """A queued build someone now waits for moves up to launch priority (a launch record joins it).
+
+        Built from the stored request (no GitHub call); one launch record per commit, whoever clicks."""
+        t = launch.target
+        self.resolver.check_visibility(t.spec, t.access, queued.request.private)
+        scheduler = self.services.scheduler
+        assert scheduler is not None
+        req = dataclasses.replace(queued.request, trigger=Trigger.LAUNCH, branch=None, pr_number=None,
+                                  delivery_id=None)
+        return await scheduler.submit(req)
+
     def _built(self, launch: Launch, record: "BuildRecord | None", message: str) -> None:
         launch.emit(Phase.BUILT, message, imageName=launch.target.image, progress=_progress_for(Phase.BUILT))
 
@@ -267,6 +279,14 @@ class LaunchManager:
                     return record
                 launch.emit(record.phase, "Building the image: this repository's environment was not prebuilt "
                             "for this commit yet.", progress=_progress_for(record.phase))
+            elif record.state is BuildState.QUEUED:
+                record = await self._lift(launch, record)
+                if record.state is BuildState.BUILT:  # it finished in the meantime
+                    self._built(launch, record, "The image is built.")
+                    return record
+                note = scheduler.waiting_message(record.job_id)
+                launch.emit(record.phase, "A build of this commit is queued; following it."
+                            + (f" {note}" if note else ""), progress=_progress_for(record.phase))
             else:
                 launch.emit(record.phase, "A build of this commit is running; following it.",
                             progress=_progress_for(record.phase))

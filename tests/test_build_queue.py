@@ -8,6 +8,7 @@ import asyncio
 from bot.model import BuildRequest, BuildState, Phase, Trigger
 from bot.queue_order import (Priority, coarse_message, installation_key, queue_order, trigger_priority,
                              waiting_message)
+from tests.real_hub import free_port
 from tests.test_scheduler import Harness, make_harness
 
 A, B, C, D = 101, 202, 303, 404
@@ -184,3 +185,75 @@ def test_check_run_notes_are_exact_near_the_front_and_ranges_behind():
     assert coarse_message(180) == "waiting: 101 to 250 builds ahead of yours"
     assert coarse_message(5000) == "waiting: more than 1000 builds ahead of yours"
     assert all("slot" not in coarse_message(n) for n in range(0, 2000, 7))  # the check run drops "slot" notes
+
+
+async def until(check, timeout: float = 10) -> None:
+    async with asyncio.timeout(timeout):
+        while not await check():
+            await asyncio.sleep(0.01)
+
+
+async def test_the_launch_stream_says_where_the_build_stands(launcher):
+    """GET /api/events for an unbuilt commit while the one slot is busy and another launch waits:
+    the stream says 1 build ahead, then next, then the build runs (the Hub is down: it ends there)."""
+    ln = await launcher(hub_api_url=f"http://127.0.0.1:{free_port()}/hub/api", max_concurrent_builds=1,
+                        max_servers=-1, max_servers_per_repo=-1)
+    await ln.install("octo/demo")
+    installs = {"acme/busy": await ln.install("acme/busy"), "zed/also": await ln.install("zed/also")}
+    scheduler, builds = ln.services.scheduler, ln.services.builds
+    ln.builder.hold = True
+
+    def other(name: str, trigger: Trigger) -> BuildRequest:
+        owner, repo = name.split("/")
+        return BuildRequest(owner=owner, repo=repo, sha=ln.fake.repo(name).resolve("main"),
+                            clone_url=f"{ln.fake.web_url}/{name}.git", installation_id=installs[name],
+                            branch="main" if trigger is Trigger.PUSH else None, trigger=trigger)
+
+    busy = await scheduler.submit(other("acme/busy", Trigger.PUSH))
+    await ln.builder.wait_held(1)
+    also = await scheduler.submit(other("zed/also", Trigger.LAUNCH))  # another person's launch, first
+    stream = asyncio.create_task(ln.events("/api/events/gh/octo/demo/main"))
+    sha = ln.fake.repo("octo/demo").resolve("main")
+
+    async def demo_says(text: str) -> bool:
+        rec = await builds.latest_for_sha("octo", "demo", sha)
+        return rec is not None and scheduler.waiting_message(rec.job_id) == text
+
+    await until(lambda: demo_says(waiting_message(1)))
+    ln.builder.release(busy.job_id)
+    await until(lambda: asyncio.sleep(0, also.job_id in ln.builder.held))
+    await until(lambda: demo_says(waiting_message(0)))
+    ln.builder.hold = False
+    ln.builder.release(also.job_id)
+    status, _, events = await stream
+    phases = [e["phase"] for e in events]
+    waits = [e["message"] for e in events if e["message"].startswith("waiting:")]
+    assert status == 200 and waits == [waiting_message(1), waiting_message(0)], events
+    assert phases.index("fetching") > max(i for i, e in enumerate(events) if e["message"] == waiting_message(0))
+    assert phases[-1] == "failed"  # no Hub to start the server on
+
+
+async def test_a_launch_of_a_commit_whose_push_is_queued_lifts_it(launcher):
+    """The launch joins the queued push build with its own (launch) record: it starts next."""
+    ln = await launcher(hub_api_url=f"http://127.0.0.1:{free_port()}/hub/api", max_concurrent_builds=1,
+                        max_servers=-1, max_servers_per_repo=-1)
+    inst = await ln.install("octo/demo", "octo/other", "octo/third")
+    scheduler = ln.services.scheduler
+    ln.builder.hold = True
+
+    def push_of(repo: str) -> BuildRequest:
+        return BuildRequest(owner="octo", repo=repo, sha=ln.fake.repo(f"octo/{repo}").resolve("main"),
+                            clone_url=f"{ln.fake.web_url}/octo/{repo}.git", installation_id=inst, branch="main")
+
+    running = await scheduler.submit(push_of("other"))
+    await ln.builder.wait_held(1)
+    await scheduler.submit(push_of("third"))
+    demo = await scheduler.submit(push_of("demo"))  # queued behind "third"
+    stream = asyncio.create_task(ln.events("/api/events/gh/octo/demo/main"))
+    await until(lambda: asyncio.sleep(0, ln.services.bus.subscribers(demo.image) > 0))
+    await until(lambda: asyncio.sleep(0, scheduler.waiting_message(demo.job_id) == waiting_message(0)))
+    ln.builder.hold = False
+    ln.builder.release(running.job_id)
+    status, _, events = await stream
+    assert [j.request.repo for j in ln.builder.jobs][:2] == ["other", "demo"], events
+    assert any("A build of this commit is queued; following it." in e["message"] for e in events)
