@@ -34,8 +34,10 @@ def build_paths(owner: str, repo: str, sha: str) -> tuple[str, str, str]:
     return f"/build/gh/{tail}", f"/api/builds/gh/{tail}", f"/v2/gh/{tail}"
 
 
-def initial_messages(record: BuildRecord, live_tail: list[str]) -> list[dict[str, object]]:
-    """What a new viewer sees first: the current phase, then the log so far (pure)."""
+def initial_messages(record: BuildRecord, live_tail: list[str], waiting: str | None = None
+                     ) -> list[dict[str, object]]:
+    """What a new viewer sees first: the current phase (for a queued build, ``waiting``:
+    where it stands in the queue), then the log so far (pure)."""
     phase = Phase(record.state.value) if record.state.finished and record.state != BuildState.SKIPPED \
         else record.phase
     lines = live_tail if live_tail else list(record.log_tail)
@@ -46,7 +48,7 @@ def initial_messages(record: BuildRecord, live_tail: list[str]) -> list[dict[str
     if record.state.finished:
         out.append(final)
     elif not out:
-        out.append({"phase": phase.value, "message": ""})
+        out.append({"phase": phase.value, "message": waiting if record.state == BuildState.QUEUED and waiting else ""})
     return out
 
 
@@ -88,7 +90,8 @@ async def stream(request: web.Request) -> web.StreamResponse:
         # read again after subscribing, so an ending between the two reads is not missed
         record = await services.builds.get(record.id) or record
         tail = services.scheduler.log_tail(record.job_id) if services.scheduler is not None else []
-        for msg in initial_messages(record, tail):
+        waiting = services.scheduler.waiting_message(record.job_id) if services.scheduler is not None else None
+        for msg in initial_messages(record, tail, waiting):
             await resp.write(sse.format_event(msg))
         if record.state.finished:
             return resp
