@@ -22,6 +22,7 @@ bench: install
 	.venv/bin/python benchmarks/webhook_ack.py
 	.venv/bin/python benchmarks/k8s_builds.py
 	.venv/bin/python benchmarks/launch_overhead.py
+	.venv/bin/python benchmarks/queue_fairness.py
 
 clean:
 	-bash scripts/local-engine.sh down
