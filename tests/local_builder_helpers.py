@@ -129,12 +129,24 @@ def image_name(local_engine, tag: str, *, registry: bool = True) -> str:
     return f"{local_engine.registry_host}/{repo}:{tag}" if registry else f"{repo}:{tag}"
 
 
+def ps_external(local_engine) -> list[dict]:
+    """``podman ps --all --external``, again when it fails with 125: it races containers that other
+    builds remove while it lists them ("no such container"), a passing state, not an answer."""
+    for attempt in range(5):
+        proc = local_engine.podman("ps", "--all", "--external", "--format", "json")
+        if proc.returncode == 0:
+            return json.loads(proc.stdout or "null") or []
+        if proc.returncode != 125 or attempt == 4:
+            proc.check_returncode()
+        time.sleep(0.2)
+    raise AssertionError("unreachable")
+
+
 def containers_with_arg(local_engine, name: str, value: str) -> list[str]:
     """Working containers whose buildah.json carries build arg ``name=value`` (a build's own mark)."""
     info = local_engine.podman("info", "--format", "{{.Store.GraphRoot}} {{.Store.GraphDriverName}}", check=True)
     root, driver = info.stdout.split()
-    out = local_engine.podman("ps", "--all", "--external", "--format", "json", check=True).stdout
-    return sorted(c["Id"] for c in json.loads(out or "null") or []
+    return sorted(c["Id"] for c in ps_external(local_engine)
                   if (builder_args(root, driver, c["Id"]) or {}).get(name) == value)
 
 
@@ -147,9 +159,8 @@ def engine_build_id(messages: list[str]) -> str:
 
 def buildah_leftovers(local_engine, base_alias: str, ids: set[str], since: float) -> list[dict]:
     """Working containers of a stopped build: made from our base alias or one of its step images."""
-    out = local_engine.podman("ps", "--all", "--external", "--format", "json", check=True).stdout
     name = base_alias.split("/")[-1].split(":")[0] + "-working-container"
-    return [c for c in json.loads(out or "null") or []
+    return [c for c in ps_external(local_engine)
             if c.get("Created", 0) >= since - 2
             and (any(n.startswith(name) for n in c.get("Names") or []) or (c.get("ImageID") or "")[:11] in ids)]
 

@@ -29,7 +29,7 @@ from bot.builders.podman_engine import BuildCancelled, PodmanEngine
 from bot.builders.podman_leftovers import (
     BUILD_ID_ARG, build_id_in, builder_args, containers_of_build, parse_store, without_build_id_warning,
 )
-from tests.local_builder_helpers import delete_runc_leftovers
+from tests.local_builder_helpers import delete_runc_leftovers, ps_external
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -77,8 +77,7 @@ def storage(local_engine) -> tuple[str, str]:
 def working_containers(local_engine, build_id: str) -> list[str]:
     """buildah working containers whose buildah.json carries this build id."""
     root, driver = storage(local_engine)
-    out = local_engine.podman("ps", "--all", "--external", "--format", "json", check=True).stdout
-    return [c["Id"] for c in json.loads(out or "null") or []
+    return [c["Id"] for c in ps_external(local_engine)
             if (builder_args(root, driver, c["Id"]) or {}).get(BUILD_ID_ARG) == build_id]
 
 
