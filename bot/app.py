@@ -71,7 +71,8 @@ def create_app(settings: Settings, *, start_workers: bool = True, builder: Facto
 
     from bot.web import health, pages
     from bot.webhooks import receiver
-    from launcher import build_page
+    from launcher import api as launcher_api
+    from launcher import build_page, cors
     from launcher import routes as launcher_routes
 
     receiver.setup(app)
@@ -79,6 +80,8 @@ def create_app(settings: Settings, *, start_workers: bool = True, builder: Facto
     pages.setup(app)
     launcher_routes.setup(app)
     build_page.setup(app)
+    launcher_api.setup(app)
+    cors.setup(app)
     return app
 
 

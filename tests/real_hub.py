@@ -346,7 +346,7 @@ async def make_harness(aiohttp_client: Any, fake: Any, data_dir: Path, *, hub: R
     from bot.store.deliveries import DeliveryStore
     from bot.store.github_state import GitHubState
     from bot.web import health
-    from launcher import routes
+    from launcher import api, cors, routes
     from launcher.setup import attach
     from aiohttp.test_utils import TestServer
 
@@ -387,6 +387,8 @@ async def make_harness(aiohttp_client: Any, fake: Any, data_dir: Path, *, hub: R
     app[SERVICES] = services
     health.setup(app)
     routes.setup(app)
+    api.setup(app)
+    cors.setup(app)
     client = await aiohttp_client(app)
 
     async def close() -> None:

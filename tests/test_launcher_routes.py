@@ -55,10 +55,13 @@ async def test_hub_that_is_down_gives_a_clear_page_and_503_health(launcher):
     assert health.status == 503
     hub_check = next(c for c in data["checks"] if c["name"] == "hub")
     assert hub_check["ok"] is False and "not reachable" in hub_check["detail"]
-    # the stream says the same to API clients, as an event they can read
-    resp = await ln.client.get("/api/events/gh/octo/demo/main")
-    assert resp.status == 503 and resp.content_type == "text/event-stream"
-    assert '"phase":"failed"' in await resp.text()
+    # the streams say the same to API clients, as a failed event on a 200 stream (never a 5xx):
+    # an EventSource cannot read the body of an error status
+    for path in ("/api/events/gh/octo/demo/main", "/build/gh/octo/demo/main"):
+        status, headers, events = await ln.events(path)
+        assert status == 200 and headers["Content-Type"].startswith("text/event-stream")
+        assert [e["phase"] for e in events] == ["failed"]
+        assert "JupyterHub is not reachable" in events[0]["message"] and events[0]["status_code"] == 503
 
 
 async def test_no_hub_configured_is_a_503_page(launcher):
