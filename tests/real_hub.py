@@ -222,6 +222,9 @@ def start_hub(root: Path, prefix: str = HUB_PREFIX, timeout: float = 90) -> Real
     env["PYTHONPATH"] = str(REPO_ROOT)
     for k in [k for k in env if k.startswith("JUPYTERHUB_")]:
         del env[k]
+    # BinderSpawnerMixin.cors_allow_origin defaults from the Hub's environment: servers accept pages
+    # from other origins (the thebe-core test's page is on a loopback port of its own)
+    env["CORS_ALLOW_ORIGIN"] = "*"
     with open(hub.log_path, "wb") as log_file:
         hub.proc = subprocess.Popen([str(jupyterhub), "-f", str(config)], cwd=root, env=env,
                                     stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
