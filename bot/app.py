@@ -33,8 +33,9 @@ def build_router():  # -> gidgethub.routing.Router
     from bot.feedback import commands as feedback_commands
     from bot.github import installations
     from bot.prebuild import handlers as prebuild_handlers
+    from bot.prebuild import heads as prebuild_heads
 
-    return Router(installations.router, prebuild_handlers.router, feedback_commands.router)
+    return Router(installations.router, prebuild_heads.router, prebuild_handlers.router, feedback_commands.router)
 
 
 def make_builder(services: Services):

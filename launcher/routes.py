@@ -206,7 +206,7 @@ async def _close_launches(app: web.Application) -> None:
     with contextlib.suppress(RuntimeError):
         state = state_of(services)
         await state.launches.close()
-        await state.resolver.git.close()  # ref lookups in flight: their git processes are killed
+        await state.resolver.close()
 
 
 def setup(app: web.Application) -> None:

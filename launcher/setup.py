@@ -50,7 +50,7 @@ async def attach(services: "Services", **options: Any) -> LauncherState:
     if services.hub is None:
         services.hub = make_hub(services)
     metrics = services.extras.get("metrics")
-    resolver = Resolver(services, fresh_ttl=options.get("fresh_ttl", 5.0))
+    resolver = Resolver(services, fresh_ttl=options.get("fresh_ttl", 5.0), head_fresh=options.get("head_fresh", 60.0))
     counter = ServerCounter(services.hub, ttl=options.get("count_ttl", 5.0), metrics=metrics) \
         if services.hub is not None else None
     manager = LaunchManager(

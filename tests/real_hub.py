@@ -310,6 +310,18 @@ class LauncherHarness:
         assert record.state is BuildState.BUILT, record
         return sha, image
 
+    async def record_heads(self, full_name: str) -> None:
+        """What push webhooks would have told the store: every branch and tag head, and the default branch."""
+        from bot.store.heads import RefKind
+
+        repo = self.fake.repo(full_name)
+        store = self.state.resolver.known.store  # the launcher's own (its clock, for tests that drive it)
+        for name, sha in repo.branches.items():
+            await store.record(full_name, RefKind.BRANCH, name, sha)
+        for name, sha in repo.tags.items():
+            await store.record(full_name, RefKind.TAG, name, sha)
+        await store.record_default_branch(full_name, repo.default_branch)
+
     async def events(self, path: str, *, headers: dict[str, str] | None = None, timeout: float = 60
                      ) -> tuple[int, dict[str, str], list[dict[str, Any]]]:
         """GET an event stream to its end: (status, headers, events)."""
