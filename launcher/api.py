@@ -81,7 +81,7 @@ async def build(request: web.Request) -> web.StreamResponse:
             after = 0
     except Refused as r:
         count_outcome(services, r.outcome)
-        return streams.refused(r.message, r.status, r.retry_after)
+        return streams.refused(r.message, r.status, r.retry_after, r.limit)
     state.launches.start(launch)
     log.info("launch %s: API stream for %s (after %d)", launch.id, spec.full_name, after)
     return await streams.follow(request, launch, after, state.launches.keepalive,

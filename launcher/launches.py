@@ -401,7 +401,7 @@ class LaunchManager:
             self._finish(launch, Outcome.FAILED)
         finally:
             if admitted and self.counter is not None:
-                self.counter.release(user)
+                self.counter.release(user, running=launch.outcome is Outcome.READY)
             if created and launch.outcome is not Outcome.READY:
                 self._cleanup_user(user)
 
@@ -415,6 +415,8 @@ class LaunchManager:
             except Exception as e:  # the culler removes it later
                 log.warning("could not delete hub user %s after a failed launch: %s", user, e)
 
+        if self.counter is not None:
+            self.counter.stopped(user)
         task = asyncio.create_task(delete(), name=f"delete-{user}")
         self._cleanups.add(task)
         task.add_done_callback(self._cleanups.discard)

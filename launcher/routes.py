@@ -1,18 +1,17 @@
 """The launch routes: BinderHub's ``/v2/gh/...`` page, its event stream, and the status badge."""
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 import logging
 import secrets
+from collections.abc import Mapping
 from urllib.parse import quote, urlencode
 
 from aiohttp import web
 
 from bot.appkeys import SERVICES
 from bot.images import image_repository
-from bot.model import BuildState
 from bot.services import Services
 from launcher import badge as badges
 from launcher import sse, streams
@@ -22,6 +21,7 @@ from launcher.pages import error_page, html
 from launcher.quotas import check_servers
 from launcher.resolve import GitHubDown, NotServed, RefNotFound
 from launcher.setup import LauncherState, state_of
+from launcher.setup import close as close_launcher
 from launcher.spec import RepoSpec, SpecError, parse_spec, url_path_from_query
 
 log = logging.getLogger(__name__)
@@ -39,6 +39,7 @@ class Refused(Exception):
     message: str
     outcome: str
     retry_after: int | None = None
+    limit: str | None = None  # the launch limit reached (quotas.Limit), for API clients
 
 
 def count_outcome(services: Services, outcome: str) -> None:
@@ -85,7 +86,8 @@ async def _admit(services: Services, state: LauncherState, target: LaunchTarget,
                       "(JUPYTERHUB_API_URL), so it cannot start servers.", "hub_unavailable")
     refusal = state.limiter.hit(client_ip)
     if refusal is not None:
-        raise Refused(429, "Too many launches", refusal.message, "rate_limited", refusal.retry_after)
+        raise Refused(429, "Too many launches", refusal.message, "rate_limited", refusal.retry_after,
+                      refusal.limit.value)
     s = services.settings
     if state.counter is not None and not target.build_only and (s.max_servers >= 0 or s.max_servers_per_repo >= 0):
         try:
@@ -97,7 +99,8 @@ async def _admit(services: Services, state: LauncherState, target: LaunchTarget,
                           "hub_unavailable", 30) from e
         refusal = check_servers(counts, s.max_servers, s.max_servers_per_repo, target.spec.full_name)
         if refusal is not None:
-            raise Refused(429, "Too many servers running", refusal.message, "quota", refusal.retry_after)
+            raise Refused(429, "Too many servers running", refusal.message, "quota", refusal.retry_after,
+                          refusal.limit.value)
     if not services.settings.build_on_launch:
         assert services.scheduler is not None
         status = await services.scheduler.image_status(target.spec.owner, target.spec.repo, target.sha)
@@ -118,14 +121,16 @@ async def launch_for(request: web.Request, services: Services, state: LauncherSt
     return state.launches.create(target, client)
 
 
-def _events_url(spec: RepoSpec, launch: Launch, request: web.Request) -> str:
-    query = [(k, request.query[k]) for k in LAUNCH_QUERY if k in request.query]
-    query.append(("launch", launch.id))
+def events_url(spec: RepoSpec, query: Mapping[str, str]) -> str:
+    """The page's stream: the same repository, ref and landing parameters (pure)."""
+    params = [(k, query[k]) for k in LAUNCH_QUERY if k in query]
     path = f"/api/events/gh/{quote(spec.owner)}/{quote(spec.repo)}/{quote(spec.ref, safe='/')}"
-    return f"{path}?{urlencode(query)}"
+    return f"{path}?{urlencode(params)}" if params else path
 
 
 async def launch_page(request: web.Request) -> web.Response:
+    """The progress page. Its GET does no work (no ref resolution, no Hub call, no reservation):
+    link unfurlers and crawlers fetch these links. The launch starts when its stream connects."""
     services = request.app[SERVICES]
     state = state_of(services)
     client = request.cookies.get(CLIENT_COOKIE) or secrets.token_urlsafe(16)
@@ -135,16 +140,13 @@ async def launch_page(request: web.Request) -> web.Response:
             url_path = _url_path(request)
         except SpecError as e:
             raise Refused(400, "Not a launch link", str(e), "bad_request") from e
-        launch = await launch_for(request, services, state, spec, client)
     except Refused as r:
         count_outcome(services, r.outcome)
         return error_page(state.templates, r.status, r.title, r.message, retry_after=r.retry_after,
                           spec=request.path, home=services.settings.public_url)
-    events_url = _events_url(spec, launch, request)
-    history = launch.history()
-    resp = html(state.templates, "progress.html", spec=spec, sha=launch.target.sha,
-                phase=history[-1][1]["phase"] if history else "starting", events_url=events_url,
-                config={"events_url": events_url, "launch": launch.id, "url_path": url_path})
+    stream = events_url(spec, request.query)
+    resp = html(state.templates, "progress.html", spec=spec, events_url=stream,
+                config={"events_url": stream, "url_path": url_path})
     resp.set_cookie(CLIENT_COOKIE, client, max_age=86400, httponly=True, samesite="Lax", path="/",
                     secure=services.settings.public_url.startswith("https:"))
     return resp
@@ -160,15 +162,11 @@ async def event_stream(request: web.Request) -> web.StreamResponse:
             _url_path(request)
         except SpecError as e:
             raise Refused(400, "Not a launch link", str(e), "bad_request") from e
-        launch = state.launches.get(request.query.get("launch"))
-        # a launch started from a page belongs to that browser: its id alone (it shows up in
-        # access logs) does not hand out the server's token
-        if launch is None or launch.target.spec.full_name.lower() != spec.full_name.lower() \
-                or (launch.client is not None and launch.client != client):
-            launch = await launch_for(request, services, state, spec, client)
+        # this browser's launch of the image (a reload or a reconnect follows it), else a new one
+        launch = await launch_for(request, services, state, spec, client)
     except Refused as r:
         count_outcome(services, r.outcome)
-        return streams.refused(r.message, r.status, r.retry_after)
+        return streams.refused(r.message, r.status, r.retry_after, r.limit)
     state.launches.start(launch)
     after = sse.parse_last_event_id(request.headers.get("Last-Event-ID"))
     if after > launch.last_id:  # an id from another launch (e.g. before a restart): replay all of this one
@@ -204,9 +202,7 @@ async def _close_launches(app: web.Application) -> None:
     if services is None:
         return
     with contextlib.suppress(RuntimeError):
-        state = state_of(services)
-        await state.launches.close()
-        await state.resolver.close()
+        await close_launcher(state_of(services))
 
 
 def setup(app: web.Application) -> None:

@@ -21,20 +21,23 @@ STREAM_HEADERS = {"Content-Type": "text/event-stream; charset=utf-8", "Cache-Con
                   "X-Accel-Buffering": "no"}
 
 
-def failed_event(message: str, status: int, retry_after: int | None = None) -> bytes:
-    """The single event of a refused request (pure)."""
+def failed_event(message: str, status: int, retry_after: int | None = None, limit: str | None = None) -> bytes:
+    """The single event of a refused request (pure); ``limit`` and ``retryAfter`` as a refused launch has them."""
     data: dict[str, object] = {"phase": "failed", "message": message, "status_code": status}
+    if limit:
+        data["limit"] = limit
     if retry_after:
         data["retryAfter"] = retry_after
     return sse.format_event(data)
 
 
-def refused(message: str, status: int, retry_after: int | None = None) -> web.Response:
+def refused(message: str, status: int, retry_after: int | None = None, limit: str | None = None
+            ) -> web.Response:
     """A whole (short) stream that says why nothing was started."""
     headers = {"Cache-Control": "no-cache"}
     if retry_after:
         headers["Retry-After"] = str(retry_after)
-    return web.Response(body=sse.RETRY + failed_event(message, status, retry_after), status=200,
+    return web.Response(body=sse.RETRY + failed_event(message, status, retry_after, limit), status=200,
                         content_type="text/event-stream", headers=headers)
 
 
