@@ -362,7 +362,7 @@ async def make_harness(aiohttp_client: Any, fake: Any, data_dir: Path, *, hub: R
     from bot.store.github_state import GitHubState
     from bot.web import health
     from launcher import api, cors, routes
-    from launcher.setup import attach
+    from launcher.setup import attach, state_of
     from aiohttp.test_utils import TestServer
 
     from bot.registry import RegistryClient
@@ -407,6 +407,9 @@ async def make_harness(aiohttp_client: Any, fake: Any, data_dir: Path, *, hub: R
     client = await aiohttp_client(app)
 
     async def close() -> None:
+        from launcher.setup import close as close_launcher
+
+        await close_launcher(state_of(services))
         await services.scheduler.stop()
         await builder.close()
         await services.images.close()
