@@ -91,6 +91,9 @@ async def build(request: web.Request) -> web.StreamResponse:
 async def other_provider(request: web.Request) -> web.Response:
     """BinderHub's other providers (gl, git, zenodo, ...): a clear ``failed`` event, not a bare 404."""
     provider = request.match_info["provider"][:40]
+    if provider == "gh":
+        return streams.refused("Not a launch link: the API is /build/gh/OWNER/REPO/REF (a branch, tag, "
+                               "sha or HEAD).", 400)
     return streams.refused(f"No provider found for prefix {provider!r}: this service launches GitHub "
                            "repositories only (/build/gh/OWNER/REPO/REF).", 404)
 

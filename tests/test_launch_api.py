@@ -45,7 +45,8 @@ async def test_unknown_ref_bad_spec_and_other_providers_are_failed_events(launch
     await ln.install("octo/demo")
     for path, words, code in [("/build/gh/octo/demo/nope", "no branch, tag or commit called 'nope'", 404),
                               ("/build/gh/octo/demo/a..b", "not a valid git ref", 400),
-                              ("/build/gl/group/project/main", "No provider found for prefix 'gl'", 404)]:
+                              ("/build/gl/group/project/main", "No provider found for prefix 'gl'", 404),
+                              ("/build/gh/octo", "Not a launch link", 400)]:
         status, _, events = await ln.events(path)
         assert status == 200, path
         assert [e["phase"] for e in events] == ["failed"], path
