@@ -84,7 +84,7 @@ def all_scenarios() -> list[str]:
 async def one_launch(ln: Any, entry: str, path: str) -> Sample:
     hub_client = ln.services.hub
     github_before = len(ln.fake.requests)
-    registry_before = len(ln.images.lookups)
+    registry_before = len(ln.images.manifest_requests())
     ln.client.session.cookie_jar.clear()  # a new browser each time: a new launch, not a replay
     t0 = time.perf_counter()
     if entry == "v2":
@@ -105,7 +105,7 @@ async def one_launch(ln: Any, entry: str, path: str) -> Sample:
     await hub_client.delete_user(user)
     ln.state.counter.stopped(user)
     return Sample(total=t1 - t0, hub=hub_time, spawn=spawn, github_calls=len(ln.fake.requests) - github_before,
-                  registry_calls=len(ln.images.lookups) - registry_before, hub_calls=len(calls))
+                  registry_calls=len(ln.images.manifest_requests()) - registry_before, hub_calls=len(calls))
 
 
 async def run(launches: int, scenarios: list[str], warmup: int) -> None:
