@@ -2,24 +2,32 @@
 
 A real JupyterHub (tests/real_hub.py: configurable-http-proxy, real
 jupyterhub-singleuser processes) and the launcher (the app's store, scheduler and
-EventBus, FakeGitHub for GitHub) in this process. Each launch is a browser's: GET
-the /v2/gh/... page, then its event stream until the ``ready`` event. The launcher's
-own overhead is that wall time minus the time spent inside Hub API calls (HubClient
-times every call: creating the user, starting the server, its progress stream,
-counting servers for the quotas). Launches run one after another, with warm caches
-(a few warm-up launches first); each server is deleted after its launch, outside
-the measured window.
+EventBus, FakeGitHub for GitHub) in this process. Each launch is made through one of
+the two entry points, until the ``ready`` event:
 
-Scenarios (each over --launches launches):
+- ``v2``: a browser's click: GET the /v2/gh/... page, then the event stream it opens;
+- ``build``: BinderHub's launch API, GET /build/gh/... (what thebe and the Python client read).
+
+The launcher's own overhead is that wall time minus the time spent inside Hub API calls
+(HubClient times every call: creating the user, starting the server, its progress
+stream, and the server count when it is read). Launches run one after another, with
+warm caches (a few warm-up launches first); each server is deleted after its launch,
+outside the measured window.
+
+Refs (each over --launches launches, with FakeGitHub answering at once and with 50 ms
+added to each of its answers):
 - ``sha``: a full 40-hex sha; no GitHub call and no registry lookup at all;
-- ``branch``: ``main`` with the fresh-cache TTL at 0, so every launch revalidates the
-  ref with GitHub (If-None-Match, answered 304), once with FakeGitHub answering at
-  once and once with 50 ms added to each of its answers.
+- ``branch``: ``main`` of an installed repository, its head known from push webhooks
+  (kept in the store): no GitHub call either;
+- ``unrecorded``: ``main`` with no recorded head and the few-second ref cache off, so
+  every launch asks GitHub (If-None-Match, answered 304): the cost a branch launch had
+  before heads were kept, measured in the same run as the baseline for ``branch``.
 
-    .venv/bin/python benchmarks/launch_overhead.py [--launches 100] [--scenarios sha,branch-0,branch-50]
+    .venv/bin/python benchmarks/launch_overhead.py [--launches 30]
+        [--scenarios v2-sha-0,v2-branch-0,...]   (entry-ref-latency; default: all)
 
-The figures printed: p50/p99 of the launcher's overhead, of the Hub's API time and
-of the spawn (POST server + progress stream) per scenario, GitHub calls per launch.
+Printed per scenario: p50/p99 of the launcher's overhead, of the Hub's API time and of
+the spawn (POST server + progress stream), and the GitHub, registry and Hub calls per launch.
 """
 from __future__ import annotations
 
@@ -51,6 +59,8 @@ class Sample:
     hub: float
     spawn: float
     github_calls: int
+    registry_calls: int
+    hub_calls: int
 
     @property
     def overhead(self) -> float:
@@ -66,14 +76,23 @@ def pct(values: list[float], p: float) -> float:
     return values[lo] + (values[hi] - values[lo]) * (k - lo)
 
 
-async def one_launch(ln: Any, path: str) -> Sample:
+def all_scenarios() -> list[str]:
+    return [f"{entry}-{ref}-{ms}" for entry in ("v2", "build") for ref in ("sha", "branch", "unrecorded")
+            for ms in (0, 50)]
+
+
+async def one_launch(ln: Any, entry: str, path: str) -> Sample:
     hub_client = ln.services.hub
     github_before = len(ln.fake.requests)
+    registry_before = len(ln.images.manifest_requests())
     ln.client.session.cookie_jar.clear()  # a new browser each time: a new launch, not a replay
     t0 = time.perf_counter()
-    status, body, events_url = await ln.open_page(path)
-    if status != 200:
-        raise RuntimeError(f"page answered {status}: {body[:300]}")
+    if entry == "v2":
+        status, body, events_url = await ln.open_page(f"/v2/gh/{path}")
+        if status != 200:
+            raise RuntimeError(f"page answered {status}: {body[:300]}")
+    else:
+        events_url = f"/build/gh/{path}"
     st, _, events = await ln.events(events_url)
     t1 = time.perf_counter()
     if not events or events[-1]["phase"] != "ready":
@@ -84,7 +103,9 @@ async def one_launch(ln: Any, path: str) -> Sample:
                 or c.path.endswith("/progress"))
     user = events[-1]["url"].split("/user/", 1)[1].split("/", 1)[0]
     await hub_client.delete_user(user)
-    return Sample(total=t1 - t0, hub=hub_time, spawn=spawn, github_calls=len(ln.fake.requests) - github_before)
+    ln.state.counter.stopped(user)
+    return Sample(total=t1 - t0, hub=hub_time, spawn=spawn, github_calls=len(ln.fake.requests) - github_before,
+                  registry_calls=len(ln.images.manifest_requests()) - registry_before, hub_calls=len(calls))
 
 
 async def run(launches: int, scenarios: list[str], warmup: int) -> None:
@@ -103,24 +124,26 @@ async def run(launches: int, scenarios: list[str], warmup: int) -> None:
     results: dict[str, list[Sample]] = {}
     try:
         for name in scenarios:
-            full_sha = name == "sha"
-            latency = 0.05 if name.endswith("-50") else 0.0
+            entry, ref, ms = name.split("-")
+            latency = int(ms) / 1000
             ln, close = await make_harness(
                 aiohttp_client, fake, tmp / name, hub=hub, max_servers=1000, max_servers_per_repo=1000,
                 launch_rate_per_minute=0, attach_options={"fresh_ttl": 0.0, "keepalive": 15.0})
             try:
                 await ln.install("octo/demo")
                 sha, _ = await ln.prebuild("octo/demo", "main")
-                path = f"/v2/gh/octo/demo/{sha if full_sha else 'main'}"
+                if ref == "branch":
+                    await ln.record_heads("octo/demo")  # what push webhooks told the store
+                path = f"octo/demo/{sha if ref == 'sha' else 'main'}"
                 for _ in range(warmup):
-                    await one_launch(ln, path)
+                    await one_launch(ln, entry, path)
                 if latency:
                     for key in (COMMITS, "/repos/{owner}/{repo}",
                                 "/app/installations/{installation_id}/access_tokens"):
                         fake.inject("*", key, *[Fault.latency(latency) for _ in range(launches * 4)])
                 samples = []
                 for i in range(launches):
-                    samples.append(await one_launch(ln, path))
+                    samples.append(await one_launch(ln, entry, path))
                     if (i + 1) % 25 == 0:
                         print(f"  {name}: {i + 1}/{launches}", file=sys.stderr, flush=True)
                 results[name] = samples
@@ -135,26 +158,27 @@ async def run(launches: int, scenarios: list[str], warmup: int) -> None:
 
     print()
     print(f"launch overhead for a prebuilt image, {launches} sequential launches per scenario (warm caches)")
-    print(f"{'scenario':<28}{'overhead p50':>14}{'p99':>10}{'Hub API p50':>14}{'p99':>10}"
-          f"{'spawn p50':>12}{'p99':>10}{'total p50':>12}{'GitHub calls':>14}")
-    labels = {"sha": "full sha (no GitHub call)", "branch-0": "branch, GitHub at once",
-              "branch-50": "branch, GitHub +50 ms"}
+    print(f"{'entry':<10}{'ref':<12}{'GitHub':>8}{'overhead p50':>14}{'p99':>10}{'Hub API p50':>13}"
+          f"{'spawn p50':>11}{'total p50':>11}{'calls/launch: GitHub':>22}{'registry':>10}{'Hub':>6}")
+    entries = {"v2": "/v2/gh", "build": "/build/gh"}
     for name, samples in results.items():
+        entry, ref, ms = name.split("-")
         ov = [s.overhead * 1000 for s in samples]
         hb = [s.hub * 1000 for s in samples]
         sp = [s.spawn * 1000 for s in samples]
         tot = [s.total * 1000 for s in samples]
         gh = statistics.mean(s.github_calls for s in samples)
-        print(f"{labels.get(name, name):<28}{pct(ov, 50):>11.1f} ms{pct(ov, 99):>7.1f} ms"
-              f"{pct(hb, 50):>11.1f} ms{pct(hb, 99):>7.1f} ms{pct(sp, 50):>9.1f} ms{pct(sp, 99):>7.1f} ms"
-              f"{pct(tot, 50):>9.1f} ms{gh:>14.2f}")
+        reg = statistics.mean(s.registry_calls for s in samples)
+        hc = statistics.mean(s.hub_calls for s in samples)
+        print(f"{entries[entry]:<10}{ref:<12}{'+' + ms + ' ms':>8}{pct(ov, 50):>11.1f} ms{pct(ov, 99):>7.1f} ms"
+              f"{pct(hb, 50):>10.1f} ms{pct(sp, 50):>8.1f} ms{pct(tot, 50):>8.1f} ms{gh:>22.2f}{reg:>10.2f}{hc:>6.2f}")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--launches", type=int, default=100)
+    ap.add_argument("--launches", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=3)
-    ap.add_argument("--scenarios", default="sha,branch-0,branch-50")
+    ap.add_argument("--scenarios", default=",".join(all_scenarios()))
     args = ap.parse_args()
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # `kill` still stops the Hub (finally blocks)
     asyncio.run(run(args.launches, [s.strip() for s in args.scenarios.split(",") if s.strip()], args.warmup))

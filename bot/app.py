@@ -33,8 +33,9 @@ def build_router():  # -> gidgethub.routing.Router
     from bot.feedback import commands as feedback_commands
     from bot.github import installations
     from bot.prebuild import handlers as prebuild_handlers
+    from bot.prebuild import heads as prebuild_heads
 
-    return Router(installations.router, prebuild_handlers.router, feedback_commands.router)
+    return Router(installations.router, prebuild_heads.router, prebuild_handlers.router, feedback_commands.router)
 
 
 def make_builder(services: Services):
@@ -71,7 +72,8 @@ def create_app(settings: Settings, *, start_workers: bool = True, builder: Facto
 
     from bot.web import health, pages
     from bot.webhooks import receiver
-    from launcher import build_page
+    from launcher import api as launcher_api
+    from launcher import build_page, cors
     from launcher import routes as launcher_routes
 
     receiver.setup(app)
@@ -79,6 +81,8 @@ def create_app(settings: Settings, *, start_workers: bool = True, builder: Facto
     pages.setup(app)
     launcher_routes.setup(app)
     build_page.setup(app)
+    launcher_api.setup(app)
+    cors.setup(app)
     return app
 
 

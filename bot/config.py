@@ -111,6 +111,7 @@ class Settings:
     max_servers: int = 100
     max_servers_per_repo: int = 20
     launch_rate_per_minute: int = 30
+    cors_allow_origin: str | None = None  # BinderHub's cors_allow_origin: the launch API, streams, badge
     docker_config: str | None = None
     build_socket: str = "/var/run/docker.sock"
     # Kubernetes build pods: a docker config.json Secret for pushing, and resources
@@ -168,6 +169,7 @@ _ENV_FIELDS: dict[str, tuple[str, Any]] = {
     "MAX_SERVERS": ("max_servers", int),
     "MAX_SERVERS_PER_REPO": ("max_servers_per_repo", int),
     "LAUNCH_RATE_PER_MINUTE": ("launch_rate_per_minute", int),
+    "CORS_ALLOW_ORIGIN": ("cors_allow_origin", str),
     "DOCKER_CONFIG": ("docker_config", str),
     "BUILD_SOCKET": ("build_socket", str),
     "BUILD_PUSH_SECRET": ("build_push_secret", str),

@@ -108,6 +108,23 @@ def verify_outcome(outcome: BuildOutcome, image_exists: bool | None) -> tuple[Bu
     return BuildState.FAILED, outcome.reason or "the build failed"
 
 
+@dataclasses.dataclass(frozen=True)
+class ImageStatus:
+    """One commit's image as the scheduler knows it: its newest record, and the registry's word
+    when no record says built or building (None: not asked, or the registry did not answer)."""
+
+    record: BuildRecord | None
+    in_registry: bool | None = None
+
+    @property
+    def built(self) -> bool:
+        return (self.record is not None and self.record.state is BuildState.BUILT) or self.in_registry is True
+
+    @property
+    def active(self) -> bool:
+        return self.record is not None and self.record.state in (BuildState.QUEUED, BuildState.RUNNING)
+
+
 class Scheduler:
     """Bounded concurrency, queue order (``bot.queue_order``), supersede, restart reconciliation."""
 
@@ -165,6 +182,17 @@ class Scheduler:
     # -- queries -----------------------------------------------------------
     async def status(self, owner: str, repo: str, sha: str) -> BuildRecord | None:
         return await self.services.builds.latest_for_sha(owner, repo, sha)
+
+    async def image_status(self, owner: str, repo: str, sha: str) -> ImageStatus:
+        """Is this commit's image built (our record, else the registry), being built, or neither?
+
+        The one place that decides it: the launcher, the badge and the build-on-launch
+        refusal all ask here instead of reading the store and the registry themselves.
+        """
+        record = await self.status(owner, repo, sha)
+        if record is not None and record.state in (BuildState.BUILT, BuildState.QUEUED, BuildState.RUNNING):
+            return ImageStatus(record)
+        return ImageStatus(record, await self._exists(self.image_for(owner, repo, sha)))
 
     def log_tail(self, job_id: str) -> list[str]:
         return list(self._tails.get(job_id, ()))

@@ -2,8 +2,10 @@
 
 Unlike the launch page it starts nothing: it shows the build of one commit
 (phase, progress, log lines as they stream) and, once the image is built, a
-link to launch it. ``GET /build/gh/{owner}/{repo}/{sha}`` is the page and
-``GET /api/builds/gh/{owner}/{repo}/{sha}`` its event stream.
+link to launch it. ``GET /builds/gh/{owner}/{repo}/{sha}`` is the page and
+``GET /api/builds/gh/{owner}/{repo}/{sha}`` its event stream. (It used to live under
+``/build/gh/``, which is BinderHub's launch API: launcher/api.py sends browsers that
+open an old link here.)
 """
 from __future__ import annotations
 
@@ -31,7 +33,7 @@ _ENV = web.AppKey("build_page_env", object)
 def build_paths(owner: str, repo: str, sha: str) -> tuple[str, str, str]:
     """(page, stream, launch) paths for one commit."""
     tail = f"{quote(owner, safe='')}/{quote(repo, safe='')}/{sha}"
-    return f"/build/gh/{tail}", f"/api/builds/gh/{tail}", f"/v2/gh/{tail}"
+    return f"/builds/gh/{tail}", f"/api/builds/gh/{tail}", f"/v2/gh/{tail}"
 
 
 def initial_messages(record: BuildRecord, live_tail: list[str], waiting: str | None = None
@@ -111,5 +113,5 @@ async def stream(request: web.Request) -> web.StreamResponse:
 
 def setup(app: web.Application) -> None:
     app[_ENV] = environment()
-    app.router.add_get("/build/gh/{owner}/{repo}/{sha}", page, allow_head=False)
+    app.router.add_get("/builds/gh/{owner}/{repo}/{sha}", page, allow_head=False)
     app.router.add_get("/api/builds/gh/{owner}/{repo}/{sha}", stream, allow_head=False)

@@ -46,6 +46,8 @@ c.JupyterHub.cleanup_servers = True
 # -- servers: containers from our images only -------------------------------------------
 c.JupyterHub.spawner_class = "launcher.local_spawner.HostNetworkBinderSpawner"
 c.BinderSpawnerMixin.image_prefix = prefix_from_env()
+# the origin binder-prebuild's launch API allows (CORS_ALLOW_ORIGIN) may also use the servers it starts
+c.BinderSpawnerMixin.cors_allow_origin = env.get("CORS_ALLOW_ORIGIN", "")
 c.DockerSpawner.remove = True
 c.DockerSpawner.pull_policy = "ifnotpresent"
 c.DockerSpawner.cmd = shlex.split(env.get("SINGLEUSER_CMD", "jupyterhub-singleuser"))
@@ -59,7 +61,7 @@ c.Spawner.http_timeout = 120
 # settings binder-prebuild reads, plus what the local engine needs; never the Hub's own token
 _FORWARD_PREFIXES = ("GITHUB_", "REGISTRY_", "IMAGE_", "BUILD", "KUBE_", "REPO2DOCKER_", "CONTAINER",
                      "DOCKER_", "LAUNCH_", "MAX_", "BINDER_PREBUILD_")
-_FORWARD = {"PUBLIC_URL", "DATA_DIR", "HOST", "PORT", "PATH", "HOME", "LANG", "XDG_RUNTIME_DIR",
+_FORWARD = {"PUBLIC_URL", "CORS_ALLOW_ORIGIN", "DATA_DIR", "HOST", "PORT", "PATH", "HOME", "LANG", "XDG_RUNTIME_DIR",
             "CONTAINERS_CONF", "CONTAINERS_REGISTRIES_CONF", "ENGINE_DIR", "PYTHONPATH"}
 service_env = {
     k: v for k, v in env.items()

@@ -37,6 +37,7 @@ HISTORY = 2000  # events kept per launch for replay
 
 class Outcome(str, enum.Enum):
     READY = "ready"
+    BUILT = "built"  # build_only: the image exists, no server was asked for
     FAILED = "failed"  # the build failed, or the server did
     TIMEOUT = "timeout"
     CANCELLED = "cancelled"
@@ -56,6 +57,7 @@ class LaunchTarget:
     access: Access
     repo: RepoInfo | None  # None: taken from the build record, or fetched when a build is needed
     launch_host: str  # BINDER_LAUNCH_HOST: our public URL, with a trailing slash
+    build_only: bool = False  # BinderHub's ``build_only=true``: build or find the image, start no server
 
 
 class Launch:
@@ -210,6 +212,9 @@ class LaunchManager:
             record = await self._wait_for_image(launch)
             if record is None:
                 return
+            if t.build_only:
+                self._finish(launch, Outcome.BUILT)
+                return
             await self._start_server(launch, record)
         except asyncio.CancelledError:
             if not launch.finished:
@@ -249,6 +254,10 @@ class LaunchManager:
         return await scheduler.submit(req)
 
     def _built(self, launch: Launch, record: "BuildRecord | None", message: str) -> None:
+        if launch.target.build_only:
+            # BinderHub ends a build-only request with "ready" (and no server): "Done! ..."
+            launch.emit(Phase.READY, f"Done! {message}", imageName=launch.target.image, progress=1.0)
+            return
         launch.emit(Phase.BUILT, message, imageName=launch.target.image, progress=_progress_for(Phase.BUILT))
 
     async def _wait_for_image(self, launch: Launch) -> "BuildRecord | None":
@@ -265,8 +274,7 @@ class LaunchManager:
                 return record
             if record is None or record.state.finished:
                 if not services.settings.build_on_launch:
-                    exists = await services.images.exists(t.image) if services.images is not None else None
-                    if exists:
+                    if (await scheduler.image_status(t.spec.owner, t.spec.repo, t.sha)).built:
                         self._built(launch, None, "The image is in the registry.")
                         return record or _NO_RECORD
                     launch.emit(Phase.FAILED, _not_prebuilt(t.spec))
@@ -379,7 +387,8 @@ class LaunchManager:
             async with asyncio.timeout(timeout):
                 await hub.create_user(user)
                 created = True
-                await hub.start_server(user, self._user_options(launch, record, token, repo_url))
+                options = self._user_options(launch, record, token, repo_url)
+                await hub.start_server(user, options)
                 await services.bus.launched(t.spec.owner, t.spec.repo, t.image)  # e.g. the image puller
                 async with contextlib.aclosing(hub.progress(user, timeout=timeout)) as events:
                     async for event in events:
@@ -395,8 +404,7 @@ class LaunchManager:
                             launch.emit(Phase.LAUNCHING, str(event["message"]), progress=frac)
             url = server_url(hub.public_url, user)
             log.info("launch %s: server of %s is ready", launch.id, user)
-            launch.emit(Phase.READY, f"Server ready at {url}", url=url, token=token, image=t.image,
-                        repo_url=repo_url, progress=1.0)
+            launch.emit(Phase.READY, f"server running at {url}", **ready_fields(url, options), progress=1.0)
             self._finish(launch, Outcome.READY)
         except TimeoutError:
             log.warning("launch %s: server of %s not ready after %s s", launch.id, user, timeout)
@@ -414,7 +422,7 @@ class LaunchManager:
             self._finish(launch, Outcome.FAILED)
         finally:
             if admitted and self.counter is not None:
-                self.counter.release(user)
+                self.counter.release(user, running=launch.outcome is Outcome.READY)
             if created and launch.outcome is not Outcome.READY:
                 self._cleanup_user(user)
 
@@ -428,9 +436,22 @@ class LaunchManager:
             except Exception as e:  # the culler removes it later
                 log.warning("could not delete hub user %s after a failed launch: %s", user, e)
 
+        if self.counter is not None:
+            self.counter.stopped(user)
         task = asyncio.create_task(delete(), name=f"delete-{user}")
         self._cleanups.add(task)
         task.add_done_callback(self._cleanups.discard)
+
+
+def ready_fields(url: str, options: dict[str, Any]) -> dict[str, Any]:
+    """BinderHub's ``ready`` message: the server's base URL (absolute, ends in ``/``, no query),
+    its token apart, and what the server was started with (``image``, ``repo_url``, ``binder_*``)."""
+    out: dict[str, Any] = {"url": url}
+    for key in ("image", "repo_url", "token", "binder_ref_url", "binder_launch_host", "binder_request",
+                "binder_persistent_request"):
+        if key in options:
+            out[key] = options[key]
+    return out
 
 
 class _NoRecord:

@@ -1,13 +1,14 @@
 """Launch limits: servers in total, servers per repository, launches per client IP per minute.
 
 ``check_servers`` and ``RateLimiter.hit`` are decisions over plain data; ``ServerCounter``
-is the thin shell that counts servers through the Hub API (cached briefly) and
-remembers the launches this process has let through but the Hub does not show yet.
+is the thin shell that counts servers: from one read of the Hub, our own starts and
+stops, and a background reconcile with the Hub (never a Hub call per launch).
 """
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import dataclasses
 import enum
 import logging
@@ -121,33 +122,100 @@ def active_servers_from_users(users: list[dict[str, Any]]) -> list[tuple[str, st
     return out
 
 
-class ServerCounter:
-    """Servers on the Hub (cached for ``ttl`` s) plus launches admitted here and not yet visible."""
+Change = tuple[float, str, "str | None", bool]  # (when, "user/server", image repository, running)
 
-    def __init__(self, hub: "HubClient", *, ttl: float = 5.0, metrics: Any = None) -> None:
+
+def merge_snapshot(fetched: Iterable[tuple[str, str | None]], journal: list[Change], began: float
+                   ) -> tuple[dict[str, str | None], list[Change]]:
+    """The Hub's list read from ``began`` on, with our own changes made since then applied on top;
+    returns the servers and the changes still newer than the read (older ones it already shows)."""
+    servers = dict(fetched)
+    recent = [c for c in journal if c[0] >= began]
+    for _, server, repo, running in recent:
+        if running:
+            servers[server] = repo
+        else:
+            servers.pop(server, None)
+    return servers, recent
+
+
+class ServerCounter:
+    """Servers running on the Hub, without asking the Hub on every launch.
+
+    The count starts from one read of the Hub's active users, is kept current from this
+    launcher's own starts (a launch that ended ready) and stops, and is reconciled with
+    the Hub in the background every ``reconcile_every`` seconds (servers the idle culler
+    stopped, or started by someone else). Changes made while a reconcile read was in
+    flight are applied again on top of what it read, so a read that began before a
+    launch ended cannot drop that server. Launches admitted but not ended count too.
+    """
+
+    def __init__(self, hub: "HubClient", *, reconcile_every: float = 30.0, metrics: Any = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.hub = hub
-        self.ttl = ttl
+        self.reconcile_every = reconcile_every
         self.metrics = metrics
-        self._snapshot: list[tuple[str, str | None]] | None = None
-        self._fetched_at = 0.0
+        self.clock = clock
+        self._servers: dict[str, str | None] | None = None  # "user/server" -> image repository
+        self._journal: list[Change] = []  # our own starts and stops, until a Hub read shows them
         self._lock = asyncio.Lock()
         self._admit_lock = asyncio.Lock()
         self._admitted: dict[str, str] = {}  # "user/" -> image repository, until the launch ends
+        self._task: asyncio.Task[None] | None = None
 
-    async def _servers(self) -> list[tuple[str, str | None]]:
+    # -- the Hub's view ----------------------------------------------------------
+    async def reconcile(self) -> None:
+        """Replace the count with the Hub's list (plus our changes made while it was read)."""
         async with self._lock:
-            if self._snapshot is None or time.monotonic() - self._fetched_at > self.ttl:
-                users = await self.hub.active_users()
-                self._snapshot = active_servers_from_users(users)
-                self._fetched_at = time.monotonic()
-                if self.metrics is not None:
-                    self.metrics.servers_running.set(len(self._snapshot))
-            return self._snapshot
+            began = self.clock()
+            fetched = active_servers_from_users(await self.hub.active_users())
+            self._servers, self._journal = merge_snapshot(fetched, self._journal, began)
+            self._publish()
 
+    def start(self) -> None:
+        """Reconcile in the background from now on (once a loop runs)."""
+        if self._task is None and self.reconcile_every > 0:
+            self._task = asyncio.create_task(self._loop(), name="server-count-reconcile")
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.reconcile_every)
+            try:
+                await self.reconcile()
+            except Exception as e:  # the Hub is down: keep counting from our own changes
+                log.warning("could not reconcile the server count with the Hub: %s", e)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    # -- our own changes ---------------------------------------------------------
+    def _change(self, server: str, repo: str | None, running: bool) -> None:
+        self._journal.append((self.clock(), server, repo, running))
+        if self._servers is not None:
+            if running:
+                self._servers[server] = repo
+            else:
+                self._servers.pop(server, None)
+        self._publish()
+
+    def stopped(self, user: str) -> None:
+        """We stopped (or deleted) this user's server."""
+        self._change(f"{user}/", None, False)
+
+    def _publish(self) -> None:
+        if self.metrics is not None and self._servers is not None:
+            self.metrics.servers_running.set(len(self._servers))
+
+    # -- admission ---------------------------------------------------------------
     async def counts(self, repo_key: str) -> ServerCounts:
-        servers = list(await self._servers())
-        servers += list(self._admitted.items())
-        return count_servers(servers, repo_key)
+        if self._servers is None:  # the first count: read the Hub once (HubError if it is down)
+            await self.reconcile()
+        assert self._servers is not None
+        return count_servers([*self._servers.items(), *self._admitted.items()], repo_key)
 
     async def admit(self, user: str, repo_key: str, max_total: int, max_per_repo: int,
                     full_name: str) -> Refusal | None:
@@ -158,7 +226,8 @@ class ServerCounter:
                 self._admitted[f"{user}/"] = repo_key
         return refusal
 
-    def release(self, user: str) -> None:
-        """The launch ended (ready or failed): the Hub's own count takes over."""
-        self._admitted.pop(f"{user}/", None)
-        self._snapshot = None  # recount on the next check
+    def release(self, user: str, running: bool = False) -> None:
+        """The launch ended: its server counts as running if it started (``running``), else not at all."""
+        repo = self._admitted.pop(f"{user}/", None)
+        if running:
+            self._change(f"{user}/", repo, True)

@@ -1,6 +1,8 @@
 """Which repositories are served, and ref -> sha through the GitHub API (cached, ETag-revalidated).
 
-A full 40-hex sha needs no GitHub call. Other refs are cached for a few seconds
+A full 40-hex sha needs no GitHub call. A branch or tag of an installed repository is
+answered from the heads push webhooks keep in the store (launcher/known_heads.py: old
+ones are revalidated in the background). Other refs are cached for a few seconds
 (bursts of clicks cost one call), then revalidated with ``If-None-Match``:
 gidgethub keeps the ETag and the answer in our bounded cache and a 304 reuses it.
 Repositories served without an installation (LAUNCH_ALLOW) resolve refs with
@@ -22,6 +24,8 @@ import gidgethub
 
 from bot.git_remote import Outcome
 from launcher.git_refs import GitBusy, GitRefs
+from bot.store.heads import HeadStore
+from launcher.known_heads import KnownHeads
 from launcher.spec import RepoSpec, is_full_sha
 
 if TYPE_CHECKING:
@@ -89,9 +93,10 @@ def repo_info_from_request(req: "BuildRequest") -> RepoInfo:
 
 class Resolver:
     def __init__(self, services: "Services", *, fresh_ttl: float = 5.0, repo_ttl: float = 600.0,
-                 maxsize: int = 4096, git: GitRefs | None = None) -> None:
+                 maxsize: int = 4096, git: GitRefs | None = None, head_fresh: float = 60.0) -> None:
         self.services = services
         self.git = git or GitRefs(ttl=fresh_ttl)  # refs of repositories without an installation
+        self.known = KnownHeads(HeadStore(services.db), self._fetch_sha, fresh=head_fresh, gone=(RefNotFound,))
         self._fresh: cachetools.TTLCache[tuple[str, str], str] = cachetools.TTLCache(maxsize, fresh_ttl) \
             if fresh_ttl > 0 else cachetools.TTLCache(1, 1e-9)
         self._repos: cachetools.TTLCache[str, RepoInfo] = cachetools.TTLCache(maxsize, repo_ttl)
@@ -152,6 +157,9 @@ class Resolver:
         """The commit sha of ``spec.ref``; a full sha is returned as is (no call)."""
         if is_full_sha(spec.ref):
             return spec.ref.lower()
+        sha = await self.known.lookup(spec, access)
+        if sha is not None:
+            return sha
         key = (spec.full_name.lower(), spec.ref)
         sha = self._fresh.get(key)
         if sha is not None:
@@ -160,6 +168,12 @@ class Resolver:
             sha = await self._resolve_with_git(spec, access)
             if sha is not None:
                 return sha
+        sha = await self._fetch_sha(spec, access)
+        self._fresh[key] = sha
+        return sha
+
+    async def _fetch_sha(self, spec: RepoSpec, access: Access) -> str:
+        """GitHub's answer for ``spec.ref`` (RefNotFound when it has no such ref)."""
         url = f"/repos/{quote(spec.owner)}/{quote(spec.repo)}/commits/{quote(spec.ref, safe='/')}"
         try:
             data = await self._get(access, url, SHA_ACCEPT)
@@ -168,7 +182,6 @@ class Resolver:
         sha = str(data or "").strip().lower()
         if not _SHA.match(sha):
             raise GitHubDown(f"GitHub answered an unexpected commit id for {spec.full_name}@{spec.ref}")
-        self._fresh[key] = sha
         return sha
 
     async def _resolve_with_git(self, spec: RepoSpec, access: Access) -> str | None:
@@ -209,6 +222,11 @@ class Resolver:
         info = repo_info_from_api(data)
         self._repos[key] = info
         return info
+
+    async def close(self) -> None:
+        """Stop background work: head revalidations, and ref lookups in flight (their git processes)."""
+        await self.known.close()
+        await self.git.close()
 
     def remember_repo(self, info: RepoInfo) -> None:
         """What a build record already says about the repository (saves a call)."""

@@ -1,28 +1,28 @@
 """The launch routes: BinderHub's ``/v2/gh/...`` page, its event stream, and the status badge."""
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 import logging
 import secrets
+from collections.abc import Mapping
 from urllib.parse import quote, urlencode
 
 from aiohttp import web
 
 from bot.appkeys import SERVICES
 from bot.images import image_repository
-from bot.model import BuildState
 from bot.services import Services
 from launcher import badge as badges
-from launcher import sse
+from launcher import sse, streams
 from launcher.hub import HubError
 from launcher.launches import Launch, LaunchTarget
 from launcher.pages import error_page, html
 from launcher.quotas import check_servers
 from launcher.resolve import GitHubDown, NotServed, RefNotFound
 from launcher.setup import LauncherState, state_of
-from launcher.spec import RepoSpec, SpecError, parse_spec, redirect_url, url_path_from_query
+from launcher.setup import close as close_launcher
+from launcher.spec import RepoSpec, SpecError, parse_spec, url_path_from_query
 
 log = logging.getLogger(__name__)
 
@@ -39,15 +39,16 @@ class Refused(Exception):
     message: str
     outcome: str
     retry_after: int | None = None
+    limit: str | None = None  # the launch limit reached (quotas.Limit), for API clients
 
 
-def _count(services: Services, outcome: str) -> None:
+def count_outcome(services: Services, outcome: str) -> None:
     metrics = services.extras.get("metrics")
     if metrics is not None:
         metrics.launches.labels(outcome=outcome).inc()
 
 
-def _spec(request: web.Request) -> RepoSpec:
+def spec_from(request: web.Request) -> RepoSpec:
     try:
         return parse_spec(request.match_info["owner"], request.match_info["repo"], request.match_info["ref"])
     except SpecError as e:
@@ -58,7 +59,8 @@ def _url_path(request: web.Request) -> str:
     return url_path_from_query(request.query)
 
 
-async def _target(services: Services, state: LauncherState, spec: RepoSpec) -> LaunchTarget:
+async def _target(services: Services, state: LauncherState, spec: RepoSpec, build_only: bool = False
+                  ) -> LaunchTarget:
     """Who is served, ref -> sha, image name; the refusals say why in words."""
     try:
         access = await state.resolver.access(spec)
@@ -73,19 +75,21 @@ async def _target(services: Services, state: LauncherState, spec: RepoSpec) -> L
     assert services.scheduler is not None
     image = services.scheduler.image_for(spec.owner, spec.repo, sha)
     public = services.settings.public_url.rstrip("/") + "/"
-    return LaunchTarget(spec=spec, sha=sha, image=image, access=access, repo=None, launch_host=public)
+    return LaunchTarget(spec=spec, sha=sha, image=image, access=access, repo=None, launch_host=public,
+                        build_only=build_only)
 
 
 async def _admit(services: Services, state: LauncherState, target: LaunchTarget, client_ip: str) -> None:
     """A new launch: the Hub is there, the limits allow it, and the image is (or may be) built."""
-    if services.hub is None:
+    if services.hub is None and not target.build_only:
         raise Refused(503, "No JupyterHub configured", "This service has no JupyterHub configured "
                       "(JUPYTERHUB_API_URL), so it cannot start servers.", "hub_unavailable")
     refusal = state.limiter.hit(client_ip)
     if refusal is not None:
-        raise Refused(429, "Too many launches", refusal.message, "rate_limited", refusal.retry_after)
+        raise Refused(429, "Too many launches", refusal.message, "rate_limited", refusal.retry_after,
+                      refusal.limit.value)
     s = services.settings
-    if state.counter is not None and (s.max_servers >= 0 or s.max_servers_per_repo >= 0):
+    if state.counter is not None and not target.build_only and (s.max_servers >= 0 or s.max_servers_per_repo >= 0):
         try:
             counts = await state.counter.counts(image_repository(target.image))
         except HubError as e:
@@ -95,22 +99,21 @@ async def _admit(services: Services, state: LauncherState, target: LaunchTarget,
                           "hub_unavailable", 30) from e
         refusal = check_servers(counts, s.max_servers, s.max_servers_per_repo, target.spec.full_name)
         if refusal is not None:
-            raise Refused(429, "Too many servers running", refusal.message, "quota", refusal.retry_after)
+            raise Refused(429, "Too many servers running", refusal.message, "quota", refusal.retry_after,
+                          refusal.limit.value)
     if not services.settings.build_on_launch:
         assert services.scheduler is not None
-        record = await services.scheduler.status(target.spec.owner, target.spec.repo, target.sha)
-        if record is None or record.state not in (BuildState.BUILT, BuildState.QUEUED, BuildState.RUNNING):
-            exists = await services.images.exists(target.image) if services.images is not None else None
-            if not exists:
-                raise Refused(404, "Not prebuilt", f"{target.spec.full_name} at {target.spec.ref} has not been "
-                              "prebuilt, and this service does not build on launch. Push to the repository "
-                              "(or wait for its build to finish) and try again.", "not_built")
+        status = await services.scheduler.image_status(target.spec.owner, target.spec.repo, target.sha)
+        if not (status.built or status.active):
+            raise Refused(404, "Not prebuilt", f"{target.spec.full_name} at {target.spec.ref} has not been "
+                          "prebuilt, and this service does not build on launch. Push to the repository "
+                          "(or wait for its build to finish) and try again.", "not_built")
 
 
-async def _launch_for(request: web.Request, services: Services, state: LauncherState, spec: RepoSpec,
-                      client: str | None) -> Launch:
+async def launch_for(request: web.Request, services: Services, state: LauncherState, spec: RepoSpec,
+                     client: str | None, build_only: bool = False) -> Launch:
     """This client's launch of the ref's image: the one in progress, or a new one."""
-    target = await _target(services, state, spec)
+    target = await _target(services, state, spec, build_only)
     existing = state.launches.for_client(client, target.image)
     if existing is not None:
         return existing
@@ -118,44 +121,35 @@ async def _launch_for(request: web.Request, services: Services, state: LauncherS
     return state.launches.create(target, client)
 
 
-def _events_url(spec: RepoSpec, launch: Launch, request: web.Request) -> str:
-    query = [(k, request.query[k]) for k in LAUNCH_QUERY if k in request.query]
-    query.append(("launch", launch.id))
+def events_url(spec: RepoSpec, query: Mapping[str, str]) -> str:
+    """The page's stream: the same repository, ref and landing parameters (pure)."""
+    params = [(k, query[k]) for k in LAUNCH_QUERY if k in query]
     path = f"/api/events/gh/{quote(spec.owner)}/{quote(spec.repo)}/{quote(spec.ref, safe='/')}"
-    return f"{path}?{urlencode(query)}"
+    return f"{path}?{urlencode(params)}" if params else path
 
 
 async def launch_page(request: web.Request) -> web.Response:
+    """The progress page. Its GET does no work (no ref resolution, no Hub call, no reservation):
+    link unfurlers and crawlers fetch these links. The launch starts when its stream connects."""
     services = request.app[SERVICES]
     state = state_of(services)
     client = request.cookies.get(CLIENT_COOKIE) or secrets.token_urlsafe(16)
     try:
-        spec = _spec(request)
+        spec = spec_from(request)
         try:
-            _url_path(request)
+            url_path = _url_path(request)
         except SpecError as e:
             raise Refused(400, "Not a launch link", str(e), "bad_request") from e
-        launch = await _launch_for(request, services, state, spec, client)
     except Refused as r:
-        _count(services, r.outcome)
+        count_outcome(services, r.outcome)
         return error_page(state.templates, r.status, r.title, r.message, retry_after=r.retry_after,
                           spec=request.path, home=services.settings.public_url)
-    events_url = _events_url(spec, launch, request)
-    history = launch.history()
-    resp = html(state.templates, "progress.html", spec=spec, sha=launch.target.sha,
-                phase=history[-1][1]["phase"] if history else "starting", events_url=events_url,
-                config={"events_url": events_url, "launch": launch.id})
+    stream = events_url(spec, request.query)
+    resp = html(state.templates, "progress.html", spec=spec, events_url=stream,
+                config={"events_url": stream, "url_path": url_path})
     resp.set_cookie(CLIENT_COOKIE, client, max_age=86400, httponly=True, samesite="Lax", path="/",
                     secure=services.settings.public_url.startswith("https:"))
     return resp
-
-
-def _sse_error(r: Refused) -> web.Response:
-    headers = {"Cache-Control": "no-cache"}
-    if r.retry_after:
-        headers["Retry-After"] = str(r.retry_after)
-    body = sse.format_event({"phase": "failed", "message": r.message, "status": r.status})
-    return web.Response(body=body, status=r.status, content_type="text/event-stream", headers=headers)
 
 
 async def event_stream(request: web.Request) -> web.StreamResponse:
@@ -163,42 +157,22 @@ async def event_stream(request: web.Request) -> web.StreamResponse:
     state = state_of(services)
     client = request.cookies.get(CLIENT_COOKIE)
     try:
-        spec = _spec(request)
+        spec = spec_from(request)
         try:
-            url_path = _url_path(request)
+            _url_path(request)
         except SpecError as e:
             raise Refused(400, "Not a launch link", str(e), "bad_request") from e
-        launch = state.launches.get(request.query.get("launch"))
-        # a launch started from a page belongs to that browser: its id alone (it shows up in
-        # access logs) does not hand out the server's token
-        if launch is None or launch.target.spec.full_name.lower() != spec.full_name.lower() \
-                or (launch.client is not None and launch.client != client):
-            launch = await _launch_for(request, services, state, spec, client)
+        # this browser's launch of the image (a reload or a reconnect follows it), else a new one
+        launch = await launch_for(request, services, state, spec, client)
     except Refused as r:
-        _count(services, r.outcome)
-        return _sse_error(r)
+        count_outcome(services, r.outcome)
+        return streams.refused(r.message, r.status, r.retry_after, r.limit)
     state.launches.start(launch)
-
-    resp = web.StreamResponse(headers={
-        "Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache",
-        "X-Accel-Buffering": "no"})
-    await resp.prepare(request)
     after = sse.parse_last_event_id(request.headers.get("Last-Event-ID"))
     if after > launch.last_id:  # an id from another launch (e.g. before a restart): replay all of this one
         after = 0
-    keepalive = state.launches.keepalive
-    with contextlib.suppress(ConnectionError, asyncio.CancelledError):
-        await resp.write(sse.RETRY)
-        async for item in launch.follow(after, keepalive):
-            if item is None:
-                await resp.write(sse.KEEPALIVE)
-                continue
-            event_id, msg = item
-            if msg["phase"] == "ready":
-                msg = dict(msg, url=redirect_url(msg["url"], url_path, msg["token"]))
-            await resp.write(sse.format_event(msg, event_id))
-        await resp.write_eof()
-    return resp
+    # the same messages as BinderHub's API: the page composes the redirect from url, token and its urlpath
+    return await streams.follow(request, launch, after, state.launches.keepalive)
 
 
 async def badge(request: web.Request) -> web.Response:
@@ -206,14 +180,11 @@ async def badge(request: web.Request) -> web.Response:
     state = state_of(services)
     current = badges.BadgeState.UNKNOWN
     try:
-        spec = _spec(request)
+        spec = spec_from(request)
         target = await _target(services, state, spec)
         assert services.scheduler is not None
-        record = await services.scheduler.status(spec.owner, spec.repo, target.sha)
-        present = None
-        if record is None and services.images is not None:
-            present = await services.images.exists(target.image)
-        current = badges.state_for(record.state if record else None, present)
+        status = await services.scheduler.image_status(spec.owner, spec.repo, target.sha)
+        current = badges.state_for(status.record.state if status.record else None, status.in_registry)
     except Refused:
         current = badges.BadgeState.UNKNOWN
     except Exception:  # a badge never breaks a README
@@ -231,9 +202,7 @@ async def _close_launches(app: web.Application) -> None:
     if services is None:
         return
     with contextlib.suppress(RuntimeError):
-        state = state_of(services)
-        await state.launches.close()
-        await state.resolver.git.close()  # ref lookups in flight: their git processes are killed
+        await close_launcher(state_of(services))
 
 
 def setup(app: web.Application) -> None:

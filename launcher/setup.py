@@ -45,14 +45,16 @@ async def attach(services: "Services", **options: Any) -> LauncherState:
     """Create the Hub client (when JUPYTERHUB_API_URL is set) and the launcher's state.
 
     ``options`` tune timings for tests and benchmarks (keepalive, fresh_ttl,
-    count_ttl, keep_ready, status_poll); production uses the defaults.
+    reconcile_every, head_fresh, keep_ready, status_poll); production uses the defaults.
     """
     if services.hub is None:
         services.hub = make_hub(services)
     metrics = services.extras.get("metrics")
-    resolver = Resolver(services, fresh_ttl=options.get("fresh_ttl", 5.0))
-    counter = ServerCounter(services.hub, ttl=options.get("count_ttl", 5.0), metrics=metrics) \
+    resolver = Resolver(services, fresh_ttl=options.get("fresh_ttl", 5.0), head_fresh=options.get("head_fresh", 60.0))
+    counter = ServerCounter(services.hub, reconcile_every=options.get("reconcile_every", 30.0), metrics=metrics) \
         if services.hub is not None else None
+    if counter is not None:
+        counter.start()
     manager = LaunchManager(
         services, resolver, counter, keepalive=options.get("keepalive", 15.0),
         keep_ready=options.get("keep_ready", 120.0), status_poll=options.get("status_poll", 30.0))
@@ -66,7 +68,7 @@ async def attach(services: "Services", **options: Any) -> LauncherState:
     )
     old = services.extras.get(EXTRAS_KEY)
     if isinstance(old, LauncherState):
-        await old.launches.close()
+        await close(old)
     services.extras[EXTRAS_KEY] = state
 
     if services.hub is not None:
@@ -75,6 +77,14 @@ async def attach(services: "Services", **options: Any) -> LauncherState:
     if services.hub is None:
         log.warning("JUPYTERHUB_API_URL is not set: launches will build images but cannot start servers")
     return state
+
+
+async def close(state: LauncherState) -> None:
+    """Stop what the launcher runs in the background: launches, head refreshes, the count reconcile."""
+    await state.launches.close()
+    await state.resolver.close()
+    if state.counter is not None:
+        await state.counter.close()
 
 
 def state_of(services: "Services") -> LauncherState:

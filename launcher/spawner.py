@@ -19,6 +19,9 @@ What it does with the launcher's ``user_options`` (``image``, ``token``, ``repo_
   has ``JUPYTERHUB_ALLOW_TOKEN_IN_URL=1``, which the mixin sets.
 * ``BINDER_REPO_URL``, ``BINDER_REF_URL``, ``BINDER_LAUNCH_HOST``,
   ``BINDER_PERSISTENT_REQUEST``, ``BINDER_REQUEST`` are set as BinderHub sets them.
+* ``cors_allow_origin`` (default: the Hub's ``CORS_ALLOW_ORIGIN``) makes the server accept
+  that origin (``--ServerApp.allow_origin``), as BinderHub's mixin does, so a page on
+  another site (thebe) can start kernels and open their websockets.
 
 This file only imports JupyterHub's own dependencies: the Zero to JupyterHub
 values (k8s/jupyterhub-values.yaml) embed it verbatim in the hub pod.
@@ -89,6 +92,16 @@ def check_options(options: object, prefix: str) -> dict[str, str]:
     return out
 
 
+def origin_args(origin: str) -> list[str]:
+    """The single-user server's arguments for a cross-origin client such as thebe."""
+    if not origin:
+        return []
+    args = [f"--ServerApp.allow_origin={origin}"]
+    if origin == "*":  # allow_origin=* alone does not cover every handler (files); BinderHub adds the pattern
+        args.append("--ServerApp.allow_origin_pat=.*")
+    return args
+
+
 def binder_env(options: dict[str, str]) -> dict[str, str]:
     """BinderHub's environment variables for the single-user server."""
     env = {"JUPYTERHUB_ALLOW_TOKEN_IN_URL": "1"}
@@ -109,9 +122,22 @@ class BinderSpawnerMixin(Configurable):
         REGISTRY_URL's host in front, from the Hub's environment.""",
     ).tag(config=True)
 
+    cors_allow_origin = Unicode(
+        help="""Origins (``*`` or one origin) whose pages may use the servers' API and kernels, as
+        BinderHub's ``cors_allow_origin``. Default: the Hub's CORS_ALLOW_ORIGIN environment variable,
+        the same setting binder-prebuild reads for its launch API.""",
+    ).tag(config=True)
+
     @default("image_prefix")
     def _default_prefix(self) -> str:
         return prefix_from_env()
+
+    @default("cors_allow_origin")
+    def _default_cors(self) -> str:
+        return os.environ.get("CORS_ALLOW_ORIGIN", "").strip()
+
+    def get_args(self):  # type: ignore[override]
+        return [*super().get_args(), *origin_args(self.cors_allow_origin)]
 
     def _binder_options(self) -> dict[str, str]:
         try:
@@ -120,11 +146,16 @@ class BinderSpawnerMixin(Configurable):
             self.log.warning("refusing to start %s: %s", getattr(self, "_log_name", "server"), e)
             raise web.HTTPError(400, f"binder-prebuild: {e}") from e
 
-    async def start(self):  # type: ignore[override]
+    def apply_binder_options(self) -> dict[str, str]:
+        """Check the launch's user_options and take its image and token (or refuse with a 400)."""
         options = self._binder_options()
         self.image = options["image"]
         # our token becomes the server's token; the Hub records it once start returns
         self.api_token = options["token"]
+        return options
+
+    async def start(self):  # type: ignore[override]
+        self.apply_binder_options()
         return await super().start()
 
     async def check_allowed(self, image: str) -> str:

@@ -9,7 +9,7 @@ import re
 import secrets
 import string
 from collections.abc import Mapping
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+from urllib.parse import quote
 
 # GitHub logins: alphanumerics and single hyphens, at most 39 characters.
 _OWNER_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9]|-(?=[A-Za-z0-9])){0,38}$")
@@ -112,14 +112,6 @@ def server_url(hub_url: str, user: str, server_name: str = "") -> str:
     if server_name:
         base += quote(server_name, safe="") + "/"
     return base
-
-
-def redirect_url(server: str, url_path: str, token: str) -> str:
-    """The server URL plus the landing path, with ``token`` added to its query."""
-    parts = urlsplit(server.rstrip("/") + "/" + url_path.lstrip("/"))
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    query = [(k, v) for k, v in query if k != "token"] + [("token", token)]
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query), parts.fragment))
 
 
 def username_for(owner: str, repo: str, suffix: str | None = None) -> str:

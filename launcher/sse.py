@@ -8,7 +8,7 @@ KEEPALIVE = b":keepalive\n\n"
 RETRY = b"retry: 2000\n\n"  # how long EventSource waits before reconnecting (ms)
 
 
-def format_event(data: dict[str, Any], event_id: int | None = None) -> bytes:
+def format_event(data: dict[str, Any], event_id: int | str | None = None) -> bytes:
     """One event; JSON never contains a raw newline, so one ``data:`` line suffices."""
     head = f"id: {event_id}\n" if event_id is not None else ""
     return f"{head}data: {json.dumps(data, separators=(',', ':'))}\n\n".encode()

@@ -4,7 +4,7 @@
 #     git, curl, nodejs/npm, podman + runc + uidmap, docker-registry, mmdebstrap (offline
 #     base image), chromium (browser tests), python3-venv
 #   - a virtualenv in .venv with the project and its test dependencies
-#   - configurable-http-proxy (npm) in .cache/node, for JupyterHub
+#   - configurable-http-proxy (npm) in .cache/node, for JupyterHub; thebe-core (npm) for its browser test
 # Usage: scripts/install.sh [--no-engine] [--no-browser]
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -69,5 +69,11 @@ if [[ ! -x .cache/node/node_modules/.bin/configurable-http-proxy ]]; then
   log "installing configurable-http-proxy (npm) into .cache/node"
   mkdir -p .cache/node
   npm install --silent --no-audit --no-fund --prefix .cache/node configurable-http-proxy >/dev/null
+fi
+if [[ ! -f .cache/node/node_modules/thebe-core/dist/lib/thebe-core.min.js ]]; then
+  # a real BinderHub client for the launch API's browser test (tests/test_thebe_browser.py)
+  log "installing thebe-core (npm) into .cache/node"
+  mkdir -p .cache/node
+  npm install --silent --no-audit --no-fund --prefix .cache/node thebe-core@0.5 >/dev/null
 fi
 log "ready"

@@ -206,7 +206,9 @@ class FakeRepo:
         return f"{self.owner}/{self.name}"
 
     def resolve(self, ref: str) -> str | None:
-        """A branch, tag, full or abbreviated (>= 7) sha -> the commit sha."""
+        """A branch, tag, full or abbreviated (>= 7) sha, or ``HEAD`` (the default branch) -> the commit sha."""
+        if ref == "HEAD":
+            return self.branches.get(self.default_branch)
         for prefix in ("refs/heads/", "heads/"):
             if ref.startswith(prefix) and ref[len(prefix):] in self.branches:
                 return self.branches[ref[len(prefix):]]

@@ -222,6 +222,9 @@ def start_hub(root: Path, prefix: str = HUB_PREFIX, timeout: float = 90) -> Real
     env["PYTHONPATH"] = str(REPO_ROOT)
     for k in [k for k in env if k.startswith("JUPYTERHUB_")]:
         del env[k]
+    # BinderSpawnerMixin.cors_allow_origin defaults from the Hub's environment: servers accept pages
+    # from other origins (the thebe-core test's page is on a loopback port of its own)
+    env["CORS_ALLOW_ORIGIN"] = "*"
     with open(hub.log_path, "wb") as log_file:
         hub.proc = subprocess.Popen([str(jupyterhub), "-f", str(config)], cwd=root, env=env,
                                     stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -307,6 +310,18 @@ class LauncherHarness:
         assert record.state is BuildState.BUILT, record
         return sha, image
 
+    async def record_heads(self, full_name: str) -> None:
+        """What push webhooks would have told the store: every branch and tag head, and the default branch."""
+        from bot.store.heads import RefKind
+
+        repo = self.fake.repo(full_name)
+        store = self.state.resolver.known.store  # the launcher's own (its clock, for tests that drive it)
+        for name, sha in repo.branches.items():
+            await store.record(full_name, RefKind.BRANCH, name, sha)
+        for name, sha in repo.tags.items():
+            await store.record(full_name, RefKind.TAG, name, sha)
+        await store.record_default_branch(full_name, repo.default_branch)
+
     async def events(self, path: str, *, headers: dict[str, str] | None = None, timeout: float = 60
                      ) -> tuple[int, dict[str, str], list[dict[str, Any]]]:
         """GET an event stream to its end: (status, headers, events)."""
@@ -346,8 +361,8 @@ async def make_harness(aiohttp_client: Any, fake: Any, data_dir: Path, *, hub: R
     from bot.store.deliveries import DeliveryStore
     from bot.store.github_state import GitHubState
     from bot.web import health
-    from launcher import routes
-    from launcher.setup import attach
+    from launcher import api, cors, routes
+    from launcher.setup import attach, state_of
     from aiohttp.test_utils import TestServer
 
     from bot.registry import RegistryClient
@@ -387,9 +402,14 @@ async def make_harness(aiohttp_client: Any, fake: Any, data_dir: Path, *, hub: R
     app[SERVICES] = services
     health.setup(app)
     routes.setup(app)
+    api.setup(app)
+    cors.setup(app)
     client = await aiohttp_client(app)
 
     async def close() -> None:
+        from launcher.setup import close as close_launcher
+
+        await close_launcher(state_of(services))
         await services.scheduler.stop()
         await builder.close()
         await services.images.close()

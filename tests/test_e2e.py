@@ -387,7 +387,9 @@ def _scenario(gh, watch, stack, images, local_engine, base_image, git_server) ->
             ready = event
             break
     assert ready is not None and ready["phase"] == "ready", (phases, ready)
-    server = browser.get(ready["url"], timeout=60)  # the redirect, token in its query
+    # BinderHub's ready message: the server's base URL, the token apart; the page adds the token
+    assert ready["url"].endswith("/") and "?" not in ready["url"], ready["url"]
+    server = browser.get(ready["url"], params={"token": ready["token"]}, timeout=60)
     user = urlsplit(ready["url"]).path.split("/")[2]
     assert server.status_code == 200, (server.status_code, server.url, server.text[:1000])
     assert urlsplit(server.url).path.startswith(f"/user/{user}/"), server.url

@@ -52,7 +52,7 @@ def assert_final_state(bot, shas: list[str]) -> None:
         assert new[:7] in run["output"]["summary"] and f"/commit/{new}" in run["output"]["summary"]
     last = bot.run(shas[3])
     assert (last["status"], last["conclusion"]) == ("completed", "success")
-    assert last["details_url"] == f"{bot.settings.public_url}/build/gh/{REPO}/{shas[3]}"
+    assert last["details_url"] == f"{bot.settings.public_url}/builds/gh/{REPO}/{shas[3]}"
     assert f"/v2/gh/{REPO}/{shas[3]}" in last["output"]["summary"]
     # exactly one comment, about the head sha, ready again after reopening
     comment = bot.comment()

@@ -34,13 +34,15 @@ async def test_click_on_prebuilt_image_lands_on_running_server(hub, launcher):
     assert phases == ["built", "launching", "ready"]
     ready = events[-1]
     assert ready["image"] == image and ready["token"] and ready["repo_url"].endswith("/octo/demo.git")
-    assert ready["url"].startswith(f"{hub.url}/user/octo-demo-")
-    assert ready["url"].endswith(f"/api/status?token={ready['token']}")
+    # BinderHub's shape: the server's base URL (no landing path, no query), the token apart
+    assert ready["url"].startswith(f"{hub.url}/user/octo-demo-") and ready["url"].endswith("/")
+    assert "?" not in ready["url"]
     user = user_of(ready["url"])
+    assert ready["url"] == f"{hub.url}/user/{user}/"
 
     async with aiohttp.ClientSession() as browser:
-        # the redirect target itself: the server accepts the token from the URL
-        async with browser.get(ready["url"]) as resp:
+        # where the page sends the browser: the server accepts the token from the URL
+        async with browser.get(f"{ready['url']}api/status?token={ready['token']}") as resp:
             assert resp.status == 200
             assert "started" in json.loads(await resp.text())
         # and the documented check: /user/{name}/api/status with the token
@@ -84,9 +86,11 @@ async def test_landing_paths_follow_binderhub(hub, launcher):
     ln = await launcher(hub=hub)
     await ln.install("octo/demo")
     await ln.prebuild("octo/demo", "main")
-    _, events = await launch_through_page(ln, PAGE + "?labpath=notebooks/intro.ipynb")
-    url = events[-1]["url"]
-    assert "/doc/tree/notebooks/intro.ipynb?token=" in url
+    status, body, events_url = await ln.open_page(PAGE + "?labpath=notebooks/intro.ipynb")
+    # the page composes the redirect (as BinderHub's page does) from the landing path it was given
+    assert '"url_path": "doc/tree/notebooks/intro.ipynb"' in body
+    _, _, events = await ln.events(events_url)
+    assert events[-1]["phase"] == "ready" and events[-1]["url"].endswith("/")
 
 
 async def test_reconnecting_does_not_start_a_second_server(hub, launcher):

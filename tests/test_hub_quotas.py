@@ -21,20 +21,17 @@ async def launch(ln, path):
     return events
 
 
-async def test_total_server_cap_gives_a_429_page_naming_the_limit(hub, launcher):
-    ln = await launcher(hub=hub, max_servers=1, max_servers_per_repo=5,
-                        attach_options={"count_ttl": 0})
+async def test_total_server_cap_is_refused_naming_the_limit(hub, launcher):
+    ln = await launcher(hub=hub, max_servers=1, max_servers_per_repo=5)
     await ln.install("octo/demo", "octo/other")
     await ln.prebuild("octo/demo")
     await ln.prebuild("octo/other")
     events = await launch(ln, "/v2/gh/octo/demo/main")
     assert events[-1]["phase"] == "ready"
     new_browser(ln)
-    resp = await ln.client.get("/v2/gh/octo/other/main")
-    body = await resp.text()
-    assert resp.status == 429
-    assert "1 servers in total" in body
-    assert int(resp.headers["Retry-After"]) > 0
+    refused = (await launch(ln, "/v2/gh/octo/other/main"))[-1]
+    assert refused["phase"] == "failed" and refused["limit"] == "total"
+    assert "1 servers in total" in refused["message"] and refused["retryAfter"] > 0
     assert len(hub.running_servers()) == 1
     metrics = await (await ln.client.get("/metrics")).text()
     assert 'binder_prebuild_launches_total{outcome="quota"} 1.0' in metrics
@@ -42,16 +39,15 @@ async def test_total_server_cap_gives_a_429_page_naming_the_limit(hub, launcher)
 
 
 async def test_per_repository_cap(hub, launcher):
-    ln = await launcher(hub=hub, max_servers=10, max_servers_per_repo=1, attach_options={"count_ttl": 0})
+    ln = await launcher(hub=hub, max_servers=10, max_servers_per_repo=1)
     await ln.install("octo/demo", "octo/other")
     await ln.prebuild("octo/demo")
     await ln.prebuild("octo/other")
     assert (await launch(ln, "/v2/gh/octo/demo/main"))[-1]["phase"] == "ready"
     new_browser(ln)
-    resp = await ln.client.get("/v2/gh/octo/demo/main")
-    body = await resp.text()
-    assert resp.status == 429 and "octo/demo" in body and "1 per repository" in body
-    assert "Retry-After" in resp.headers
+    refused = (await launch(ln, "/v2/gh/octo/demo/main"))[-1]
+    assert refused["phase"] == "failed" and refused["limit"] == "per-repository"
+    assert "octo/demo" in refused["message"] and "1 per repository" in refused["message"]
     # another repository still fits
     assert (await launch(ln, "/v2/gh/octo/other/main"))[-1]["phase"] == "ready"
     assert len(hub.running_servers()) == 2
@@ -59,7 +55,7 @@ async def test_per_repository_cap(hub, launcher):
 
 async def test_launches_admitted_together_cannot_exceed_the_cap(hub, launcher):
     """Two pages load before either server exists; the second stream is refused, not started."""
-    ln = await launcher(hub=hub, max_servers=1, attach_options={"count_ttl": 0})
+    ln = await launcher(hub=hub, max_servers=1)
     await ln.install("octo/demo")
     await ln.prebuild("octo/demo")
     jar = ln.client.session.cookie_jar
@@ -67,7 +63,7 @@ async def test_launches_admitted_together_cannot_exceed_the_cap(hub, launcher):
     first_cookies = list(jar)
     new_browser(ln)
     _, _, second = await ln.open_page("/v2/gh/octo/demo/main")
-    assert first != second
+    assert list(jar) and list(jar)[0].value != first_cookies[0].value  # two browsers
     # each browser opens its own stream (with its own cookie); both launches then run at once
     second_resp = await ln.client.get(second)
     jar.clear()
@@ -85,21 +81,52 @@ async def test_launches_admitted_together_cannot_exceed_the_cap(hub, launcher):
 async def test_rate_limit_per_client_ip(hub, launcher):
     ln = await launcher(hub=hub, launch_rate_per_minute=2)
     await ln.install("octo/demo")
+    ln.builder.hold = True  # the launches wait on their build: each stays in progress
     for _ in range(2):
         new_browser(ln)
         status, body, events_url = await ln.open_page("/v2/gh/octo/demo/main")
         assert status == 200, body
-    # the last browser reloading its own launch is not a new launch
-    status, _, again = await ln.open_page("/v2/gh/octo/demo/main")
-    assert status == 200 and again == events_url
+        resp = await ln.client.get(events_url)  # the stream starts the launch
+        await resp.content.readuntil(b"\n\n")
+        resp.close()
+    # the last browser reconnecting to its own launch is not a new launch
+    resp = await ln.client.get(events_url)
+    await resp.content.readuntil(b"\n\n")
+    resp.close()
     new_browser(ln)
-    resp = await ln.client.get("/v2/gh/octo/demo/main")
-    body = await resp.text()
-    assert resp.status == 429
-    assert "2 per minute" in body
-    assert 0 < int(resp.headers["Retry-After"]) <= 60
+    refused = (await launch(ln, "/v2/gh/octo/demo/main"))[-1]
+    assert refused["phase"] == "failed" and "2 per minute" in refused["message"]
+    assert 0 < refused["retryAfter"] <= 60
     # the API stream is limited the same way, with the same header
-    resp = await ln.client.get("/api/events/gh/octo/demo/main")
-    assert resp.status == 429 and "Retry-After" in resp.headers
-    assert '"phase":"failed"' in await resp.text()
-    assert ln.builder.jobs == [] and hub.users() == []
+    resp = await ln.client.get("/build/gh/octo/demo/main")
+    assert resp.status == 200 and "Retry-After" in resp.headers  # a failed event the client can read
+    events = parse_sse(await resp.text())
+    assert events[-1]["phase"] == "failed" and events[-1]["status_code"] == 429
+    await ln.builder.wait_running(1)
+    assert len(ln.builder.jobs) == 1 and hub.users() == []  # the two admitted launches share one build
+    ln.builder.release()
+
+
+async def test_launches_do_not_list_the_hubs_users_each_time(hub, launcher):
+    """The count is read from the Hub once, then kept from our own starts and reconciled in the background."""
+    ln = await launcher(hub=hub, max_servers=3, max_servers_per_repo=3)
+    await ln.install("octo/demo")
+    await ln.prebuild("octo/demo")
+    for _ in range(3):
+        new_browser(ln)
+        assert (await launch(ln, "/v2/gh/octo/demo/main"))[-1]["phase"] == "ready"
+    listings = [c for c in ln.services.hub.calls if c.method == "GET" and c.path.startswith("/users")]
+    assert len(listings) == 1
+    new_browser(ln)
+    events = await launch(ln, "/v2/gh/octo/demo/main")  # the fourth does not fit: counted without the Hub
+    assert events[-1]["phase"] == "failed" and events[-1]["limit"] == "total"
+    # a server stopped behind our back (the idle culler) is noticed by the background reconcile
+    culled = hub.running_servers()[0].rstrip("/")
+    assert hub.api("DELETE", f"/users/{culled}/server")[0] in (202, 204)
+    for _ in range(100):
+        if culled + "/" not in hub.running_servers():
+            break
+        await asyncio.sleep(0.1)
+    await ln.state.counter.reconcile()
+    new_browser(ln)
+    assert (await launch(ln, "/v2/gh/octo/demo/main"))[-1]["phase"] == "ready"

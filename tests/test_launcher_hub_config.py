@@ -18,7 +18,7 @@ print(json.dumps({
     "auth": jh.authenticator_class, "services": jh.services, "roles": jh.load_roles,
     "prefix": cfg.BinderSpawnerMixin.image_prefix, "cmd": cfg.DockerSpawner.cmd, "args": cfg.DockerSpawner.args,
     "client_kwargs": cfg.DockerSpawner.client_kwargs if "client_kwargs" in cfg.DockerSpawner else None,
-    "db_url": jh.db_url,
+    "db_url": jh.db_url, "cors": cfg.BinderSpawnerMixin.get("cors_allow_origin"),
 }))
 """
 
@@ -68,3 +68,11 @@ def test_cull_timeout_and_bind_url_are_settable(tmp_path):
     assert cfg["bind_url"] == "http://127.0.0.1:8765"
     bp = next(s for s in cfg["services"] if s["name"] == "binder-prebuild")
     assert bp["environment"]["JUPYTERHUB_URL"] == "http://127.0.0.1:8765"
+
+
+def test_cors_origin_reaches_the_service_and_the_spawner(tmp_path):
+    cfg = load(tmp_path, CORS_ALLOW_ORIGIN="https://book.example.org", PYTHONPATH=str(ROOT))
+    bp = {s["name"]: s for s in cfg["services"]}["binder-prebuild"]
+    assert bp["environment"]["CORS_ALLOW_ORIGIN"] == "https://book.example.org"
+    assert cfg["cors"] == "https://book.example.org"
+    assert load(tmp_path, PYTHONPATH=str(ROOT))["cors"] == ""

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from launcher.quotas import (Limit, RateLimiter, ServerCounts, active_servers_from_users, check_servers,
-                             count_servers)
+                             count_servers, merge_snapshot)
 
 PREFIX = "127.0.0.1:5000/binder-prebuild/"
 
@@ -59,3 +59,14 @@ def test_servers_are_counted_from_the_hub_answer():
     assert sorted(s for s, _ in servers) == ["a/", "b/", "c/x", "e/"]
     counts = count_servers(servers + [("a/", PREFIX + "octo-2ddemo-abc123")], PREFIX + "octo-2ddemo-abc123")
     assert counts == ServerCounts(total=4, for_repo=2)
+
+
+def test_a_hub_read_keeps_our_changes_made_while_it_was_in_flight():
+    journal = [(10.0, "old/", "r", True), (20.0, "a/", "r", True), (21.0, "b/", None, False)]
+    servers, left = merge_snapshot([("old/", "r"), ("b/", "r")], journal, began=15.0)
+    # "old/" started before the read began (the read shows it); "a/" became ready during the read
+    # (the read may have missed it); "b/" was stopped by us during the read (the read may still list it)
+    assert servers == {"old/": "r", "a/": "r"}
+    assert left == journal[1:]
+    servers, left = merge_snapshot([], left, began=30.0)
+    assert servers == {} and left == []  # a later read is the truth: the culler stopped them

@@ -23,50 +23,71 @@ async def test_malformed_links_get_a_400_page(launcher, path):
         assert "Not a launch link" in await resp.text()
 
 
-async def test_repo_without_the_app_gets_a_404_page_that_says_why(launcher):
-    ln = await dead_hub(launcher)
-    ln.fake.add_repo("other/repo")
-    resp = await ln.client.get("/v2/gh/other/repo/main")
-    body = await resp.text()
-    assert resp.status == 404
-    assert resp.content_type == "text/html"
-    assert "other/repo is not served here" in body and "not installed" in body and "LAUNCH_ALLOW" in body
+async def page_then_stream(ln, path: str) -> list[dict]:
+    """A browser: the page (which does no work), then the stream it opens."""
+    status, body, events_url = await ln.open_page(path)
+    assert status == 200, body
+    _, _, events = await ln.events(events_url)
+    return events
 
 
-async def test_unknown_ref_gets_a_404_page(launcher):
+async def test_the_page_get_does_no_work(launcher):
+    """Link unfurlers and crawlers fetch these links: no ref resolution, no Hub call, no reservation."""
     ln = await dead_hub(launcher)
     await ln.install("octo/demo")
-    resp = await ln.client.get("/v2/gh/octo/demo/nope")
-    assert resp.status == 404
-    assert "no branch, tag or commit called &#39;nope&#39;" in await resp.text()
+    ln.fake.requests.clear()
+    for path in ("/v2/gh/octo/demo/main?urlpath=lab", "/v2/gh/nobody/nothing/HEAD", "/v2/gh/octo/demo/abc1234"):
+        resp = await ln.client.get(path)
+        assert resp.status == 200 and resp.content_type == "text/html", path
+    assert ln.fake.requests == []
+    assert list(ln.services.hub.calls) == []
+    assert ln.state.launches._by_id == {}
+    assert await ln.services.builds.in_state(*__import__("bot.model", fromlist=["BuildState"]).BuildState) == []
 
 
-async def test_hub_that_is_down_gives_a_clear_page_and_503_health(launcher):
+async def test_repo_without_the_app_is_refused_with_a_message_that_says_why(launcher):
+    ln = await dead_hub(launcher)
+    ln.fake.add_repo("other/repo")
+    events = await page_then_stream(ln, "/v2/gh/other/repo/main")
+    assert [e["phase"] for e in events] == ["failed"] and events[0]["status_code"] == 404
+    message = events[0]["message"]
+    assert "other/repo is not served here" in message and "not installed" in message and "LAUNCH_ALLOW" in message
+
+
+async def test_unknown_ref_is_refused(launcher):
+    ln = await dead_hub(launcher)
+    await ln.install("octo/demo")
+    events = await page_then_stream(ln, "/v2/gh/octo/demo/nope")
+    assert events[-1]["phase"] == "failed" and "no branch, tag or commit called 'nope'" in events[-1]["message"]
+
+
+async def test_hub_that_is_down_gives_a_clear_message_and_503_health(launcher):
     ln = await dead_hub(launcher)
     await ln.install("octo/demo")
     await ln.prebuild("octo/demo")
-    resp = await ln.client.get("/v2/gh/octo/demo/main")
-    body = await resp.text()
-    assert resp.status == 503
-    assert "JupyterHub is not reachable" in body and "try again" in body
-    assert resp.headers["Retry-After"] == "30"
+    events = await page_then_stream(ln, "/v2/gh/octo/demo/main")
+    assert events[-1]["phase"] == "failed"
+    assert "reach JupyterHub" in events[-1]["message"] and "try again" in events[-1]["message"]
+    assert events[-1]["retryAfter"] == 30
     health = await ln.client.get("/health")
     data = await health.json()
     assert health.status == 503
     hub_check = next(c for c in data["checks"] if c["name"] == "hub")
     assert hub_check["ok"] is False and "not reachable" in hub_check["detail"]
-    # the stream says the same to API clients, as an event they can read
-    resp = await ln.client.get("/api/events/gh/octo/demo/main")
-    assert resp.status == 503 and resp.content_type == "text/event-stream"
-    assert '"phase":"failed"' in await resp.text()
+    # the streams say the same to API clients, as a failed event on a 200 stream (never a 5xx):
+    # an EventSource cannot read the body of an error status
+    for path in ("/api/events/gh/octo/demo/main", "/build/gh/octo/demo/main"):
+        status, headers, events = await ln.events(path)
+        assert status == 200 and headers["Content-Type"].startswith("text/event-stream")
+        assert [e["phase"] for e in events] == ["failed"]
+        assert "reach JupyterHub" in events[0]["message"] and events[0]["status_code"] == 503
 
 
-async def test_no_hub_configured_is_a_503_page(launcher):
+async def test_no_hub_configured_is_refused(launcher):
     ln = await launcher()
     await ln.install("octo/demo")
-    resp = await ln.client.get("/v2/gh/octo/demo/main")
-    assert resp.status == 503
-    assert "no JupyterHub configured" in await resp.text()
+    events = await page_then_stream(ln, "/v2/gh/octo/demo/main")
+    assert events[-1]["status_code"] == 503 and "no JupyterHub configured" in events[-1]["message"]
 
 
 async def test_private_repositories_are_not_launched_unless_allowed(launcher):
@@ -94,12 +115,11 @@ async def test_a_prebuilt_private_repository_is_not_launched_unless_allowed(laun
     assert ln.builder.jobs == []
 
 
-async def test_not_prebuilt_page_when_build_on_launch_is_off(launcher):
+async def test_not_prebuilt_when_build_on_launch_is_off(launcher):
     ln = await dead_hub(launcher, build_on_launch=False, max_servers=-1, max_servers_per_repo=-1)
     await ln.install("octo/demo")
-    resp = await ln.client.get("/v2/gh/octo/demo/main")
-    body = await resp.text()
-    assert resp.status == 404 and "has not been prebuilt" in body
+    events = await page_then_stream(ln, "/v2/gh/octo/demo/main")
+    assert events[-1]["status_code"] == 404 and "has not been prebuilt" in events[-1]["message"]
     assert ln.builder.jobs == []
 
 
@@ -150,19 +170,20 @@ async def test_badge_never_fails(launcher):
         assert ">unknown<" in await resp.text()
 
 
-async def test_a_launch_id_without_its_browser_cookie_is_not_followed(launcher):
+async def test_a_launch_is_followed_only_by_its_own_browser(launcher):
     ln = await dead_hub(launcher, max_servers=-1, max_servers_per_repo=-1)
     await ln.install("octo/demo")
     await ln.prebuild("octo/demo")
     status, _, events_url = await ln.open_page("/v2/gh/octo/demo/main")
-    assert status == 200
-    first = ln.state.launches.get(events_url.rsplit("launch=", 1)[1])
-    assert first is not None and first.client
+    assert "launch=" not in events_url  # nothing in the URL hands out a launch (or its token)
+    _, _, first = await ln.events(events_url)
+    ids = set(ln.state.launches._by_id)
+    assert len(ids) == 1
     ln.client.session.cookie_jar.clear()  # someone else, holding only the URL
-    status, _, events = await ln.events(events_url)
-    assert not first.started  # the original launch was not touched ...
-    assert events[-1]["phase"] == "failed"  # ... a launch of their own ran (and met the dead Hub)
-    assert "JupyterHub is not reachable" in events[-1]["message"]
+    _, _, other = await ln.events(events_url)
+    assert len(ln.state.launches._by_id) == 2  # a launch of their own
+    assert len({launch.client for launch in ln.state.launches._by_id.values()}) == 2
+    assert first[-1]["phase"] == other[-1]["phase"] == "failed"  # (the dead Hub)
 
 
 async def test_head_requests_start_nothing(launcher):

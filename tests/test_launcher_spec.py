@@ -7,7 +7,7 @@ import re
 import pytest
 
 from launcher import sse
-from launcher.spec import (SpecError, is_full_sha, new_launch_token, parse_spec, redirect_url, server_url,
+from launcher.spec import (SpecError, is_full_sha, new_launch_token, parse_spec, server_url,
                            url_path_from_query, username_for)
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
@@ -58,18 +58,6 @@ def test_landing_path_follows_binderhub(query, expected):
     assert url_path_from_query(query) == expected
 
 
-def test_redirect_url_adds_the_token_and_keeps_the_path_query():
-    base = server_url("http://hub.example/", "octo-demo-abc")
-    assert base == "http://hub.example/user/octo-demo-abc/"
-    assert server_url("http://hub.example", "u", "srv") == "http://hub.example/user/u/srv/"
-    assert redirect_url(base, "", "T0K") == "http://hub.example/user/octo-demo-abc/?token=T0K"
-    assert redirect_url(base, "lab/tree/a.ipynb", "T") == "http://hub.example/user/octo-demo-abc/lab/tree/a.ipynb?token=T"
-    url = redirect_url(base, "voila/render/a.ipynb?x=1&token=evil", "T")
-    assert url == "http://hub.example/user/octo-demo-abc/voila/render/a.ipynb?x=1&token=T"
-    # an absolute URL as urlpath stays a path under the server: no open redirect
-    assert redirect_url(base, "https://evil.example/x", "T").startswith("http://hub.example/user/octo-demo-abc/")
-
-
 def test_usernames_are_unique_valid_and_derived_from_the_repo():
     names = {username_for("Binder-Examples", "Requirements") for _ in range(50)}
     assert len(names) == 50
@@ -97,3 +85,9 @@ def test_sse_format_and_last_event_id():
     assert sse.parse_last_event_id(None) == 0
     assert sse.parse_last_event_id("x") == 0
     assert sse.parse_last_event_id("-3") == 0
+
+
+def test_server_url_is_the_absolute_base_url_with_a_trailing_slash_and_no_query():
+    base = server_url("http://hub.example/", "octo-demo-abc")
+    assert base == "http://hub.example/user/octo-demo-abc/"
+    assert server_url("http://hub.example", "u", "srv") == "http://hub.example/user/u/srv/"

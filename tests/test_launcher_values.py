@@ -66,6 +66,11 @@ def test_extra_config_makes_a_kubespawner_with_the_mixin():
     assert "class BinderKubeSpawner(BinderSpawnerMixin, KubeSpawner)" in code
     assert "c.JupyterHub.spawner_class = BinderKubeSpawner" in code
     assert hub["config"]["BinderSpawnerMixin"]["image_prefix"].endswith("/")
+    # the origin allowed to use the servers (thebe): a trait of the mixin, passed through as config
+    assert "cors_allow_origin" in hub["config"]["BinderSpawnerMixin"]
+    from launcher.spawner import BinderSpawnerMixin
+
+    assert "cors_allow_origin" in BinderSpawnerMixin.class_trait_names(config=True)
 
 
 def test_service_role_named_servers_and_culling():

@@ -401,3 +401,25 @@ async def test_log_lines_fan_out_without_a_store_read_each(tmp_path, registry_do
         await h.wait_state(branch.id, BuildState.BUILT)
     finally:
         await h.close()
+
+
+async def test_image_status_is_decided_by_the_scheduler(h):
+    """The launcher and the badge ask here whether a commit's image is there (record, else registry)."""
+    status = await h.scheduler.image_status("octo", "repo", SHA1)
+    assert status.record is None and status.in_registry is False and not status.built and not status.active
+    h.builder.hold = True
+    rec = await h.scheduler.submit(req())
+    await h.builder.wait_running(1)
+    asked = len(h.registry.manifest_requests())
+    status = await h.scheduler.image_status("octo", "repo", SHA1)
+    assert status.active and not status.built
+    assert len(h.registry.manifest_requests()) == asked  # the record says enough
+    h.builder.release()
+    await h.wait_state(rec.id, BuildState.BUILT)
+    asked = len(h.registry.manifest_requests())
+    status = await h.scheduler.image_status("octo", "repo", SHA1)
+    assert status.built and len(h.registry.manifest_requests()) == asked
+    # no record of ours, but the registry has it (e.g. a BinderHub sharing the prefix built it)
+    h.registry.push(h.scheduler.image_for("octo", "repo", SHA2))
+    status = await h.scheduler.image_status("octo", "repo", SHA2)
+    assert status.record is None and status.in_registry is True and status.built

@@ -72,7 +72,7 @@ def launch_url(public_url: str, owner: str, repo: str, ref: str, urlpath: str | 
 
 def build_url(public_url: str, owner: str, repo: str, sha: str) -> str:
     """The build's progress page (launcher/build_page.py): the check run's details_url."""
-    return f"{_base(public_url)}/build/gh/{quote(owner, safe='')}/{quote(repo, safe='')}/{sha}"
+    return f"{_base(public_url)}/builds/gh/{quote(owner, safe='')}/{quote(repo, safe='')}/{sha}"
 
 
 def badge_url(public_url: str, owner: str, repo: str, ref: str) -> str:

@@ -35,7 +35,9 @@ class Database:
 
     async def open(self) -> "Database":
         # import the modules that own tables, so their schemas are registered
-        from bot.store import builds, deliveries, github_state, pr_heads, prepull_state, replays  # noqa: F401
+        from bot.store import (  # noqa: F401
+            builds, deliveries, github_state, heads, pr_heads, prepull_state, replays,
+        )
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._conn = await aiosqlite.connect(self.path, isolation_level=None)
