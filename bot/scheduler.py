@@ -379,7 +379,11 @@ class Scheduler:
             cache_from = await self._cache_from(lead)
             started_at = self.clock.time()
             self.queue.observe_wait(records, started_at)
-            await builds.update_job(job_id, state=BuildState.RUNNING, started_at=started_at, cache_from=cache_from)
+            # Under the submit lock: a record that follows this job (submit reads the leader, then
+            # copies its fields) must see the job either before this update or after it, never half.
+            async with self._submit_lock:
+                await builds.update_job(job_id, state=BuildState.RUNNING, started_at=started_at,
+                                        cache_from=cache_from)
         else:
             # Re-attaching after a restart: the build may have pushed and its pod been
             # deleted while we were away. The registry is the truth; never rebuild what it has.
