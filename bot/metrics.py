@@ -43,3 +43,6 @@ class Metrics:
             "binder_prebuild_servers_running", "Servers running on the Hub (last count)", registry=r)
         self.github_requests = Counter(
             "binder_prebuild_github_requests_total", "GitHub API requests by status", ["status"], registry=r)
+        self.github_held = Counter(
+            "binder_prebuild_github_requests_held_total",
+            "GitHub requests not sent because the identity's quota was used up until its reset", registry=r)

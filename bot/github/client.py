@@ -4,8 +4,11 @@ Every GitHub request of the service goes through ``GitHubClient._request``:
 a timeout per request; backoff on 5xx and connection errors; the primary rate
 limit (``x-ratelimit-remaining: 0`` → wait until ``x-ratelimit-reset``) and the
 secondary one (403/429 with ``Retry-After``) waited out when the wait is short
-(bounded by ``RetryPolicy.max_rate_wait``; a longer one fails at once so the
-caller's own retry, e.g. the dispatcher's backoff, takes over); a 401 drops the
+(bounded by ``RetryPolicy.max_rate_wait``); a longer one raises ``RateLimited``
+(carrying the reset time) so the caller's own retry, e.g. the dispatcher's delay
+until the reset, takes over. While an identity's quota is known to be used up, no
+request is sent at all until its reset: the client raises ``RateLimited`` at once
+instead of spending requests GitHub would refuse. A 401 drops the
 cached token or JWT and retries once. Waits are shared per identity (App or
 installation) through a ``RateGate``, so one exhausted quota pauses every client
 using it instead of each finding out by itself.
@@ -33,6 +36,7 @@ from gidgethub import apps
 from gidgethub.abc import CACHE_TYPE
 
 from bot.github.identity import AppIdentity, TokenKey, token_key
+from bot.github.outage import RateLimited
 
 if TYPE_CHECKING:
     from bot.config import Settings
@@ -114,16 +118,42 @@ def loggable_url(url: str) -> str:
 
 
 class RateGate:
-    """A shared "do not call before" time for one identity (the App, or one installation)."""
+    """A shared "do not call before" time for one identity (the App, or one installation),
+    and the quota GitHub last reported for it (``x-ratelimit-remaining`` / ``-reset``)."""
 
     def __init__(self) -> None:
         self.blocked_until = 0.0
+        self.remaining: int | None = None
+        self.limit: int | None = None
+        self.reset: float | None = None
 
     def block(self, until: float) -> None:
         self.blocked_until = max(self.blocked_until, until)
 
     def wait_time(self, now: float) -> float:
         return max(0.0, self.blocked_until - now)
+
+    def observe(self, headers: Mapping[str, str]) -> None:
+        """Remember the quota an answer reports (a 304 carries it too, unchanged)."""
+        try:
+            remaining = headers.get("x-ratelimit-remaining")
+            if remaining is not None:
+                self.remaining = int(remaining)
+            limit = headers.get("x-ratelimit-limit")
+            if limit is not None:
+                self.limit = int(limit)
+            reset = headers.get("x-ratelimit-reset")
+            if reset is not None:
+                self.reset = float(reset)
+        except ValueError:
+            pass
+
+    def low(self, reserve: float, now: float) -> float | None:
+        """The reset time if fewer than ``reserve`` (a share of the limit, 0..1) requests are left, else None."""
+        if self.remaining is None or self.reset is None or self.reset <= now:
+            return None
+        floor = reserve * (self.limit or 5000)
+        return self.reset + 1.0 if self.remaining <= floor else None
 
 
 class Auth(Protocol):
@@ -201,8 +231,15 @@ class GitHubClient(gidgethub.aiohttp.GitHubAPI):
         attempt = rate_waits = 0
         reauthed = False
         while True:
-            wait = self.gate.wait_time(time.time())
-            if 0 < wait <= p.max_rate_wait:
+            now = time.time()
+            wait = self.gate.wait_time(now)
+            if wait > p.max_rate_wait:
+                # the quota is used up for long: send nothing, let the caller come back after the reset
+                if self.metrics is not None:
+                    self.metrics.github_held.inc()
+                raise RateLimited(now + wait, f"{method} {shown}: GitHub's rate limit for {self.label} "
+                                  f"resets in {wait:.0f} s; not sending before then")
+            if 0 < wait:
                 log.info("github %s: rate limited, waiting %.1fs before %s %s", self.label, wait, method, shown)
                 await self.sleep(wait)
             attempt += 1
@@ -218,6 +255,7 @@ class GitHubClient(gidgethub.aiohttp.GitHubAPI):
                 await self.sleep(delay)
                 continue
             self._count(str(status))
+            self.gate.observe(rheaders)
             until = exhausted_until(rheaders)
             if until is not None:
                 self.gate.block(until)
@@ -235,7 +273,9 @@ class GitHubClient(gidgethub.aiohttp.GitHubAPI):
                 if wait > p.max_rate_wait or rate_waits >= p.rate_retries:
                     log.warning("github %s: rate limited on %s %s for %.0fs; not waiting", self.label,
                                 method, shown, wait)
-                    return status, rheaders, rbody
+                    self.gate.block(time.time() + wait)  # nobody else sends for this identity meanwhile
+                    raise RateLimited(time.time() + wait, f"{method} {shown}: rate limited by GitHub "
+                                      f"({status}) for {wait:.0f} s", status=status, headers=rheaders)
                 rate_waits += 1
                 self.gate.block(time.time() + wait)
                 log.warning("github %s: rate limited (%d) on %s %s; waiting %.1fs", self.label, status,
