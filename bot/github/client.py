@@ -322,9 +322,13 @@ class GitHubApp:
                             metrics=self.metrics, gate=self._gate(gate_key), label=label,
                             sleep=self._sleep, cache=cache)
 
-    def app_client(self) -> GitHubClient:
-        """Authenticated as the App (JWT): /app, /app/installations, tokens."""
-        return self.client(JWTAuth(self.identity), "app", "app")
+    def app_client(self, *, cache: CACHE_TYPE | None = None) -> GitHubClient:
+        """Authenticated as the App (JWT): /app, /app/installations, tokens, webhook deliveries."""
+        return self.client(JWTAuth(self.identity), "app", "app", cache)
+
+    def gate_of(self, installation_id: int | None) -> RateGate:
+        """The rate gate (and last reported quota) of an installation, or of the App for None."""
+        return self._gate("app" if installation_id is None else int(installation_id))
 
     def installation_client(self, installation_id: int, *, cache: CACHE_TYPE | None = None) -> GitHubClient:
         """Authenticated as one installation; its token is fetched on the first request.

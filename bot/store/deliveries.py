@@ -288,10 +288,24 @@ class DeliveryStore:
         )
         return [dict(r) for r in rows]
 
+    async def known(self, ids: Sequence[str]) -> set[str]:
+        """Which of these delivery ids (GUIDs) the store has (received, whatever became of them)."""
+        found: set[str] = set()
+        unique = list(dict.fromkeys(ids))
+        for i in range(0, len(unique), 500):
+            chunk = unique[i:i + 500]
+            rows = await self.db.fetchall(
+                f"SELECT id FROM deliveries WHERE id IN ({','.join('?' * len(chunk))})", chunk)
+            found.update(r["id"] for r in rows)
+        return found
+
     async def count_attempts(self, delivery_id: str, outcome: str) -> int:
-        """How many finished attempts of a delivery ended with ``outcome`` ('failed', 'delayed', ...)."""
+        """How many attempts of a delivery ended with ``outcome`` ('failed', 'delayed', ...) since it was
+        last requeued by hand (``binder-prebuild deliveries --retry``)."""
         row = await self.db.fetchone(
-            "SELECT COUNT(*) AS n FROM delivery_attempts WHERE delivery_id=? AND outcome=?", (delivery_id, outcome))
+            "SELECT COUNT(*) AS n FROM delivery_attempts WHERE delivery_id=? AND outcome=? AND rowid >"
+            " COALESCE((SELECT MAX(rowid) FROM delivery_attempts WHERE delivery_id=? AND outcome='requeued'), 0)",
+            (delivery_id, outcome, delivery_id))
         return int(row["n"]) if row else 0
 
     async def depth(self) -> int:
