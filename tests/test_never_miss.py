@@ -84,6 +84,8 @@ async def test_a_pushes_and_a_pr_sent_while_down_are_redelivered_built_and_repor
         assert len(runs) == 1, (name, runs)
         assert runs[0]["conclusion"] == "success"
     assert len(bot.comments(7)) == 1
+    # the store knows it never made a run for these new commits: none were listed before creating
+    assert fake.calls("GET", "/repos/{owner}/{repo}/commits/{ref}/check-runs") == []
     built = [j.request.sha for j in bot.builder.jobs]
     assert sorted(built) == sorted(shas.values())
     # a later round finds nothing more to ask for
