@@ -135,3 +135,19 @@ async def test_d_a_push_during_an_hour_long_rate_limit_is_built_after_the_reset(
     assert (await store.get(delivery))["state"] == "done"
     assert len(bot_runs(fake, sha)) == 1 and bot_runs(fake, sha)[0]["conclusion"] == "success"
     assert [j.request.sha for j in bot.builder.jobs] == [sha]
+
+
+async def test_a_check_run_update_is_not_given_up_while_github_is_down(fake_github, prebuild_bot):
+    """More failed sends than the feedback's retry bound, all GitHub's fault: the run still arrives."""
+    from bot.feedback.pacing import MAX_RETRIES
+
+    fake = fake_github
+    bot = await prebuild_bot()
+    attempts = bot.services.github.policy.attempts
+    fake.inject("POST", "/repos/{owner}/{repo}/check-runs", *[Fault.server_error(502)] * (attempts * (MAX_RETRIES + 2)))
+    sha = bot.commit("During a GitHub outage", branch="main")
+    await bot.send("push", bot.push(sha, branch="main"))
+    await bot.settle(timeout=60)  # fires the feedback's retry timers early (Pacer.drain)
+    assert fake.pending_faults() == 0
+    [run] = bot_runs(fake, sha)
+    assert run["conclusion"] == "success"

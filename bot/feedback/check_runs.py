@@ -19,7 +19,7 @@ from gidgethub.abc import GitHubAPI
 
 from bot.feedback import render
 from bot.feedback.github_io import installation_client, repo_key
-from bot.feedback.pacing import MAX_RETRIES, Pacer
+from bot.feedback.pacing import Pacer
 from bot.feedback.render import CHECK_NAME, CheckRunView, CheckStatus
 from bot.feedback.state import ShaState
 from bot.model import Phase
@@ -101,11 +101,11 @@ class CheckRuns:
         except Exception as e:
             st.failures += 1
             build = st.job_id or "-"
-            if st.failures > MAX_RETRIES:
+            delay = self.pacer.after_failure(e, st.failures)
+            if delay is None:
                 log.error("build %s: giving up on check run for %s@%s: %s", build, st.full_name, st.sha[:12], e)
                 st.failures = 0
                 return
-            delay = self.pacer.retry_delay(st.failures)
             log.warning("build %s: check run update for %s@%s failed (%s); retry in %.0f s", build,
                         st.full_name, st.sha[:12], e, delay)
             self.pacer.later(delay, lambda: self.schedule(st, urgent=True))
