@@ -193,3 +193,23 @@ async def test_b_reconcile_skips_heads_the_store_already_knows(fake_github, preb
     assert len(bot.builder.jobs) == 1
     again = await recovery.reconciler.round()
     assert again.submitted == 0 and len(bot.builder.jobs) == 1
+
+
+async def test_a_reconcile_round_is_spread_over_the_interval(fake_github, prebuild_bot):
+    from bot.recovery.reconcile import pace
+
+    assert pace(4, 1800 * 0.8) == 360.0 and pace(1, 100) == 0.0 and pace(10, 0) == 0.0
+    names = [f"octo/s{i}" for i in range(4)]
+    for n in names:
+        fake_github.add_repo(n)
+    inst = fake_github.add_installation(names)
+    bot = await prebuild_bot(inst=inst)
+    reconciler = bot.services.extras["recovery"].reconciler
+    waits: list[float] = []
+
+    async def record(seconds: float) -> None:
+        waits.append(seconds)
+
+    reconciler.sleep = record
+    result = await reconciler.round(spread=12.0)
+    assert result.repositories == 4 and waits == [3.0, 3.0, 3.0]  # between repositories, not after the last

@@ -16,33 +16,7 @@ import pytest
 from gidgethub.routing import Router
 
 from bot.github.outage import FailureKind, RateLimited, classify, retry_time
-from tests.test_dispatcher import new, outcomes, state, until
-
-
-@pytest.fixture
-async def services(make_services):
-    return await make_services()
-
-
-@pytest.fixture
-async def run(services):
-    from bot.webhooks.dispatcher import Dispatcher
-
-    started = []
-
-    async def start(router, **kw):
-        d = Dispatcher(services, router, **kw)
-        await d.start()
-        started.append(d)
-        return d
-
-    yield start
-    for d in started:
-        await d.stop(grace=1)
-
-
-async def _is(services, delivery_id, want):
-    return await state(services, delivery_id) == want
+from tests.test_dispatcher import _is, new, outcomes, run, services, until  # noqa: F401 (fixtures)
 
 
 # ------------------------------------------------------------------ the pure classifier

@@ -74,17 +74,17 @@ async def test_stopping_finishes_the_webhook_in_flight_before_closing_the_store(
     from bot.recovery.service import Timing
     from tests.fake_builders import InstantBuilder
 
-    from bot.store.deliveries import DeliveryStore
+    from bot.store.replays import IntakeStore
 
     entered = asyncio.Event()
-    real_add_many = DeliveryStore.add_many
+    real_add_many = IntakeStore.add_many
 
     async def slow_add_many(self, items):
         entered.set()
         await asyncio.sleep(1.0)  # the store is slow: the request is in flight when the stop begins
         return await real_add_many(self, items)
 
-    monkeypatch.setattr(DeliveryStore, "add_many", slow_add_many)
+    monkeypatch.setattr(IntakeStore, "add_many", slow_add_many)
     images = MemoryImages()
     app = bot.app.create_app(github_settings(data_dir=tmp_path / "data"), builder=lambda s: InstantBuilder(images),
                              images=lambda s: images, recovery=Timing(start_delay=1e6, prune_every=1e6))
