@@ -12,8 +12,6 @@ from __future__ import annotations
 import socket
 import time
 
-import pytest
-
 from bot.recovery.service import Timing
 from tests.feedback_harness import FORK, REPO, Bot
 

@@ -12,7 +12,6 @@ from http import HTTPStatus
 
 import aiohttp
 import gidgethub
-import pytest
 from gidgethub.routing import Router
 
 from bot.github.outage import FailureKind, RateLimited, classify, retry_time
