@@ -36,7 +36,9 @@ import bot.app  # noqa: E402
 from bot.appkeys import SERVICES  # noqa: E402
 from bot.logs import setup_logging  # noqa: E402
 from bot.recovery.service import Timing  # noqa: E402
-from tests.fake_builders import InstantBuilder, MemoryImages  # noqa: E402
+from bot.registry import RegistryClient  # noqa: E402
+from tests.fake_builders import InstantBuilder  # noqa: E402
+from tests.fake_registry import FakeRegistry  # noqa: E402
 from tests.fake_github import FakeGitHub, settings_for  # noqa: E402
 from tests.feedback_harness import FAST_RETRIES, FORK, REPO, Bot  # noqa: E402
 
@@ -58,10 +60,17 @@ class NoCache(dict):
 
 
 async def start_service(fake: FakeGitHub, data: Path, timing: Timing) -> tuple[web.AppRunner, Any, str]:
-    images = MemoryImages()
-    settings = settings_for(fake, data, public_url="http://binder.test")
-    app = bot.app.create_app(settings, builder=lambda s: InstantBuilder(images), images=lambda s: images,
-                             recovery=timing)
+    """The service (real create_app), its builds pushing to a FakeRegistry read by the real RegistryClient."""
+    registry = FakeRegistry()
+    registry_runner = web.AppRunner(registry.app())
+    await registry_runner.setup()
+    registry_port = free_port()
+    await web.TCPSite(registry_runner, "127.0.0.1", registry_port).start()
+    registry_url = f"http://127.0.0.1:{registry_port}"
+    settings = settings_for(fake, data, public_url="http://binder.test", registry_url=registry_url)
+    app = bot.app.create_app(settings, builder=lambda s: InstantBuilder(registry),
+                             images=lambda s: RegistryClient(s.session, registry_url), recovery=timing)
+    app.on_cleanup.append(lambda _app: registry_runner.cleanup())
     runner = web.AppRunner(app)
     await runner.setup()
     port = free_port()
