@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import email.utils
+import http
 import logging
 import random
 import re
@@ -36,7 +37,6 @@ from gidgethub import apps
 from gidgethub.abc import CACHE_TYPE
 
 from bot.github.identity import AppIdentity, TokenKey, token_key
-from bot.github.outage import RateLimited
 
 if TYPE_CHECKING:
     from bot.config import Settings
@@ -48,6 +48,22 @@ REQUESTER = "binder-prebuild"
 
 
 Sleep = Callable[[float], Awaitable[None]]
+
+
+class RateLimited(gidgethub.RateLimitExceeded):
+    """GitHub's quota for this identity is used up until ``until`` (epoch seconds).
+
+    Raised by the client *without sending* while the quota is known to be used up
+    for longer than it is willing to wait, and after a rate-limited answer with a
+    long wait. A ``RateLimitExceeded`` (so a ``BadRequest``) for callers that
+    already handle those.
+    """
+
+    def __init__(self, until: float, message: str = "rate limited", *, status: int = 403,
+                 headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(None, message, headers=headers)
+        self.status_code = http.HTTPStatus(status)
+        self.until = until
 
 
 class GitHubUnreachable(gidgethub.GitHubException):

@@ -3,34 +3,21 @@
 Pure: an exception and the current time in, a verdict out. The dispatcher and the
 feedback workers use it so that an outage or a used-up quota only *delays* work
 (wait for the reset, or back off) and only a failure of the work itself counts
-towards giving up.
+towards giving up. Built on the shared classification of GitHub failures
+(bot.github.errors: transient / permanent / unknown); this adds *when* a rate limit
+ends, and the outages of our own layers (no App credentials, a handler that hangs).
 """
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import email.utils
 import enum
-import http
 from collections.abc import Mapping
-import aiohttp
+
 import gidgethub
 
-
-class RateLimited(gidgethub.RateLimitExceeded):
-    """GitHub's quota for this identity is used up until ``until`` (epoch seconds).
-
-    Raised by the client *without sending* while the quota is known to be used up
-    for longer than it is willing to wait, and after a rate-limited answer with a
-    long wait. A ``RateLimitExceeded`` (so a ``BadRequest``) for callers that
-    already handle those.
-    """
-
-    def __init__(self, until: float, message: str = "rate limited", *, status: int = 403,
-                 headers: Mapping[str, str] | None = None) -> None:
-        super().__init__(None, message, headers=headers)
-        self.status_code = http.HTTPStatus(status)
-        self.until = until
+from bot.github.client import RateLimited
+from bot.github.errors import ErrorKind, classify_github_error
 
 
 class FailureKind(str, enum.Enum):
@@ -68,30 +55,29 @@ def _header_wait(headers: Mapping[str, str], now: float) -> float | None:
     return None
 
 
-_UNAVAILABLE_TYPES: tuple[type[BaseException], ...] = (
-    aiohttp.ClientError, asyncio.TimeoutError, TimeoutError, ConnectionError, gidgethub.GitHubBroken,
-)
-
-
 def classify(exc: BaseException, now: float) -> Verdict:
     """Sort a failure: rate limited (with its reset), a dependency down, or the work's own fault."""
     if isinstance(exc, RateLimited):
         return Verdict(FailureKind.RATE_LIMITED, exc.until)
-    if isinstance(exc, gidgethub.BadRequest):
-        status = int(exc.status_code)
-        message = str(exc).lower()
-        if isinstance(exc, gidgethub.RateLimitExceeded) or status == 429 or (
-                status == 403 and "rate limit" in message):
-            until = _header_wait(exc.headers, now)
-            if until is None and getattr(exc, "rate_limit", None) is not None:
-                until = exc.rate_limit.reset_datetime.timestamp() + 1.0
-            return Verdict(FailureKind.RATE_LIMITED, until)
-        if status in (401, 408):  # credentials GitHub lost track of, or its own timeout
-            return Verdict(FailureKind.UNAVAILABLE)
-        return Verdict(FailureKind.CONTENT)
-    if isinstance(exc, _UNAVAILABLE_TYPES) or _named_unavailable(exc):
+    if _named_unavailable(exc):
         return Verdict(FailureKind.UNAVAILABLE)
-    return Verdict(FailureKind.CONTENT)
+    status = int(exc.status_code) if isinstance(exc, gidgethub.HTTPException) else None
+    if status == 429:  # Too Many Requests is a rate limit whatever the message says
+        return Verdict(FailureKind.RATE_LIMITED, _until(exc, now))
+    shared = classify_github_error(exc)
+    if shared.kind is not ErrorKind.TRANSIENT:
+        return Verdict(FailureKind.CONTENT)  # permanent, or unknown: bounded retries
+    if isinstance(exc, gidgethub.RateLimitExceeded) or (status == 403 and "rate limit" in str(exc).lower()):
+        return Verdict(FailureKind.RATE_LIMITED, _until(exc, now))
+    return Verdict(FailureKind.UNAVAILABLE)
+
+
+def _until(exc: BaseException, now: float) -> float | None:
+    until = _header_wait(getattr(exc, "headers", None) or {}, now)
+    rate_limit = getattr(exc, "rate_limit", None)
+    if until is None and rate_limit is not None:
+        until = rate_limit.reset_datetime.timestamp() + 1.0
+    return until
 
 
 def _named_unavailable(exc: BaseException) -> bool:
