@@ -128,14 +128,14 @@ class Settings:
     prepull_pause_image: str = "registry.k8s.io/pause:3.10"
     prepull_pull_secrets: tuple[str, ...] = ()
     prepull_launch_window: int = 86400
-
-    @property
-    def prepull_enabled(self) -> bool:
-        return self.builder == "kubernetes" and bool(self.prepull_namespace)
     # recovery after downtime (bot/recovery) and store upkeep
     redeliver_interval: float = 300.0  # seconds between scans of the App's webhook deliveries
     reconcile_interval: float = 1800.0  # seconds between reconcile rounds over every installed repository
     store_retention_days: float = 14.0  # attempts, finished deliveries, build logs (at least 3 days)
+
+    @property
+    def prepull_enabled(self) -> bool:
+        return self.builder == "kubernetes" and bool(self.prepull_namespace)
 
     @property
     def has_app_credentials(self) -> bool:
