@@ -152,6 +152,11 @@ async def test_b_reconcile_alone_builds_heads_github_never_told_us_about(fake_gi
     assert len([c for c in fake.comments_on(quiet, 3) if c["body"].startswith("<!-- binder-prebuild -->")]) == 1
     assert fake.comments_on(quiet, 4) == []  # a closed PR is not reconciled
     assert sorted(j.request.sha for j in bot.builder.jobs) == sorted({main, feature, pr_head})
+    # the heads it saw are where the launcher resolves refs from, as if pushes had told us
+    from bot.store.heads import HeadStore
+    heads = HeadStore(bot.services.db)
+    assert (await heads.lookup(quiet, "feature")).sha == feature
+    assert (await heads.lookup(quiet, "HEAD")).sha == main
 
     # nothing changed: the next round costs conditional lists only (304), builds nothing
     recovery = bot.services.extras["recovery"]

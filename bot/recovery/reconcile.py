@@ -32,6 +32,7 @@ from gidgethub.sansio import Event
 from bot.github.installations import refresh_installations
 from bot.github.outage import RateLimited
 from bot.prebuild.repo_config import DEFAULT, ConfigError, RepoConfig
+from bot.store.heads import HeadStore, RefKind
 
 if TYPE_CHECKING:
     from bot.services import Services
@@ -93,8 +94,11 @@ Sleep = Callable[[float], Awaitable[None]]
 
 
 async def record_head(checkpoints: "Checkpoints", full_name: str, ref: str, sha: str) -> None:
-    """The one place a seen head is written (shared with the launcher's heads store once it lands)."""
+    """The one place a seen head is written: handled by reconcile, and (branches) the heads the
+    launcher resolves refs from (bot/store/heads.py), as a push webhook would have recorded it."""
     await checkpoints.set_head(full_name, ref, sha)
+    if ref.startswith("refs/heads/"):
+        await HeadStore(checkpoints.db).record(full_name, RefKind.BRANCH, ref[len("refs/heads/"):], sha)
 
 
 class Reconciler:
@@ -175,6 +179,8 @@ class Reconciler:
             result.unchanged += 1
             return
         gh = github.installation_client(inst)
+        if raw.get("default_branch"):
+            await HeadStore(services.db).record_default_branch(full, str(raw["default_branch"]))
         policy = await self._policy(gh, owner, name, dict(branches).get(str(raw.get("default_branch"))))
         wanted = set(branches_to_check(todo, {}, policy))
         for branch, sha in todo:
