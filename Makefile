@@ -23,6 +23,7 @@ bench: install
 	.venv/bin/python benchmarks/k8s_builds.py
 	.venv/bin/python benchmarks/launch_overhead.py
 	.venv/bin/python benchmarks/queue_fairness.py
+	.venv/bin/python benchmarks/reconcile.py
 
 clean:
 	-bash scripts/local-engine.sh down

@@ -64,11 +64,13 @@ Factory = Callable[[Services], Any]
 
 
 def create_app(settings: Settings, *, start_workers: bool = True, builder: Factory | None = None,
-               images: Factory | None = None) -> web.Application:
-    """The service. ``builder`` and ``images`` replace the configured backends (tests, embedding)."""
+               images: Factory | None = None, recovery: Any = None) -> web.Application:
+    """The service. ``builder`` and ``images`` replace the configured backends (tests, embedding);
+    ``recovery`` (a bot.recovery.service.Timing) paces redelivery and reconcile (tests)."""
     app = web.Application(client_max_size=25 * 1024 * 1024 + 1)
     # Objects that need a running loop (session, db) are made in the cleanup context.
-    app.cleanup_ctx.append(_lifecycle(settings, start_workers, builder or make_builder, images or make_image_lookup))
+    app.cleanup_ctx.append(_lifecycle(settings, start_workers, builder or make_builder, images or make_image_lookup,
+                                      recovery))
 
     from bot.web import health, pages
     from bot.webhooks import receiver
@@ -86,7 +88,7 @@ def create_app(settings: Settings, *, start_workers: bool = True, builder: Facto
     return app
 
 
-def _lifecycle(settings: Settings, start_workers: bool, builder: Factory, images: Factory):
+def _lifecycle(settings: Settings, start_workers: bool, builder: Factory, images: Factory, recovery: Any = None):
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         db = await Database(settings.db_path).open()
         session = aiohttp.ClientSession(
@@ -101,7 +103,7 @@ def _lifecycle(settings: Settings, start_workers: bool, builder: Factory, images
         services.extras["health_checks"] = []
         app[SERVICES] = services
         try:
-            await _start(services, start_workers, builder, images)
+            await _start(services, start_workers, builder, images, recovery)
             yield
         finally:
             await _stop(services)
@@ -111,7 +113,8 @@ def _lifecycle(settings: Settings, start_workers: bool, builder: Factory, images
     return ctx
 
 
-async def _start(services: Services, start_workers: bool, builder: Factory, images: Factory) -> None:
+async def _start(services: Services, start_workers: bool, builder: Factory, images: Factory,
+                 recovery: Any = None) -> None:
     from bot.github.client import GitHubApp
     from bot.scheduler import Scheduler
     from bot.webhooks.dispatcher import Dispatcher
@@ -145,11 +148,15 @@ async def _start(services: Services, start_workers: bool, builder: Factory, imag
         await dispatcher.start()
         from bot.github.installations import refresh_installations_soon
         refresh_installations_soon(services)
+        from bot.recovery.service import start_recovery
+        start_recovery(services, recovery)  # redeliver what GitHub could not deliver, reconcile heads
 
 
 async def _stop(services: Services) -> None:
     from bot.github.installations import stop_refresh
+    from bot.recovery.service import stop_recovery
 
+    await stop_recovery(services)
     await stop_refresh(services)  # the background installations refresh (may have been started by setup too)
     dispatcher = services.extras.get("dispatcher")
     if dispatcher is not None:

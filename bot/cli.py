@@ -14,6 +14,13 @@ from bot.logs import settings_secrets, setup_logging
 
 log = logging.getLogger(__name__)
 
+# SIGTERM (Kubernetes stopping the pod): stop listening, then at most this long to finish
+# answering the requests in flight; then running deliveries get 10 s (Dispatcher.stop) and
+# pending check run updates 5 s (Reporter.shutdown). Build pods are left running. The
+# whole stop fits SHUTDOWN_BUDGET, which k8s/'s terminationGracePeriodSeconds exceeds.
+IN_FLIGHT_TIMEOUT = 10.0
+SHUTDOWN_BUDGET = IN_FLIGHT_TIMEOUT + 10.0 + 5.0 + 5.0
+
 
 def _serve(args: argparse.Namespace) -> int:
     import dataclasses
@@ -34,6 +41,7 @@ def _serve(args: argparse.Namespace) -> int:
     log.info("starting binder-prebuild on http://%s:%d (data in %s, builder %s)",
              settings.host, settings.port, settings.data_dir, settings.builder)
     web.run_app(create_app(settings), host=settings.host, port=settings.port, print=None,
+                shutdown_timeout=IN_FLIGHT_TIMEOUT,
                 access_log=logging.getLogger("aiohttp.access") if args.access_log else None)
     return 0
 
@@ -77,6 +85,39 @@ def _build(args: argparse.Namespace) -> int:
     return asyncio.run(run_one_build(settings, owner, repo, args.ref, args.clone_url, args.rebuild))
 
 
+def _deliveries(args: argparse.Namespace) -> int:
+    """List dead deliveries, or requeue one (the running service picks it up within seconds)."""
+    import asyncio
+    import datetime as dt
+
+    from bot.store import Database
+    from bot.store.upkeep import dead_deliveries, requeue
+
+    settings = _load(args)
+
+    async def run() -> int:
+        db = await Database(settings.db_path).open()
+        try:
+            if args.retry:
+                if await requeue(db, args.retry):
+                    print(f"requeued delivery {args.retry}")
+                    return 0
+                print(f"binder-prebuild: no dead delivery {args.retry!r}", file=sys.stderr)
+                return 1
+            rows = await dead_deliveries(db, limit=args.limit)
+            if not rows:
+                print("no dead deliveries")
+            for r in rows:
+                when = dt.datetime.fromtimestamp(r["finished_at"] or r["received_at"], dt.timezone.utc)
+                what = " ".join(x for x in (r["event"], r["action"] or "", r["repo"] or "") if x)
+                print(f"{r['id']}  {when:%Y-%m-%d %H:%M:%S}Z  {what}  attempts={r['attempts']}  {r['error'] or ''}")
+            return 0
+        finally:
+            await db.close()
+
+    return asyncio.run(run())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="binder-prebuild", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -97,6 +138,14 @@ def main(argv: list[str] | None = None) -> int:
     build.add_argument("--clone-url", default=None, help="clone from here (default: https://github.com/OWNER/REPO)")
     build.add_argument("--rebuild", action="store_true", help="build even if the image exists")
     build.set_defaults(func=_build)
+
+    dl = sub.add_parser("deliveries", help="list dead webhook deliveries (--dead) or requeue one (--retry ID)")
+    which = dl.add_mutually_exclusive_group(required=True)
+    which.add_argument("--dead", action="store_true", help="list deliveries that failed for good (newest first)")
+    which.add_argument("--retry", metavar="ID", help="requeue a dead delivery (its X-GitHub-Delivery id)")
+    dl.add_argument("--limit", type=int, default=100, help="how many to list (default 100)")
+    dl.add_argument("--config", help="YAML file with settings (the environment wins)")
+    dl.set_defaults(func=_deliveries)
 
     pod = sub.add_parser("build-pod", help="print the Kubernetes build pod for OWNER/REPO at SHA as YAML")
     pod.add_argument("repo", metavar="OWNER/REPO")

@@ -128,6 +128,10 @@ class Settings:
     prepull_pause_image: str = "registry.k8s.io/pause:3.10"
     prepull_pull_secrets: tuple[str, ...] = ()
     prepull_launch_window: int = 86400
+    # recovery after downtime (bot/recovery) and store upkeep
+    redeliver_interval: float = 300.0  # seconds between scans of the App's webhook deliveries
+    reconcile_interval: float = 1800.0  # seconds between reconcile rounds over every installed repository
+    store_retention_days: float = 14.0  # attempts, finished deliveries, build logs (at least 3 days)
 
     @property
     def prepull_enabled(self) -> bool:
@@ -184,6 +188,9 @@ _ENV_FIELDS: dict[str, tuple[str, Any]] = {
     "PREPULL_PAUSE_IMAGE": ("prepull_pause_image", str),
     "PREPULL_PULL_SECRETS": ("prepull_pull_secrets", lambda v: tuple(x.strip() for x in v.split(",") if x.strip())),
     "PREPULL_LAUNCH_WINDOW": ("prepull_launch_window", lambda v: _non_negative(int(v))),
+    "REDELIVER_INTERVAL": ("redeliver_interval", float),
+    "RECONCILE_INTERVAL": ("reconcile_interval", float),
+    "STORE_RETENTION_DAYS": ("store_retention_days", float),
 }
 
 

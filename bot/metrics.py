@@ -43,3 +43,19 @@ class Metrics:
             "binder_prebuild_servers_running", "Servers running on the Hub (last count)", registry=r)
         self.github_requests = Counter(
             "binder_prebuild_github_requests_total", "GitHub API requests by status", ["status"], registry=r)
+        self.github_held = Counter(
+            "binder_prebuild_github_requests_held_total",
+            "GitHub requests not sent because the identity's quota was used up until its reset", registry=r)
+        self.redelivery_failed_found = Counter(
+            "binder_prebuild_redelivery_failed_found_total",
+            "Webhook deliveries found failed at GitHub and never received", registry=r)
+        self.redelivery_requests = Counter(
+            "binder_prebuild_redelivery_requests_total",
+            "Redelivery requests sent to GitHub, by outcome", ["outcome"], registry=r)
+        self.reconcile_submitted = Counter(
+            "binder_prebuild_reconcile_submitted_total",
+            "Branch and pull request heads a reconcile round found missing and submitted", ["kind"], registry=r)
+        self.reconcile_rounds = Counter(
+            "binder_prebuild_reconcile_rounds_total", "Reconcile rounds by outcome", ["outcome"], registry=r)
+        self.store_pruned = Counter(
+            "binder_prebuild_store_pruned_total", "Rows pruned from the store, by kind", ["kind"], registry=r)

@@ -61,13 +61,14 @@ from tests.fake_github_base import (  # noqa: F401  (re-exported: tests import t
     Rejected, _compile, _iso, _Route, _sha, error, json_response, public_key_of, route, settings_for,
     test_private_key,
 )
+from tests.fake_github_recovery import HookRoutes, ListRoutes, Quota  # noqa: F401
 from tests.fake_github_routes import AppRoutes, CheckRoutes, IssueRoutes, RepoRoutes
 
 # ---------------------------------------------------------------------------
 # the server
 # ---------------------------------------------------------------------------
 
-class FakeGitHub(AppRoutes, RepoRoutes, CheckRoutes, IssueRoutes):
+class FakeGitHub(AppRoutes, RepoRoutes, CheckRoutes, IssueRoutes, HookRoutes, ListRoutes):
     """See the module docstring. ``url`` is the API base (GITHUB_API_URL); ``web_url`` the web host."""
 
     def __init__(self, *, app_id: int = 4242, private_key: str | None = None, app_slug: str = "binder-prebuild-test",
@@ -96,6 +97,7 @@ class FakeGitHub(AppRoutes, RepoRoutes, CheckRoutes, IssueRoutes):
         self._ids = itertools.count(1000)
         self._routes: list[_Route] = []
         self._runner: web.AppRunner | None = None
+        self._init_recovery()  # webhook deliveries, redelivery, quotas (tests/fake_github_recovery.py)
         for _, fn in inspect.getmembers(self, predicate=inspect.ismethod):
             spec = getattr(fn, "_fake_route", None)
             if spec:
@@ -355,6 +357,9 @@ class FakeGitHub(AppRoutes, RepoRoutes, CheckRoutes, IssueRoutes):
         if isinstance(ctx_or_resp, web.Response):
             return ctx_or_resp
         ctx = ctx_or_resp
+        refused = self._quota_refusal(ctx)
+        if refused is not None:
+            return refused
         checked = self._check_repo(r, params, ctx, request.method)
         if isinstance(checked, web.Response):
             return checked
@@ -366,6 +371,7 @@ class FakeGitHub(AppRoutes, RepoRoutes, CheckRoutes, IssueRoutes):
         except Exception as e:  # a bug in the fake: answer like a broken GitHub, and keep it for the test
             self.errors.append((rec, e))
             resp = error(500, f"FakeGitHub handler error: {type(e).__name__}: {e}")
+        self._quota_charge(ctx, resp)
         for k, v in self._rate_headers({}).items():
             resp.headers.setdefault(k, v)
         return resp
@@ -505,6 +511,8 @@ def _conditional(handler: Any, *, sha_media: bool = False) -> Any:
         headers["ETag"] = etag
         headers["Cache-Control"] = "private, max-age=60, s-maxage=60"
         headers["Vary"] = "Accept, Authorization, Cookie, X-GitHub-OTP"
+        if "Link" in resp.headers:  # a paginated list keeps its pages
+            headers["Link"] = resp.headers["Link"]
         tags = [t.strip() for t in request.headers.get("If-None-Match", "").split(",") if t.strip()]
         if etag in tags or "*" in tags:
             return web.Response(status=304, headers=headers)
@@ -521,5 +529,8 @@ def _conditional(handler: Any, *, sha_media: bool = False) -> Any:
 
 FakeGitHub.get_commit = _conditional(FakeGitHub.get_commit, sha_media=True)  # type: ignore[method-assign]
 FakeGitHub.get_repo = _conditional(FakeGitHub.get_repo)  # type: ignore[method-assign]
+# lists a reconcile round reads every interval (an unchanged one answers 304)
+for _name in ("list_branches", "list_pulls", "list_installations", "installation_repos"):
+    setattr(FakeGitHub, _name, _conditional(getattr(FakeGitHub, _name)))
 # END launcher additions
 # ======================================================================

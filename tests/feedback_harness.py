@@ -182,7 +182,7 @@ class Bot:
 
 async def start_bot(fake: FakeGitHub, settings_factory: Callable[..., Any], aiohttp_client: Any, monkeypatch: Any,
                     *, registry: tuple[FakeRegistry, str], data_dir: Path, inst: FakeInstallation | None = None,
-                    builder: InstantBuilder | None = None, **overrides: Any) -> Bot:
+                    builder: InstantBuilder | None = None, recovery: Any = None, **overrides: Any) -> Bot:
     images, registry_url = registry
     builder = builder if builder is not None else InstantBuilder(images)
     if inst is None:
@@ -192,8 +192,11 @@ async def start_bot(fake: FakeGitHub, settings_factory: Callable[..., Any], aioh
     values = dict(public_url=PUBLIC_URL, data_dir=data_dir)
     values.update(overrides)
     settings = settings_factory(**values)
+    if recovery is None:  # other features' tests: no background redelivery/reconcile requests to GitHub
+        from bot.recovery.service import Timing
+        recovery = Timing(start_delay=1e6, prune_every=1e6)
     app = bot.app.create_app(settings, builder=lambda services: builder, images=lambda services: RegistryClient(
-        services.session, registry_url, attempts=2, backoff=0.01))
+        services.session, registry_url, attempts=2, backoff=0.01), recovery=recovery)
     client = await aiohttp_client(app)
     services = app[SERVICES]
     assert services.github is not None

@@ -244,6 +244,28 @@ async def test_a_long_rate_limit_fails_at_once(fake_github, make_app, sleeps):
     assert len(fake_github.calls("GET", "/repos/octo/a")) == 1
 
 
+async def test_nothing_is_sent_while_the_quota_is_used_up(fake_github, make_app, sleeps):
+    """A 200 saying remaining 0 with the reset an hour away: every later request, by any client of
+    that installation, is held back (RateLimited with the reset time) instead of being sent."""
+    from bot.github.outage import RateLimited
+
+    a = fake_github.add_installation(["octo/a"])
+    reset = int(time.time()) + 3600
+    fake_github.inject("GET", "/repos/octo/a", Fault(status=200, body={"name": "a"}, headers={
+        "x-ratelimit-remaining": "0", "x-ratelimit-limit": "5000", "x-ratelimit-reset": str(reset)}))
+    app = make_app()
+    await app.installation_client(a.id).getitem("/repos/octo/a")
+    sent = len(fake_github.requests)
+    for path in ("/repos/octo/a", "/repos/octo/a/commits/main"):
+        with pytest.raises(RateLimited) as info:
+            await app.installation_client(a.id).getitem(path)
+        assert info.value.until >= reset
+    assert len(fake_github.requests) == sent and sleeps == []
+    # the App's own quota is another one: its requests still go out
+    await app.app_client().getitem("/app")
+    assert len(fake_github.requests) == sent + 1
+
+
 async def test_connection_drop_is_retried(fake_github, make_app):
     a = fake_github.add_installation(["octo/a"])
     fake_github.inject("GET", "/repos/octo/a", Fault.connection_drop())

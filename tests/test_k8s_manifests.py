@@ -72,13 +72,21 @@ def test_deployment_is_one_recreated_hardened_replica(base):
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert c["securityContext"]["readOnlyRootFilesystem"] is True
     assert c["securityContext"]["allowPrivilegeEscalation"] is False
-    assert c["livenessProbe"]["httpGet"]["path"] == "/health"
-    assert c["readinessProbe"]["httpGet"]["path"] == "/health"
+    # probes that an outage of the registry, the Hub or GitHub cannot fail (tests/test_probes.py)
+    assert c["livenessProbe"]["httpGet"]["path"] == "/health/live"
+    assert c["readinessProbe"]["httpGet"]["path"] == "/health/ready"
+    assert c["startupProbe"]["httpGet"]["path"] == "/health/live"
+    # the shutdown budget of `serve` (bot/cli.py) fits the grace period
+    from bot.cli import SHUTDOWN_BUDGET
+    assert pod["terminationGracePeriodSeconds"] > SHUTDOWN_BUDGET
     mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert "emptyDir" in volumes[mounts["/tmp"]]
     (pvc,) = by_kind(base)["PersistentVolumeClaim"]
     assert volumes[mounts["/data"]]["persistentVolumeClaim"]["claimName"] == pvc["metadata"]["name"]
+    # one writer: a ReadWriteOnce volume is only consistent with Recreate (a rolling update
+    # would need the old and the new pod to hold it at once)
+    assert pvc["spec"]["accessModes"] == ["ReadWriteOnce"]
     (cm,) = by_kind(base)["ConfigMap"]
     assert cm["data"]["DATA_DIR"] == "/data" and cm["data"]["BUILDER"] == "kubernetes"
     env_from = {next(iter(e)): e[next(iter(e))]["name"] for e in c["envFrom"]}

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Any
 
 from bot.feedback.workers import KeyedWorkers
+from bot.github.outage import FailureKind, classify
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +68,21 @@ class Pacer:
 
     def retry_delay(self, failures: int) -> float:
         return retry_delay(self.retry_base, failures)
+
+    def after_failure(self, exc: BaseException, failures: int) -> float | None:
+        """How long before sending again after ``failures`` failed sends in a row; None: give up.
+
+        GitHub down or rate limited never makes us give up (the update waits for the reset,
+        or backs off); only an update GitHub refuses for what it says stops after MAX_RETRIES.
+        """
+        now = time.time()
+        verdict = classify(exc, now)
+        if not verdict.transient and failures > MAX_RETRIES:
+            return None
+        delay = self.retry_delay(failures)
+        if verdict.kind is FailureKind.RATE_LIMITED and verdict.until is not None:
+            delay = max(delay, verdict.until - now)
+        return delay
 
     def edit_delay(self, last_edit: float, *, urgent: bool) -> float:
         return edit_delay(last_edit, asyncio.get_running_loop().time(), self.min_interval, urgent=urgent)

@@ -15,7 +15,7 @@ from gidgethub.abc import GitHubAPI
 
 from bot.feedback import render
 from bot.feedback.github_io import installation_client, repo_key
-from bot.feedback.pacing import MAX_RETRIES, Pacer
+from bot.feedback.pacing import Pacer
 from bot.feedback.render import COMMENT_MARKER, CommentState
 from bot.feedback.state import PrState, ShaState
 from bot.model import Phase
@@ -158,11 +158,11 @@ class PrComments:
             pr.failures = 0
         except Exception as e:
             pr.failures += 1
-            if pr.failures > MAX_RETRIES:
+            delay = self.pacer.after_failure(e, pr.failures)
+            if delay is None:
                 log.error("PR %s#%s: giving up on the comment: %s", pr.full_name, pr.number, e)
                 pr.failures = 0
                 return
-            delay = self.pacer.retry_delay(pr.failures)
             log.warning("PR %s#%s: comment update failed (%s); retry in %.0f s", pr.full_name, pr.number, e, delay)
             self.pacer.later(delay, lambda: self.queue(pr))
 

@@ -4,8 +4,11 @@ Every GitHub request of the service goes through ``GitHubClient._request``:
 a timeout per request; backoff on 5xx and connection errors; the primary rate
 limit (``x-ratelimit-remaining: 0`` → wait until ``x-ratelimit-reset``) and the
 secondary one (403/429 with ``Retry-After``) waited out when the wait is short
-(bounded by ``RetryPolicy.max_rate_wait``; a longer one fails at once so the
-caller's own retry, e.g. the dispatcher's backoff, takes over); a 401 drops the
+(bounded by ``RetryPolicy.max_rate_wait``); a longer one raises ``RateLimited``
+(carrying the reset time) so the caller's own retry, e.g. the dispatcher's delay
+until the reset, takes over. While an identity's quota is known to be used up, no
+request is sent at all until its reset: the client raises ``RateLimited`` at once
+instead of spending requests GitHub would refuse. A 401 drops the
 cached token or JWT and retries once. Waits are shared per identity (App or
 installation) through a ``RateGate``, so one exhausted quota pauses every client
 using it instead of each finding out by itself.
@@ -19,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import email.utils
+import http
 import logging
 import random
 import re
@@ -44,6 +48,22 @@ REQUESTER = "binder-prebuild"
 
 
 Sleep = Callable[[float], Awaitable[None]]
+
+
+class RateLimited(gidgethub.RateLimitExceeded):
+    """GitHub's quota for this identity is used up until ``until`` (epoch seconds).
+
+    Raised by the client *without sending* while the quota is known to be used up
+    for longer than it is willing to wait, and after a rate-limited answer with a
+    long wait. A ``RateLimitExceeded`` (so a ``BadRequest``) for callers that
+    already handle those.
+    """
+
+    def __init__(self, until: float, message: str = "rate limited", *, status: int = 403,
+                 headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(None, message, headers=headers)
+        self.status_code = http.HTTPStatus(status)
+        self.until = until
 
 
 class GitHubUnreachable(gidgethub.GitHubException):
@@ -114,16 +134,42 @@ def loggable_url(url: str) -> str:
 
 
 class RateGate:
-    """A shared "do not call before" time for one identity (the App, or one installation)."""
+    """A shared "do not call before" time for one identity (the App, or one installation),
+    and the quota GitHub last reported for it (``x-ratelimit-remaining`` / ``-reset``)."""
 
     def __init__(self) -> None:
         self.blocked_until = 0.0
+        self.remaining: int | None = None
+        self.limit: int | None = None
+        self.reset: float | None = None
 
     def block(self, until: float) -> None:
         self.blocked_until = max(self.blocked_until, until)
 
     def wait_time(self, now: float) -> float:
         return max(0.0, self.blocked_until - now)
+
+    def observe(self, headers: Mapping[str, str]) -> None:
+        """Remember the quota an answer reports (a 304 carries it too, unchanged)."""
+        try:
+            remaining = headers.get("x-ratelimit-remaining")
+            if remaining is not None:
+                self.remaining = int(remaining)
+            limit = headers.get("x-ratelimit-limit")
+            if limit is not None:
+                self.limit = int(limit)
+            reset = headers.get("x-ratelimit-reset")
+            if reset is not None:
+                self.reset = float(reset)
+        except ValueError:
+            pass
+
+    def low(self, reserve: float, now: float) -> float | None:
+        """The reset time if fewer than ``reserve`` (a share of the limit, 0..1) requests are left, else None."""
+        if self.remaining is None or self.reset is None or self.reset <= now:
+            return None
+        floor = reserve * (self.limit or 5000)
+        return self.reset + 1.0 if self.remaining <= floor else None
 
 
 class Auth(Protocol):
@@ -201,8 +247,15 @@ class GitHubClient(gidgethub.aiohttp.GitHubAPI):
         attempt = rate_waits = 0
         reauthed = False
         while True:
-            wait = self.gate.wait_time(time.time())
-            if 0 < wait <= p.max_rate_wait:
+            now = time.time()
+            wait = self.gate.wait_time(now)
+            if wait > p.max_rate_wait:
+                # the quota is used up for long: send nothing, let the caller come back after the reset
+                if self.metrics is not None:
+                    self.metrics.github_held.inc()
+                raise RateLimited(now + wait, f"{method} {shown}: GitHub's rate limit for {self.label} "
+                                  f"resets in {wait:.0f} s; not sending before then")
+            if 0 < wait:
                 log.info("github %s: rate limited, waiting %.1fs before %s %s", self.label, wait, method, shown)
                 await self.sleep(wait)
             attempt += 1
@@ -218,6 +271,7 @@ class GitHubClient(gidgethub.aiohttp.GitHubAPI):
                 await self.sleep(delay)
                 continue
             self._count(str(status))
+            self.gate.observe(rheaders)
             until = exhausted_until(rheaders)
             if until is not None:
                 self.gate.block(until)
@@ -235,7 +289,9 @@ class GitHubClient(gidgethub.aiohttp.GitHubAPI):
                 if wait > p.max_rate_wait or rate_waits >= p.rate_retries:
                     log.warning("github %s: rate limited on %s %s for %.0fs; not waiting", self.label,
                                 method, shown, wait)
-                    return status, rheaders, rbody
+                    self.gate.block(time.time() + wait)  # nobody else sends for this identity meanwhile
+                    raise RateLimited(time.time() + wait, f"{method} {shown}: rate limited by GitHub "
+                                      f"({status}) for {wait:.0f} s", status=status, headers=rheaders)
                 rate_waits += 1
                 self.gate.block(time.time() + wait)
                 log.warning("github %s: rate limited (%d) on %s %s; waiting %.1fs", self.label, status,
@@ -282,9 +338,13 @@ class GitHubApp:
                             metrics=self.metrics, gate=self._gate(gate_key), label=label,
                             sleep=self._sleep, cache=cache)
 
-    def app_client(self) -> GitHubClient:
-        """Authenticated as the App (JWT): /app, /app/installations, tokens."""
-        return self.client(JWTAuth(self.identity), "app", "app")
+    def app_client(self, *, cache: CACHE_TYPE | None = None) -> GitHubClient:
+        """Authenticated as the App (JWT): /app, /app/installations, tokens, webhook deliveries."""
+        return self.client(JWTAuth(self.identity), "app", "app", cache)
+
+    def gate_of(self, installation_id: int | None) -> RateGate:
+        """The rate gate (and last reported quota) of an installation, or of the App for None."""
+        return self._gate("app" if installation_id is None else int(installation_id))
 
     def installation_client(self, installation_id: int, *, cache: CACHE_TYPE | None = None) -> GitHubClient:
         """Authenticated as one installation; its token is fetched on the first request.

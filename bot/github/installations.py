@@ -150,17 +150,20 @@ class RefreshResult:
     repositories: int = 0
     removed: int = 0
     failed: list[int] = dataclasses.field(default_factory=list)  # installations whose repos could not be listed
+    # installation id -> the repository objects GitHub listed (clone_url, default_branch, ...)
+    listed: dict[int, list[Mapping[str, Any]]] = dataclasses.field(default_factory=dict)
 
 
-async def refresh_installations(github: "GitHubApp", state: GitHubState) -> RefreshResult:
+async def refresh_installations(github: "GitHubApp", state: GitHubState, *, cache: Any = None) -> RefreshResult:
     """Make the store match GitHub: GET /app/installations, then each one's repositories.
 
     An installation whose repositories cannot be listed keeps what the store has;
-    installations GitHub no longer reports are deleted.
+    installations GitHub no longer reports are deleted. ``cache`` (an ETag cache, see
+    GitHubApp.installation_client) makes the lists conditional requests.
     """
     result = RefreshResult()
     seen: set[int] = set()
-    app = github.app_client()
+    app = github.app_client(cache=cache)
     async for raw in app.getiter("/app/installations?per_page=100"):
         info = installation_info(raw)
         seen.add(info.id)
@@ -169,9 +172,10 @@ async def refresh_installations(github: "GitHubApp", state: GitHubState) -> Refr
         if info.suspended:
             continue  # a suspended installation cannot have a token; keep its stored repositories
         try:
-            gh = github.installation_client(info.id)
-            repos = repo_list([r async for r in gh.getiter("/installation/repositories?per_page=100",
-                                                           iterable_key="repositories")])
+            gh = github.installation_client(info.id, cache=cache)
+            raw = [r async for r in gh.getiter("/installation/repositories?per_page=100",
+                                               iterable_key="repositories")]
+            repos = repo_list(raw)
         except Exception as e:  # one bad installation must not stop the others
             from bot.github.client import describe_error
 
@@ -179,6 +183,7 @@ async def refresh_installations(github: "GitHubApp", state: GitHubState) -> Refr
             result.failed.append(info.id)
             continue
         await state.replace_repos(info.id, repos)
+        result.listed[info.id] = raw
         result.repositories += len(repos)
     for stored in await state.installations():
         if int(stored["id"]) not in seen:

@@ -172,6 +172,11 @@ class BuildStore:
         )
         return _record(row) if row else None
 
+    async def has_key_sha(self, key: str, sha: str) -> bool:
+        """Whether any record (whatever its state) was made for this branch/PR key at this sha."""
+        row = await self.db.fetchone("SELECT 1 FROM builds WHERE supersede_key=? AND sha=? LIMIT 1", (key, sha))
+        return row is not None
+
     async def active_for_key(self, key: str) -> list[BuildRecord]:
         rows = await self.db.fetchall(
             "SELECT * FROM builds WHERE supersede_key=? AND state IN ('queued','running') ORDER BY created_at",

@@ -36,7 +36,7 @@ class Database:
     async def open(self) -> "Database":
         # import the modules that own tables, so their schemas are registered
         from bot.store import (  # noqa: F401
-            builds, deliveries, github_state, heads, pr_heads, prepull_state, replays,
+            builds, checkpoints, deliveries, github_state, heads, pr_heads, prepull_state, replays,
         )
 
         self.path.parent.mkdir(parents=True, exist_ok=True)

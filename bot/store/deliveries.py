@@ -224,13 +224,16 @@ class DeliveryStore:
         return await self.db.run(tx)
 
     async def fail(self, delivery_id: str, error: str, *, retry_at: float | None,
-                   attempt: int | None = None) -> bool:
+                   attempt: int | None = None, outcome: str | None = None) -> bool:
         """Record the error; retry at ``retry_at`` or give up (dead) when it is None.
 
+        ``outcome`` names the attempt record (default: the new state; 'delayed' for a
+        dependency outage that does not count towards giving up).
         Fenced by ``attempt`` like :meth:`finish_many`; False if the claim was lost.
         """
         now = time.time()
         state = DeliveryState.DEAD if retry_at is None else DeliveryState.FAILED
+        recorded = outcome or state.value
 
         def tx(conn: sqlite3.Connection) -> bool:
             cur = conn.execute(
@@ -244,7 +247,7 @@ class DeliveryStore:
                 conn.execute(
                     "INSERT INTO delivery_attempts (delivery_id, attempt, outcome, error, finished_at)"
                     " SELECT id, attempts, ?, ?, ? FROM deliveries WHERE id=?",
-                    (state.value, error, now, delivery_id),
+                    (recorded, error, now, delivery_id),
                 )
             return ok
 
@@ -284,6 +287,26 @@ class DeliveryStore:
             (delivery_id,),
         )
         return [dict(r) for r in rows]
+
+    async def known(self, ids: Sequence[str]) -> set[str]:
+        """Which of these delivery ids (GUIDs) the store has (received, whatever became of them)."""
+        found: set[str] = set()
+        unique = list(dict.fromkeys(ids))
+        for i in range(0, len(unique), 500):
+            chunk = unique[i:i + 500]
+            rows = await self.db.fetchall(
+                f"SELECT id FROM deliveries WHERE id IN ({','.join('?' * len(chunk))})", chunk)
+            found.update(r["id"] for r in rows)
+        return found
+
+    async def count_attempts(self, delivery_id: str, outcome: str) -> int:
+        """How many attempts of a delivery ended with ``outcome`` ('failed', 'delayed', ...) since it was
+        last requeued by hand (``binder-prebuild deliveries --retry``)."""
+        row = await self.db.fetchone(
+            "SELECT COUNT(*) AS n FROM delivery_attempts WHERE delivery_id=? AND outcome=? AND rowid >"
+            " COALESCE((SELECT MAX(rowid) FROM delivery_attempts WHERE delivery_id=? AND outcome='requeued'), 0)",
+            (delivery_id, outcome, delivery_id))
+        return int(row["n"]) if row else 0
 
     async def depth(self) -> int:
         row = await self.db.fetchone(

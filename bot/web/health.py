@@ -1,4 +1,11 @@
-"""``GET /health`` (one entry per dependency) and ``GET /metrics`` (Prometheus text)."""
+"""``GET /health`` (one entry per dependency), the probes, and ``GET /metrics`` (Prometheus text).
+
+The probes are deliberately narrower than ``/health``: a registry, Hub or GitHub outage
+must neither take the receiver out of its Service (webhooks would be refused and lost)
+nor restart a process that is fine.
+- ``GET /health/live`` (liveness): the process answers. No dependency is checked.
+- ``GET /health/ready`` (readiness): the store accepts a write, so webhooks can be taken.
+"""
 from __future__ import annotations
 
 import asyncio
@@ -57,6 +64,28 @@ async def health(request: web.Request) -> web.Response:
     return web.json_response({"ok": ok, "checks": list(results)}, status=200 if ok else 503)
 
 
+READY_TIMEOUT = 3.0
+
+
+async def live(request: web.Request) -> web.Response:
+    """Liveness: answering at all is the whole check."""
+    return web.json_response({"ok": True})
+
+
+async def ready(request: web.Request) -> web.Response:
+    """Readiness: a real write goes through the store (the same path a webhook's 202 waits for)."""
+    services = request.app[SERVICES]
+    try:
+        await asyncio.wait_for(services.db.execute(
+            "INSERT INTO checkpoints (name, value, updated_at) VALUES ('readiness', 'ok', strftime('%s','now'))"
+            " ON CONFLICT(name) DO UPDATE SET updated_at=excluded.updated_at"), READY_TIMEOUT)
+    except Exception as e:  # the store cannot take a delivery now
+        detail = "no answer" if isinstance(e, asyncio.TimeoutError) else f"{type(e).__name__}: {e}"
+        log.warning("readiness: the store does not accept writes: %s", detail)
+        return web.json_response({"ok": False, "detail": f"store does not accept writes: {detail}"}, status=503)
+    return web.json_response({"ok": True, "detail": "store accepts writes"})
+
+
 async def metrics(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     m = services.extras["metrics"]
@@ -72,4 +101,6 @@ async def metrics(request: web.Request) -> web.Response:
 
 def setup(app: web.Application) -> None:
     app.router.add_get("/health", health)
+    app.router.add_get("/health/live", live)
+    app.router.add_get("/health/ready", ready)
     app.router.add_get("/metrics", metrics)

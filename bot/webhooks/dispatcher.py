@@ -11,8 +11,13 @@ every such row is made due again (one process owns DATA_DIR). So every stored
 delivery completes exactly once; a handler may run again after a crash, which is
 why handlers key their durable effects by ``event.delivery_id`` (idempotent).
 
-A handler that raises marks its delivery failed with the error, to be retried with
-exponential backoff up to ``max_attempts`` (then 'dead'); the others carry on.
+A handler that raises marks its delivery failed with the error. A dependency that is
+down or rate limited (bot.github.outage.classify) only *delays* it: retried after the
+rate limit's reset, or with backoff capped at ``backoff_cap``, for as long as the
+delivery is relevant (``relevance``, days); such attempts are recorded as 'delayed' and
+never count towards giving up. A failure of the delivery's own content is retried
+up to ``max_attempts`` times, then the delivery is 'dead' (listed and requeued with
+``binder-prebuild deliveries``). The other deliveries carry on.
 Deliveries for the same repository run one after another (in arrival order),
 different repositories in parallel, at most ``concurrency`` at once.
 """
@@ -31,6 +36,7 @@ import gidgethub.routing
 import gidgethub.sansio
 
 from bot.clock import SYSTEM_CLOCK, Clock
+from bot.github.outage import FailureKind, Verdict, classify, describe, retry_time
 from bot.logs import delivery_context
 from bot.services import Services
 from bot.store.deliveries import Delivery
@@ -64,6 +70,9 @@ class UnavailableGitHub(gidgethub.abc.GitHubAPI):
         await asyncio.sleep(seconds)
 
 
+RELEVANCE = 3 * 86400.0  # GitHub keeps deliveries (and their redelivery) for 3 days
+
+
 class PermanentFailure(Exception):
     """A stored delivery that can never be processed (retrying cannot help)."""
 
@@ -93,7 +102,7 @@ class Dispatcher:
                  concurrency: int = 8, handler_timeout: float = 120.0, lease_seconds: float | None = None,
                  max_attempts: int = 6, backoff_base: float = 5.0, backoff_cap: float = 900.0,
                  idle_poll: float = 5.0, ack_quiet: float = 0.02, max_defer: float = 1.0,
-                 clock: Clock = SYSTEM_CLOCK) -> None:
+                 clock: Clock = SYSTEM_CLOCK, relevance: float = RELEVANCE) -> None:
         self.services = services
         self.router = router
         self.concurrency = concurrency
@@ -103,6 +112,7 @@ class Dispatcher:
         self.max_attempts = max_attempts
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
+        self.relevance = relevance
         self.idle_poll = idle_poll
         self.ack_quiet = ack_quiet
         self.max_defer = max_defer
@@ -243,24 +253,48 @@ class Dispatcher:
 
     async def _failed(self, d: Delivery, e: Exception, *, timed_out: bool = False) -> None:
         self.failed += 1
+        now = time.time()
         if timed_out:
             error = f"handler timed out after {self.handler_timeout:g} s"
+            verdict = Verdict(FailureKind.UNAVAILABLE)  # a dependency that hangs, most likely
         else:
             error = f"{type(e).__name__}: {e}"[:2000]
-        when = None if isinstance(e, PermanentFailure) else retry_at(
-            d.attempts, time.time(), max_attempts=self.max_attempts, base=self.backoff_base, cap=self.backoff_cap)
-        if when is None:
-            log.error("%s delivery failed for good (attempt %d): %s", d.event, d.attempts, error,
-                      exc_info=not isinstance(e, PermanentFailure))
+            verdict = Verdict(FailureKind.CONTENT) if isinstance(e, PermanentFailure) else classify(e, now)
+        store = self.services.deliveries
+        outcome = None
+        if verdict.transient and now - d.received_at < self.relevance:
+            delayed = await self._count_attempts(d, "delayed") + 1
+            when: float | None = retry_time(verdict, delayed, now, base=self.backoff_base, cap=self.backoff_cap,
+                                            rand=random.random())
+            outcome = "delayed"
+            log.warning("%s delivery delayed (%s; attempt %d), retry in %.0f s: %s", d.event, describe(verdict, now),
+                        d.attempts, (when or now) - now, error)
         else:
-            log.warning("%s delivery failed (attempt %d), retry in %.0f s: %s", d.event, d.attempts,
-                        when - time.time(), error, exc_info=True)
+            failures = 1 if isinstance(e, PermanentFailure) else await self._count_attempts(d, "failed") + 1
+            when = None if isinstance(e, PermanentFailure) else retry_at(
+                failures, now, max_attempts=self.max_attempts, base=self.backoff_base, cap=self.backoff_cap)
+            if verdict.transient:
+                error = f"no longer relevant after {self.relevance / 86400:g} days of outage: {error}"
+            if when is None:
+                log.error("%s delivery failed for good (attempt %d): %s", d.event, d.attempts, error,
+                          exc_info=not isinstance(e, PermanentFailure) and not verdict.transient)
+            else:
+                log.warning("%s delivery failed (attempt %d), retry in %.0f s: %s", d.event, d.attempts,
+                            when - now, error, exc_info=True)
         if self._metrics is not None:
             self._metrics.handler_failures.labels(event=d.event).inc()
         try:
-            await self.services.deliveries.fail(d.id, error, retry_at=when, attempt=d.attempts)
+            await store.fail(d.id, error, retry_at=when, attempt=d.attempts, outcome=outcome)
         except Exception:  # the row keeps its lease and is claimed again when it expires
             log.exception("could not record the failure of %s delivery", d.event)
+        if when is not None:
+            self._wakeup.set()  # the loop's sleep must not outlast this retry
+
+    async def _count_attempts(self, d: Delivery, outcome: str) -> int:
+        try:
+            return await self.services.deliveries.count_attempts(d.id, outcome)
+        except Exception:  # the store is busy: assume the worst for content, the best for delays
+            return d.attempts if outcome == "failed" else 1
 
     def _client_for(self, payload: dict[str, Any]) -> gidgethub.abc.GitHubAPI:
         inst = installation_id(payload)

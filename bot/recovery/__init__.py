@@ -1,0 +1,1 @@
+"""Recovering what a downtime lost: webhook redelivery, reconciling heads, and store upkeep."""
