@@ -128,7 +128,8 @@ async def run(launches: int, scenarios: list[str], warmup: int) -> None:
             latency = int(ms) / 1000
             ln, close = await make_harness(
                 aiohttp_client, fake, tmp / name, hub=hub, max_servers=1000, max_servers_per_repo=1000,
-                launch_rate_per_minute=0, attach_options={"fresh_ttl": 0.0, "keepalive": 15.0})
+                launch_rate_per_minute=0, launch_github_calls_per_minute=-1, launch_github_calls_per_hour=-1,
+                attach_options={"fresh_ttl": 0.0, "keepalive": 15.0})
             try:
                 await ln.install("octo/demo")
                 sha, _ = await ln.prebuild("octo/demo", "main")

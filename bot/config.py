@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import ipaddress
 import os
 import shutil
 from collections.abc import Mapping
@@ -112,6 +113,11 @@ class Settings:
     max_servers_per_repo: int = 20
     launch_rate_per_minute: int = 30
     cors_allow_origin: str | None = None  # BinderHub's cors_allow_origin: the launch API, streams, badge
+    # anonymous requests and GitHub's quota: lookups per client per minute, per installation per hour
+    launch_github_calls_per_minute: int = 20
+    launch_github_calls_per_hour: int = 1000
+    # proxies whose X-Forwarded-For / Forwarded headers name the client (IPs or CIDRs; default none)
+    trusted_proxies: tuple[str, ...] = ()
     docker_config: str | None = None
     build_socket: str = "/var/run/docker.sock"
     # Kubernetes build pods: a docker config.json Secret for pushing, and resources
@@ -146,6 +152,17 @@ class Settings:
         return self.data_dir / "binder-prebuild.sqlite"
 
 
+def _networks(value: str) -> tuple[str, ...]:
+    """A comma-separated list of IP addresses or networks (checked here, parsed by the launcher)."""
+    entries = tuple(x.strip() for x in value.split(",") if x.strip())
+    for entry in entries:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError as e:
+            raise ConfigError(f"{entry!r} is not an IP address or network") from e
+    return entries
+
+
 _ENV_FIELDS: dict[str, tuple[str, Any]] = {
     "GITHUB_APP_ID": ("github_app_id", str),
     "GITHUB_WEBHOOK_SECRET": ("github_webhook_secret", str),
@@ -174,6 +191,9 @@ _ENV_FIELDS: dict[str, tuple[str, Any]] = {
     "MAX_SERVERS_PER_REPO": ("max_servers_per_repo", int),
     "LAUNCH_RATE_PER_MINUTE": ("launch_rate_per_minute", int),
     "CORS_ALLOW_ORIGIN": ("cors_allow_origin", str),
+    "LAUNCH_GITHUB_CALLS_PER_MINUTE": ("launch_github_calls_per_minute", int),
+    "LAUNCH_GITHUB_CALLS_PER_HOUR": ("launch_github_calls_per_hour", int),
+    "TRUSTED_PROXIES": ("trusted_proxies", _networks),
     "DOCKER_CONFIG": ("docker_config", str),
     "BUILD_SOCKET": ("build_socket", str),
     "BUILD_PUSH_SECRET": ("build_push_secret", str),

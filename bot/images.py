@@ -6,6 +6,11 @@ import string
 
 import escapism
 
+# the prefix rule lives with the Hub-side check, which must import without the bot
+from launcher.spawner import effective_prefix, names_registry
+
+__all__ = ["effective_prefix", "image_name", "image_repository", "image_tag", "safe_repo_slug", "split_registry"]
+
 _SAFE = set(string.ascii_letters + string.digits)
 
 
@@ -37,36 +42,11 @@ def image_tag(image: str) -> str:
     return image[colon + 1 :] if colon > slash else "latest"
 
 
-def _names_registry(first: str) -> bool:
-    """Docker's rule: a first path component with a dot or a port, or ``localhost``, is a registry host."""
-    return "." in first or ":" in first or first == "localhost"
-
-
 def split_registry(image: str) -> tuple[str | None, str, str]:
     """``host:port/path/name:tag`` -> (host or None, path/name, tag)."""
     repo = image_repository(image)
     tag = image_tag(image)
     first, _, rest = repo.partition("/")
-    if rest and _names_registry(first):
+    if rest and names_registry(first):
         return first, rest, tag
     return None, repo, tag
-
-
-def effective_prefix(image_prefix: str, registry_url: str | None) -> str:
-    """The prefix BinderHub would be configured with: registry host + IMAGE_PREFIX.
-
-    With a registry, an IMAGE_PREFIX that does not already name a registry host
-    gets the registry's host:port in front, so names (and their length limit)
-    match a BinderHub whose ``image_prefix`` is ``host:port/IMAGE_PREFIX``. An
-    IMAGE_PREFIX that names one (``localhost:5000/binder-``, as BinderHub's own
-    ``image_prefix`` does) is used as it is. Docker Hub names carry no host.
-    """
-    if not registry_url:
-        return image_prefix
-    host = registry_url.split("://", 1)[-1].split("/", 1)[0].lower()
-    if host in ("docker.io", "index.docker.io", "registry-1.docker.io"):
-        return image_prefix
-    first, sep, _ = image_prefix.partition("/")
-    if sep and _names_registry(first):
-        return image_prefix
-    return f"{host}/{image_prefix}"

@@ -22,6 +22,7 @@ from bot.model import BuildState, Phase, ProgressEvent
 from bot.store.builds import BuildRecord
 from launcher import sse
 from launcher.pages import environment, error_page, html
+from launcher.visibility import visible_repos
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,12 @@ async def _record(request: web.Request) -> tuple[BuildRecord | None, str, str, s
     if not _SHA.match(sha):
         return None, owner, repo, sha
     services = request.app[SERVICES]
-    return await services.builds.latest_for_sha(owner, repo, sha), owner, repo, sha
+    record = await services.builds.latest_for_sha(owner, repo, sha)
+    # a private repository's build is "no build" to anyone it would not be launched for
+    name = f"{record.owner}/{record.repo}" if record is not None else ""
+    if record is not None and name.lower() not in await visible_repos(services, [name]):
+        return None, owner, repo, sha
+    return record, owner, repo, sha
 
 
 async def page(request: web.Request) -> web.Response:

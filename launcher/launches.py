@@ -21,8 +21,10 @@ from typing import TYPE_CHECKING, Any
 from bot.images import image_repository
 from bot.model import BuildRequest, BuildState, Phase, Trigger
 from launcher.hub import HubError, HubUnavailable
-from launcher.resolve import Access, GitHubDown, NotServed, RepoInfo, Resolver
+from launcher.guard import QuotaRefused
+from launcher.resolve import Access, GitHubDown, NotServed, RefNotFound, RepoInfo, Resolver
 from launcher.spec import RepoSpec, new_launch_token, server_url, username_for
+from launcher.visibility import require_visible
 
 if TYPE_CHECKING:
     from bot.services import Services
@@ -221,7 +223,7 @@ class LaunchManager:
                 launch.emit(Phase.CANCELLED, "The service is shutting down; please try again in a moment.")
                 self._finish(launch, Outcome.CANCELLED)
             raise
-        except (NotServed, GitHubDown) as e:
+        except (NotServed, RefNotFound, GitHubDown, QuotaRefused) as e:
             launch.emit(Phase.FAILED, str(e))
             self._finish(launch, Outcome.ERROR)
         except Exception:
@@ -232,10 +234,12 @@ class LaunchManager:
             if not launch.finished:  # every path above finishes; this guards against a missed one
                 self._finish(launch, Outcome.ERROR)
 
-    async def _build_request(self, launch: Launch) -> BuildRequest:
+    async def _build_request(self, launch: Launch, *, to_build: bool = True) -> BuildRequest:
         t = launch.target
         repo = t.repo or await self.resolver.repo(t.spec, t.access)
-        self.resolver.check_visibility(t.spec, t.access, repo.private)
+        await require_visible(self.resolver, t.spec, t.access)
+        if to_build:
+            await self.resolver.verify_commit(t.spec, t.access, t.sha)  # a made-up sha builds nothing
         return BuildRequest(
             owner=t.spec.owner, repo=t.spec.repo, sha=t.sha, clone_url=repo.clone_url,
             installation_id=t.access.installation_id, private=repo.private,
@@ -246,7 +250,7 @@ class LaunchManager:
 
         Built from the stored request (no GitHub call); one launch record per commit, whoever clicks."""
         t = launch.target
-        self.resolver.check_visibility(t.spec, t.access, queued.request.private)
+        await require_visible(self.resolver, t.spec, t.access)  # now, not as the queued request says
         scheduler = self.services.scheduler
         assert scheduler is not None
         req = dataclasses.replace(queued.request, trigger=Trigger.LAUNCH, branch=None, pr_number=None,
@@ -362,11 +366,11 @@ class LaunchManager:
             self._finish(launch, Outcome.HUB_DOWN)
             return
         if record is _NO_RECORD or record is None:
-            request = await self._build_request(launch)
+            request = await self._build_request(launch, to_build=False)  # its image exists: only the URLs
             repo_url = request.clone_url
         else:
             repo_url = record.request.clone_url
-            self.resolver.check_visibility(t.spec, t.access, record.request.private)
+            await require_visible(self.resolver, t.spec, t.access)  # now, not as the record says
         user = username_for(t.spec.owner, t.spec.repo)
         timeout = services.settings.launch_timeout
         launch.emit(Phase.LAUNCHING, "Launching a server for you.", progress=_progress_for(Phase.LAUNCHING))

@@ -1,10 +1,13 @@
 """Which repositories are served, and ref -> sha through the GitHub API (cached, ETag-revalidated).
 
-A full 40-hex sha needs no GitHub call. A branch or tag of an installed repository is
+A full 40-hex sha needs no GitHub call to be named (``verify_commit`` asks GitHub, once,
+before anything is built for it). A branch or tag of an installed repository is
 answered from the heads push webhooks keep in the store (launcher/known_heads.py: old
 ones are revalidated in the background). Other refs are cached for a few seconds
-(bursts of clicks cost one call), then revalidated with ``If-None-Match``:
-gidgethub keeps the ETag and the answer in our bounded cache and a 304 reuses it.
+(bursts of clicks cost one call), then revalidated with ``If-None-Match``: gidgethub
+keeps the ETag and the answer in our bounded cache and a 304 reuses it. "Not found"
+answers are cached briefly too, and every call first passes the GitHubGuard
+(launcher/guard.py): anonymous visitors cannot spend the installation's quota.
 Repositories served without an installation (LAUNCH_ALLOW) resolve refs with
 ``git ls-remote`` against their clone URL instead (launcher/git_refs.py): no
 token, no rate limit; their clone URL comes from our own build records when we
@@ -16,6 +19,8 @@ import dataclasses
 import fnmatch
 import logging
 import re
+import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -26,6 +31,7 @@ from bot.git_remote import Outcome
 from launcher.git_refs import GitBusy, GitRefs
 from bot.store.heads import HeadStore
 from launcher.known_heads import KnownHeads
+from launcher.guard import GitHubGuard
 from launcher.spec import RepoSpec, is_full_sha
 
 if TYPE_CHECKING:
@@ -91,15 +97,30 @@ def repo_info_from_request(req: "BuildRequest") -> RepoInfo:
                     private=req.private, default_branch=req.default_branch)
 
 
+def not_served_message(full_name: str) -> str:
+    """The same words for "not installed" and "private": a refusal does not tell which."""
+    return (f"{full_name} is not served here: the binder-prebuild GitHub App is not installed on it (or its "
+            "installation is suspended), or it is a private repository: launch links are public, so private "
+            "repositories are only launched when LAUNCH_ALLOW lists them.")
+
+
 class Resolver:
-    def __init__(self, services: "Services", *, fresh_ttl: float = 5.0, repo_ttl: float = 600.0,
-                 maxsize: int = 4096, git: GitRefs | None = None, head_fresh: float = 60.0) -> None:
+    def __init__(self, services: "Services", *, fresh_ttl: float = 5.0, repo_ttl: float = 60.0,
+                 negative_ttl: float = 30.0, maxsize: int = 4096, guard: GitHubGuard | None = None,
+                 clock: Callable[[], float] = time.monotonic, git: GitRefs | None = None,
+                 head_fresh: float = 60.0) -> None:
         self.services = services
+        self.guard = guard
         self.git = git or GitRefs(ttl=fresh_ttl)  # refs of repositories without an installation
         self.known = KnownHeads(HeadStore(services.db), self._fetch_sha, fresh=head_fresh, gone=(RefNotFound,))
-        self._fresh: cachetools.TTLCache[tuple[str, str], str] = cachetools.TTLCache(maxsize, fresh_ttl) \
+        # answers GitHub gave "not found" (refs, commits, repositories), remembered briefly
+        self._missing: cachetools.TTLCache[tuple[str, str], Exception] = cachetools.TTLCache(
+            maxsize, negative_ttl, timer=clock) if negative_ttl > 0 else cachetools.TTLCache(1, 1e-9)
+        # commits GitHub confirmed: a commit id names the same commit for good
+        self._commits: cachetools.LRUCache[tuple[str, str], bool] = cachetools.LRUCache(maxsize)
+        self._fresh: cachetools.TTLCache[tuple[str, str], str] = cachetools.TTLCache(maxsize, fresh_ttl, timer=clock) \
             if fresh_ttl > 0 else cachetools.TTLCache(1, 1e-9)
-        self._repos: cachetools.TTLCache[str, RepoInfo] = cachetools.TTLCache(maxsize, repo_ttl)
+        self._repos: cachetools.TTLCache[str, RepoInfo] = cachetools.TTLCache(maxsize, repo_ttl, timer=clock)
         # gidgethub's conditional-request cache: url -> (etag, last_modified, data, next link)
         self._etags: cachetools.LRUCache[str, Any] = cachetools.LRUCache(maxsize)
         self._anonymous: Any = None
@@ -110,17 +131,8 @@ class Resolver:
         inst = await self.services.gh_state.installation_for(spec.full_name)
         allowed = allowed_by_list(spec.full_name, settings.launch_allow)
         if inst is None and not allowed:
-            raise NotServed(
-                f"{spec.full_name} is not served here: the binder-prebuild GitHub App is not installed on it "
-                "(or its installation is suspended), and it is not listed in LAUNCH_ALLOW.")
+            raise NotServed(not_served_message(spec.full_name))
         return Access(inst, allowed)
-
-    def check_visibility(self, spec: RepoSpec, access: Access, private: bool) -> None:
-        """Private repositories are built, but launched (public links!) only when LAUNCH_ALLOW lists them."""
-        if private and not access.allowed:
-            raise NotServed(
-                f"{spec.full_name} is a private repository: launch links are public, so private "
-                "repositories are only launched when LAUNCH_ALLOW lists them.")
 
     # -- GitHub calls ----------------------------------------------------------
     def _client(self, access: Access) -> Any:
@@ -137,6 +149,8 @@ class Resolver:
         return self._anonymous
 
     async def _get(self, access: Access, url: str, accept: str | None = None) -> Any:
+        if self.guard is not None:  # before any I/O: the client's limit, then the installation's budget
+            self.guard.admit(access.installation_id)
         gh = self._client(access)
         try:
             if accept:
@@ -159,6 +173,7 @@ class Resolver:
             return spec.ref.lower()
         sha = await self.known.lookup(spec, access)
         if sha is not None:
+            self._commits[(spec.full_name.lower(), sha)] = True  # GitHub told us of it (a push)
             return sha
         key = (spec.full_name.lower(), spec.ref)
         sha = self._fresh.get(key)
@@ -167,6 +182,7 @@ class Resolver:
         if access.installation_id is None:
             sha = await self._resolve_with_git(spec, access)
             if sha is not None:
+                self._commits[(key[0], sha)] = True  # a ref's head exists: a launch of it needs no lookup
                 return sha
         sha = await self._fetch_sha(spec, access)
         self._fresh[key] = sha
@@ -174,14 +190,30 @@ class Resolver:
 
     async def _fetch_sha(self, spec: RepoSpec, access: Access) -> str:
         """GitHub's answer for ``spec.ref`` (RefNotFound when it has no such ref)."""
-        url = f"/repos/{quote(spec.owner)}/{quote(spec.repo)}/commits/{quote(spec.ref, safe='/')}"
+        return await self._commit(spec, access, spec.ref,
+                                  f"{spec.full_name} has no branch, tag or commit called {spec.ref!r}.")
+
+    async def verify_commit(self, spec: RepoSpec, access: Access, sha: str) -> None:
+        """RefNotFound unless GitHub knows commit ``sha`` in the repository (asked once per sha)."""
+        if self._commits.get((spec.full_name.lower(), sha)):
+            return
+        if await self._commit(spec, access, sha, f"{spec.full_name} has no commit {sha}: nothing is built for it.") \
+                != sha:
+            raise GitHubDown(f"GitHub answered another commit id for {spec.full_name}@{sha}")
+
+    async def _commit(self, spec: RepoSpec, access: Access, ref: str, not_found: str) -> str:
+        """GitHub's commit id for ``ref`` (remembered); RefNotFound, remembered briefly, if none."""
+        key = (spec.full_name.lower(), ref)
+        self._raise_if_missing(key)
+        url = f"/repos/{quote(spec.owner)}/{quote(spec.repo)}/commits/{quote(ref, safe='/')}"
         try:
             data = await self._get(access, url, SHA_ACCEPT)
         except LookupError as e:
-            raise RefNotFound(f"{spec.full_name} has no branch, tag or commit called {spec.ref!r}.") from e
+            raise self._remember_missing(key, RefNotFound(not_found)) from e
         sha = str(data or "").strip().lower()
         if not _SHA.match(sha):
-            raise GitHubDown(f"GitHub answered an unexpected commit id for {spec.full_name}@{spec.ref}")
+            raise GitHubDown(f"GitHub answered an unexpected commit id for {spec.full_name}@{ref}")
+        self._commits[(key[0], sha)] = True
         return sha
 
     async def _resolve_with_git(self, spec: RepoSpec, access: Access) -> str | None:
@@ -202,12 +234,22 @@ class Resolver:
             return None
         raise RefNotFound(f"{spec.full_name} has no branch or tag called {spec.ref!r}.")
 
+    def _raise_if_missing(self, key: tuple[str, str]) -> None:
+        missing = self._missing.get(key)
+        if missing is not None:
+            raise type(missing)(*missing.args)
+
+    def _remember_missing(self, key: tuple[str, str], error: Exception) -> Exception:
+        self._missing[key] = error
+        return error
+
     async def repo(self, spec: RepoSpec, access: Access) -> RepoInfo:
-        """GitHub's repository object (clone_url, html_url, visibility), cached for minutes."""
+        """GitHub's repository object (clone_url, html_url, current visibility), cached briefly."""
         key = spec.full_name.lower()
         info = self._repos.get(key)
         if info is not None:
             return info
+        self._raise_if_missing((key, ""))
         if access.installation_id is None:  # what our own build of it recorded: no GitHub call
             record = await self.services.builds.newest_built(spec.owner, spec.repo)
             if record is not None:
@@ -217,8 +259,7 @@ class Resolver:
         try:
             data = await self._get(access, f"/repos/{quote(spec.owner)}/{quote(spec.repo)}")
         except LookupError as e:
-            raise NotServed(f"GitHub does not know the repository {spec.full_name} "
-                            "(or it is private and not covered by the App's installation).") from e
+            raise self._remember_missing((key, ""), NotServed(not_served_message(spec.full_name))) from e
         info = repo_info_from_api(data)
         self._repos[key] = info
         return info
@@ -227,7 +268,3 @@ class Resolver:
         """Stop background work: head revalidations, and ref lookups in flight (their git processes)."""
         await self.known.close()
         await self.git.close()
-
-    def remember_repo(self, info: RepoInfo) -> None:
-        """What a build record already says about the repository (saves a call)."""
-        self._repos.setdefault(info.full_name.lower(), info)

@@ -15,6 +15,8 @@ from bot.images import image_repository
 from bot.services import Services
 from launcher import badge as badges
 from launcher import sse, streams
+from launcher.client_ip import client_of
+from launcher.guard import QuotaRefused, requester_middleware
 from launcher.hub import HubError
 from launcher.launches import Launch, LaunchTarget
 from launcher.pages import error_page, html
@@ -23,6 +25,7 @@ from launcher.resolve import GitHubDown, NotServed, RefNotFound
 from launcher.setup import LauncherState, state_of
 from launcher.setup import close as close_launcher
 from launcher.spec import RepoSpec, SpecError, parse_spec, url_path_from_query
+from launcher.visibility import require_visible
 
 log = logging.getLogger(__name__)
 
@@ -59,19 +62,27 @@ def _url_path(request: web.Request) -> str:
     return url_path_from_query(request.query)
 
 
+def _refused_by(spec: RepoSpec, e: Exception) -> Refused:
+    """The page (or failed event) for what the resolver or the guard refused."""
+    if isinstance(e, QuotaRefused):
+        return Refused(429, "Too many requests", str(e), "rate_limited", e.retry_after)
+    if isinstance(e, NotServed):
+        return Refused(404, "Repository not served here", str(e), "not_served")
+    if isinstance(e, RefNotFound):
+        return Refused(404, "No such branch, tag or commit", str(e), "not_found")
+    return Refused(503, "GitHub is not answering", f"Could not resolve {spec.ref!r}: {e}. "
+                   "Please try again in a minute.", "github_unavailable", 30)
+
+
 async def _target(services: Services, state: LauncherState, spec: RepoSpec, build_only: bool = False
                   ) -> LaunchTarget:
     """Who is served, ref -> sha, image name; the refusals say why in words."""
     try:
         access = await state.resolver.access(spec)
+        await require_visible(state.resolver, spec, access)  # before any byte about its builds
         sha = await state.resolver.resolve(spec, access)
-    except NotServed as e:
-        raise Refused(404, "Repository not served here", str(e), "not_served") from e
-    except RefNotFound as e:
-        raise Refused(404, "No such branch, tag or commit", str(e), "not_found") from e
-    except GitHubDown as e:
-        raise Refused(503, "GitHub is not answering", f"Could not resolve {spec.ref!r}: {e}. "
-                      "Please try again in a minute.", "github_unavailable", 30) from e
+    except (QuotaRefused, NotServed, RefNotFound, GitHubDown) as e:
+        raise _refused_by(spec, e) from e
     assert services.scheduler is not None
     image = services.scheduler.image_for(spec.owner, spec.repo, sha)
     public = services.settings.public_url.rstrip("/") + "/"
@@ -117,7 +128,7 @@ async def launch_for(request: web.Request, services: Services, state: LauncherSt
     existing = state.launches.for_client(client, target.image)
     if existing is not None:
         return existing
-    await _admit(services, state, target, request.remote or "unknown")
+    await _admit(services, state, target, client_of(request, services.settings.trusted_proxies))
     return state.launches.create(target, client)
 
 
@@ -211,3 +222,4 @@ def setup(app: web.Application) -> None:
     app.router.add_get("/api/events/gh/{owner}/{repo}/{ref:.+}", event_stream, allow_head=False)
     app.router.add_get(r"/badge/gh/{owner}/{repo}/{ref:.+}.svg", badge)
     app.on_shutdown.append(_close_launches)
+    app.middlewares.append(requester_middleware)

@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
 import jinja2
 
 from bot.web.health import add_check
+from launcher.guard import GitHubGuard
 from launcher.hub import HubClient
 from launcher.launches import LaunchManager
 from launcher.pages import environment
@@ -45,12 +47,18 @@ async def attach(services: "Services", **options: Any) -> LauncherState:
     """Create the Hub client (when JUPYTERHUB_API_URL is set) and the launcher's state.
 
     ``options`` tune timings for tests and benchmarks (keepalive, fresh_ttl,
-    reconcile_every, head_fresh, keep_ready, status_poll); production uses the defaults.
+    reconcile_every, head_fresh, keep_ready, status_poll, repo_ttl, negative_ttl, clock); production
+    uses the defaults.
     """
     if services.hub is None:
         services.hub = make_hub(services)
     metrics = services.extras.get("metrics")
-    resolver = Resolver(services, fresh_ttl=options.get("fresh_ttl", 5.0), head_fresh=options.get("head_fresh", 60.0))
+    s = services.settings
+    clock = options.get("clock", time.monotonic)  # tests drive the caches' and limits' time
+    guard = GitHubGuard(s.launch_github_calls_per_minute, s.launch_github_calls_per_hour, clock=clock)
+    resolver = Resolver(services, fresh_ttl=options.get("fresh_ttl", 5.0), head_fresh=options.get("head_fresh", 60.0),
+                        repo_ttl=options.get("repo_ttl", 60.0), negative_ttl=options.get("negative_ttl", 30.0),
+                        guard=guard, clock=clock)
     counter = ServerCounter(services.hub, reconcile_every=options.get("reconcile_every", 30.0), metrics=metrics) \
         if services.hub is not None else None
     if counter is not None:

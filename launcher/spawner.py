@@ -39,8 +39,11 @@ from traitlets.config import Configurable
 SERVICE_SCOPES = ["admin:users", "servers"]
 
 # after the prefix: one image-name component and a tag, nothing that could leave the prefix
-_NAME_REST = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
-_TOKEN = re.compile(r"^[A-Za-z0-9_-]{32,256}$")
+# (always used with fullmatch: a "$" would let a trailing newline through)
+_NAME_REST = re.compile(r"[a-z0-9]+(?:[._-][a-z0-9]+)*:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+_TOKEN = re.compile(r"[A-Za-z0-9_-]{32,256}")
+DOCKER_HUB_HOSTS = ("docker.io", "index.docker.io", "registry-1.docker.io")
+DEFAULT_IMAGE_PREFIX = "binder-prebuild/"
 _BINDER_KEYS = ("binder_ref_url", "binder_launch_host", "binder_persistent_request", "binder_request")
 
 
@@ -48,17 +51,37 @@ class OptionsRefused(ValueError):
     """user_options the Hub will not start."""
 
 
+def names_registry(first: str) -> bool:
+    """Docker's rule: a first path component with a dot or a port, or ``localhost``, is a registry host."""
+    return "." in first or ":" in first or first == "localhost"
+
+
+def effective_prefix(image_prefix: str, registry_url: str | None) -> str:
+    """The prefix every image name starts with: registry host + IMAGE_PREFIX, lowercased.
+
+    The one implementation: the launcher names images with it (bot/images.py imports it
+    from here) and the Hub checks them against it, so the two cannot disagree. With a
+    registry, an IMAGE_PREFIX that does not already name a registry host gets the
+    registry's host:port in front, so names (and their length limit) match a BinderHub
+    whose ``image_prefix`` is ``host:port/IMAGE_PREFIX``; one that names a host
+    (``localhost:5000/binder-``, as BinderHub's own ``image_prefix`` does) is used as it
+    is. Docker Hub names carry no host. ``_`` -> ``-`` and lowercased, as BinderHub does to
+    the whole name, so every image name starts with exactly this.
+    """
+    image_prefix = image_prefix.strip()
+    registry = (registry_url or "").strip()
+    if registry:
+        host = registry.split("://", 1)[-1].split("/", 1)[0]
+        first, sep, _ = image_prefix.partition("/")
+        if host.lower() not in DOCKER_HUB_HOSTS and not (sep and names_registry(first)):
+            image_prefix = f"{host}/{image_prefix}"
+    return image_prefix.replace("_", "-").lower()
+
+
 def prefix_from_env(env: dict[str, str] | None = None) -> str:
     """IMAGE_PREFIX with REGISTRY_URL's host in front, as binder-prebuild names its images."""
     env = dict(os.environ if env is None else env)
-    prefix = env.get("IMAGE_PREFIX", "binder-prebuild/")
-    registry = (env.get("REGISTRY_URL") or "").strip()
-    if not registry:
-        return prefix
-    host = registry.split("://", 1)[-1].split("/", 1)[0]
-    if host in ("docker.io", "index.docker.io", "registry-1.docker.io") or prefix.startswith(host + "/"):
-        return prefix
-    return f"{host}/{prefix}"
+    return effective_prefix(env.get("IMAGE_PREFIX") or DEFAULT_IMAGE_PREFIX, env.get("REGISTRY_URL"))
 
 
 def check_image(image: object, prefix: str) -> str:
@@ -68,7 +91,8 @@ def check_image(image: object, prefix: str) -> str:
                              "so no image may be launched")
     if not isinstance(image, str) or not image:
         raise OptionsRefused("user_options must name an image")
-    if not image.startswith(prefix) or not _NAME_REST.match(image[len(prefix):]):
+    prefix = prefix.replace("_", "-").lower()  # as image names are (BinderHub's rule), so is an operator's prefix
+    if not image.startswith(prefix) or not _NAME_REST.fullmatch(image[len(prefix):]):
         raise OptionsRefused(f"image {image[:200]!r} is not allowed: only images under {prefix!r} are launched")
     return image
 
@@ -79,7 +103,7 @@ def check_options(options: object, prefix: str) -> dict[str, str]:
         raise OptionsRefused("user_options must be an object")
     out = {"image": check_image(options.get("image"), prefix)}
     token = options.get("token")
-    if not isinstance(token, str) or not _TOKEN.match(token):
+    if not isinstance(token, str) or not _TOKEN.fullmatch(token):
         raise OptionsRefused("user_options must carry a launch token (32 to 256 URL-safe characters)")
     out["token"] = token
     for key in ("repo_url", "ref") + _BINDER_KEYS:

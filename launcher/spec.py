@@ -9,7 +9,7 @@ import re
 import secrets
 import string
 from collections.abc import Mapping
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 # GitHub logins: alphanumerics and single hyphens, at most 39 characters.
 _OWNER_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9]|-(?=[A-Za-z0-9])){0,38}$")
@@ -97,8 +97,53 @@ def url_path_from_query(query: Mapping[str, str]) -> str:
         url_path = "doc/tree/" + _encode_uri(labpath.rstrip("/"))
     elif filepath is not None:
         url_path = "tree/" + _encode_uri(filepath.rstrip("/"))
-    # Always appended to the server's URL (never resolved against it), so it cannot leave the Hub.
-    return url_path.lstrip("/")
+    # Appended to the server's URL, which a browser then normalises: dot segments are
+    # resolved here first, so the launch token never lands on another user's server.
+    return normalise_landing_path(url_path)
+
+
+_SEPARATORS = re.compile(r"[/\\]")  # browsers read '\\' as '/' in http(s) URLs
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _unquote_fully(segment: str) -> str:
+    """Percent-decode until nothing changes (``%252e`` is ``%2e`` is ``.``), bounded."""
+    for _ in range(5):
+        decoded = unquote(segment)
+        if decoded == segment:
+            break
+        segment = decoded
+    return segment
+
+
+def normalise_landing_path(url_path: str) -> str:
+    """The landing path with ``.``/``..`` segments resolved, relative to the user's server.
+
+    Dot segments count in any spelling a browser or server may decode (``%2e%2e``,
+    ``..\\``, double-encoded); a path that would climb above the server's own URL,
+    hides a dot segment behind an encoded separator, or carries control characters
+    is a SpecError (a 400), never a redirect.
+    """
+    query_at = re.search(r"[?#]", url_path)
+    path, rest = (url_path[:query_at.start()], url_path[query_at.start():]) if query_at else (url_path, "")
+    if _CONTROL.search(_unquote_fully(url_path)):
+        raise SpecError("the landing path (urlpath, labpath or filepath) contains control characters")
+    out: list[str] = []
+    for segment in _SEPARATORS.split(path):
+        decoded = _unquote_fully(segment)
+        inner = _SEPARATORS.split(decoded)
+        if len(inner) > 1 and any(p in (".", "..") for p in inner):
+            raise SpecError("the landing path hides a '..' or '.' behind an encoded separator")
+        if decoded in ("", "."):
+            continue
+        if decoded == "..":
+            if not out:
+                raise SpecError("the landing path (urlpath, labpath or filepath) leaves your own server")
+            out.pop()
+            continue
+        out.append(segment)
+    trailing = "/" if out and _SEPARATORS.fullmatch(path[-1:] or "x") else ""
+    return "/".join(out) + trailing + rest
 
 
 def _encode_uri(path: str) -> str:

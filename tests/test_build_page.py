@@ -31,8 +31,16 @@ async def read_events(resp: aiohttp.ClientResponse, until: str, timeout: float =
     return events
 
 
+async def serve_octo_nb(bot) -> None:
+    """octo/nb, public, with the App installed (a build page shows only what may be launched)."""
+    inst = bot.fake.add_installation(["octo/nb"])
+    await bot.services.gh_state.upsert_installation(inst.id, inst.account)
+    await bot.services.gh_state.add_repos(inst.id, [("octo/nb", False)])
+
+
 async def test_finished_build_page_and_stream(prebuild_bot):
     bot = await prebuild_bot()
+    await serve_octo_nb(bot)
     rec = await bot.services.scheduler.submit(req())
     for _ in range(500):
         if (await bot.services.builds.get(rec.id)).state == BuildState.BUILT:
@@ -53,6 +61,7 @@ async def test_finished_build_page_and_stream(prebuild_bot):
 
 async def test_running_build_streams_its_log_then_ends_built(prebuild_bot):
     bot = await prebuild_bot()
+    await serve_octo_nb(bot)
     bot.builder.hold = True
     rec = await bot.services.scheduler.submit(req())
     await bot.builder.wait_running(1)

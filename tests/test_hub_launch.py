@@ -74,6 +74,10 @@ async def test_ready_full_sha_needs_no_github_call_and_no_registry_lookup(hub, l
     ln = await launcher(hub=hub)
     await ln.install("octo/demo")
     sha, image = await ln.prebuild("octo/demo", "main")
+    # the repository's current visibility is GitHub's answer, cached for a minute: a click a moment
+    # ago (here, the badge) read it; beyond that a ready full sha needs nothing from GitHub
+    await ln.client.get(f"/badge/gh/octo/demo/{sha}.svg")
+    assert [r.route for r in ln.fake.calls("GET")] == ["/repos/{owner}/{repo}"]
     ln.fake.requests.clear()
     ln.images.requests.clear()
     _, events = await launch_through_page(ln, f"/v2/gh/octo/demo/{sha}")

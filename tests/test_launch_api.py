@@ -127,6 +127,9 @@ async def test_an_old_build_page_link_opened_in_a_browser_lands_on_the_build_pag
     from bot.model import BuildRequest, BuildState
 
     bot = await prebuild_bot()
+    inst = bot.fake.add_installation(["octo/nb"])  # public, installed: a build page shows only what may launch
+    await bot.services.gh_state.upsert_installation(inst.id, inst.account)
+    await bot.services.gh_state.add_repos(inst.id, [("octo/nb", False)])
     sha = "ab" * 20
     rec = await bot.services.scheduler.submit(BuildRequest(
         owner="octo", repo="nb", sha=sha, clone_url="http://127.0.0.1:1/octo/nb.git", branch="main"))

@@ -93,10 +93,12 @@ async def test_no_hub_configured_is_refused(launcher):
 async def test_private_repositories_are_not_launched_unless_allowed(launcher):
     ln = await dead_hub(launcher, max_servers=-1, max_servers_per_repo=-1)
     await ln.install("octo/secret", private=True)
-    # with build-on-launch, the repository object is read and its visibility decides
+    # the repository object's current visibility decides, before the stream starts
     resp = await ln.client.get("/api/events/gh/octo/secret/main")
     text = await resp.text()
-    assert resp.status == 200 and "private repository" in text and '"phase":"failed"' in text
+    (event,) = parse_sse(text)
+    assert event["phase"] == "failed" and event["status_code"] == 404 and "private repository" in text
+    assert ln.fake.repo("octo/secret").branches["main"] not in text
 
 
 @pytest.mark.parametrize("ref", ["main", "sha"])
@@ -110,8 +112,8 @@ async def test_a_prebuilt_private_repository_is_not_launched_unless_allowed(laun
     resp = await ln.client.get(f"/api/events/gh/octo/secret/{ref}")
     text = await resp.text()
     phases = [e["phase"] for e in parse_sse(text)]
-    assert resp.status == 200 and phases[-1] == "failed" and "private repository" in text, text
-    assert "launching" not in phases and "ready" not in phases
+    # refused before anything about the build (tests/test_private_repos.py): one failed event, nothing else
+    assert phases == ["failed"] and parse_sse(text)[0]["status_code"] == 404 and "private repository" in text, text
     assert ln.builder.jobs == []
 
 

@@ -189,7 +189,8 @@ async def test_callback_when_already_configured(make_services, page_client, gith
 
 async def test_status_page_shows_app_installations_deliveries_builds(make_services, page_client, fake_github,
                                                                      github_settings):
-    services = await make_services(**vars(github_settings()))
+    # LAUNCH_ALLOW lists them: shown without asking GitHub (tests/test_private_repos.py covers the rest)
+    services = await make_services(**vars(github_settings(launch_allow=("binder-examples/*",))))
     services.github = GitHubApp(services.session, services.settings)
     await services.gh_state.upsert_installation(11, "binder-examples", "Organization")
     await services.gh_state.add_repos(11, [("binder-examples/requirements", False)])

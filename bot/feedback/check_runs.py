@@ -99,6 +99,13 @@ class CheckRuns:
             await self._flush(st, None)
             st.failures = 0
         except Exception as e:
+            if isinstance(e, gidgethub.BadRequest) and e.status_code == 422:
+                # GitHub refused the content (or, on create, does not know the sha): the same
+                # request would be refused again, so it is not retried
+                st.failures = 0
+                log.warning("build %s: GitHub refused the check run for %s@%s (422: %s); not retried",
+                            st.job_id or "-", st.full_name, st.sha[:12], e)
+                return
             st.failures += 1
             build = st.job_id or "-"
             delay = self.pacer.after_failure(e, st.failures)
@@ -139,6 +146,8 @@ class CheckRuns:
             reason=rec.reason, details_url=details), job
 
     async def _flush(self, st: ShaState, gh: GitHubAPI | None) -> None:
+        if st.unknown_sha:
+            return  # a check run is only written for a sha GitHub knows
         view, job = await self.render(st)
         if view is None:
             return
@@ -171,8 +180,12 @@ class CheckRuns:
         if view.status is CheckStatus.COMPLETED:
             body["completed_at"] = _now_iso()
         if create:
-            data = await client.post("/repos/{owner}/{repo}/check-runs", {"owner": st.owner, "repo": st.repo},
-                                     data={"name": CHECK_NAME, "head_sha": st.sha, **body})
+            try:
+                data = await client.post("/repos/{owner}/{repo}/check-runs", {"owner": st.owner, "repo": st.repo},
+                                         data={"name": CHECK_NAME, "head_sha": st.sha, **body})
+            except gidgethub.BadRequest as e:
+                st.unknown_sha = e.status_code == 422  # "No commit found for SHA": never written again
+                raise
             st.run_id = int(data["id"])
             log.info("build %s: created check run %s on %s@%s (%s)", job, st.run_id, st.full_name,
                      st.sha[:12], view.status.value)

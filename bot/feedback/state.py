@@ -41,6 +41,7 @@ class ShaState:
     flush_queued: bool = False
     timer: asyncio.TimerHandle | None = None
     failures: int = 0
+    unknown_sha: bool = False  # GitHub answered 422 to creating a run on it: it does not know the commit
 
     @property
     def full_name(self) -> str:

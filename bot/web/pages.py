@@ -202,6 +202,12 @@ async def status_page(request: web.Request, services: Services) -> web.Response:
     installs = await services.gh_state.installations()
     deliveries = await services.deliveries.recent(20)
     builds = await services.builds.recent(20)
+    from launcher.visibility import visible_repos  # the launcher's rule: private repositories stay private
+
+    names = [f"{b.owner}/{b.repo}" for b in builds] + [str(d["repo"]) for d in deliveries if d.get("repo")]
+    shown = await visible_repos(services, names)
+    builds = [b for b in builds if f"{b.owner}/{b.repo}".lower() in shown]
+    deliveries = [d for d in deliveries if not d.get("repo") or str(d["repo"]).lower() in shown]
     for d in deliveries:
         if d.get("error"):
             d["error"] = str(d["error"])[:300]
