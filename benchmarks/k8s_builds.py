@@ -187,18 +187,18 @@ async def run_scheduler(url: str, reqs: list[BuildRequest], settings: Settings) 
     from bot.metrics import Metrics
     from bot.scheduler import Scheduler
     from bot.services import Services
-    from bot.store import Database
+    from bot.store.schema import open_store
     from bot.store.builds import BuildStore
     from bot.store.deliveries import DeliveryStore
     from bot.store.github_state import GitHubState
 
-    db = await Database(settings.db_path).open()
+    db = await open_store(settings.db_path)
     session = aiohttp.ClientSession()
     services = Services(settings=settings, db=db, session=session, deliveries=DeliveryStore(db),
                         builds=BuildStore(db), gh_state=GitHubState(db), bus=EventBus())
-    services.extras["metrics"] = Metrics()
+    services.metrics = Metrics()
     images = AfterBuildImages()
-    builder = RecordingBuilder(settings, services.extras["metrics"], configuration=Configuration(host=url))
+    builder = RecordingBuilder(settings, services.metrics, configuration=Configuration(host=url))
     builder.images = images
     services.images = images
     services.builder = builder

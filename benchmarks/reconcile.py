@@ -89,7 +89,7 @@ async def settle(services: Any, timeout: float = 120.0) -> None:
         busy = await services.deliveries.depth() or await services.builds.in_state(BuildState.QUEUED,
                                                                                    BuildState.RUNNING)
         if not busy:
-            await services.extras["feedback"].drain()
+            await services.feedback.drain()
             stable += 1
         else:
             stable = 0
@@ -116,7 +116,7 @@ async def reconcile_rounds(n: int, changed: int) -> list[tuple[str, dict[str, in
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         runner, services, _ = await start_service(fake, Path(tmp), IDLE)
-        reconciler = services.extras["recovery"].reconciler
+        reconciler = services.recovery.reconciler
         try:
             for label in ("cold", "unchanged"):
                 before, started = len(fake.requests), time.perf_counter()

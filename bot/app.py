@@ -18,7 +18,7 @@ from bot.config import Settings
 from bot.events import EventBus
 from bot.metrics import Metrics
 from bot.services import Services
-from bot.store import Database
+from bot.store.schema import open_store
 from bot.store.builds import BuildStore
 from bot.store.deliveries import DeliveryStore
 from bot.store.github_state import GitHubState
@@ -43,7 +43,7 @@ def make_builder(services: Services):
     if s.builder == "kubernetes":
         from bot.builders.kubernetes import KubernetesBuilder
 
-        return KubernetesBuilder(s, services.extras["metrics"])
+        return KubernetesBuilder(s, services.metrics)
     from bot.builders.local import LocalBuilder
 
     return LocalBuilder(s)
@@ -90,17 +90,15 @@ def create_app(settings: Settings, *, start_workers: bool = True, builder: Facto
 
 def _lifecycle(settings: Settings, start_workers: bool, builder: Factory, images: Factory, recovery: Any = None):
     async def ctx(app: web.Application) -> AsyncIterator[None]:
-        db = await Database(settings.db_path).open()
+        db = await open_store(settings.db_path)
         session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=60, connect=10),
             headers={"User-Agent": "binder-prebuild"},
         )
         services = Services(
             settings=settings, db=db, session=session, deliveries=DeliveryStore(db), builds=BuildStore(db),
-            gh_state=GitHubState(db), bus=EventBus(),
+            gh_state=GitHubState(db), bus=EventBus(), metrics=Metrics(),
         )
-        services.extras["metrics"] = Metrics()
-        services.extras["health_checks"] = []
         app[SERVICES] = services
         try:
             await _start(services, start_workers, builder, images, recovery)
@@ -121,7 +119,7 @@ async def _start(services: Services, start_workers: bool, builder: Factory, imag
 
     s = services.settings
     if s.has_app_credentials:
-        services.github = GitHubApp(services.session, s, metrics=services.extras["metrics"])
+        services.github = GitHubApp(services.session, s, metrics=services.metrics)
     services.images = images(services)
     from bot.web.health import add_check
     add_check(services, "registry" if s.registry_url else "local images", services.images.health)
@@ -129,44 +127,45 @@ async def _start(services: Services, start_workers: bool, builder: Factory, imag
     add_check(services, "builder", services.builder.health)
     services.scheduler = Scheduler(services)
     from bot.feedback.reporter import attach as attach_feedback
-    attach_feedback(services)
+    services.feedback = attach_feedback(services)
     from launcher.setup import attach as attach_launcher
     await attach_launcher(services)
     if s.prepull_enabled:
         from bot.prepull import Prepuller
         prepuller = Prepuller(services)
-        services.extras["prepull"] = prepuller
+        services.prepull = prepuller
         add_check(services, "image puller", prepuller.health)
     if start_workers:
         await services.builder.start()
-        if "prepull" in services.extras:
-            await services.extras["prepull"].start()
+        if services.prepull is not None:
+            await services.prepull.start()
         await services.scheduler.start()
         await services.extras["feedback"].restore()  # what a stop left unsaid on GitHub, from the store
         dispatcher = Dispatcher(services, build_router())
-        services.extras["dispatcher"] = dispatcher
+        services.dispatcher = dispatcher
         await dispatcher.start()
         from bot.github.installations import refresh_installations_soon
         refresh_installations_soon(services)
         from bot.recovery.service import start_recovery
-        start_recovery(services, recovery)  # redeliver what GitHub could not deliver, reconcile heads
+        services.recovery = start_recovery(services, recovery)  # redeliver what GitHub could not deliver, reconcile heads
 
 
 async def _stop(services: Services) -> None:
     from bot.github.installations import stop_refresh
     from bot.recovery.service import stop_recovery
 
-    await stop_recovery(services)
+    recovery, services.recovery = services.recovery, None
+    await stop_recovery(recovery)
     await stop_refresh(services)  # the background installations refresh (may have been started by setup too)
-    dispatcher = services.extras.get("dispatcher")
+    dispatcher = services.dispatcher
     if dispatcher is not None:
         await dispatcher.stop()
     if services.scheduler is not None:
         await services.scheduler.stop()
-    feedback = services.extras.get("feedback")
+    feedback = services.feedback
     if feedback is not None:  # flush pending check run/comment updates, then stop its workers
         await feedback.shutdown()
-    prepuller = services.extras.get("prepull")
+    prepuller = services.prepull
     if prepuller is not None:
         await prepuller.close()
     if services.builder is not None:

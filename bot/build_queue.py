@@ -16,14 +16,14 @@ from bot.queue_order import (QueuedJob, coarse_message, coarse_position, group_j
                              queue_lengths, queue_order, waiting_message)
 
 if TYPE_CHECKING:
-    from bot.services import Services
+    from bot.core import Core
     from bot.store.builds import BuildRecord
 
 log = logging.getLogger(__name__)
 
 
 class BuildQueue:
-    def __init__(self, services: "Services") -> None:
+    def __init__(self, services: "Core") -> None:
         self.services = services
         self.last_served: dict[str, float] = {}  # installation key -> when it last got a slot
         self._records: dict[str, list["BuildRecord"]] = {}  # job_id -> its queued records (last order)
@@ -58,7 +58,7 @@ class BuildQueue:
 
     def observe_wait(self, records: list["BuildRecord"], now: float) -> None:
         """The queue-wait histogram, when a job leaves the queue for a slot."""
-        metrics = self.services.extras.get("metrics")
+        metrics = self.services.metrics
         if metrics is None or not records:
             return
         (job,) = group_jobs(records)
@@ -95,7 +95,7 @@ class BuildQueue:
                     await bus.publish(r, event, to_subscribers=False)
 
     def _metrics(self, waiting: list[QueuedJob]) -> None:
-        metrics = self.services.extras.get("metrics")
+        metrics = self.services.metrics
         if metrics is None:
             return
         metrics.builds_queued.set(len(waiting))

@@ -268,8 +268,6 @@ def load_settings(env: Mapping[str, str] | None = None, config_file: str | None 
 
 def _with_stored_credentials(settings: Settings) -> Settings:
     """Fill App credentials saved by the manifest flow (DATA_DIR/github-app.json)."""
-    from bot.github.manifest import load_stored_credentials
-
     stored = load_stored_credentials(settings.data_dir)
     if not stored:
         return settings
@@ -281,3 +279,28 @@ def _with_stored_credentials(settings: Settings) -> Settings:
     if not settings.github_webhook_secret and stored.get("webhook_secret"):
         changes["github_webhook_secret"] = stored["webhook_secret"]
     return dataclasses.replace(settings, **changes) if changes else settings
+
+
+# Where the manifest flow (bot/github/manifest.py) leaves the App's credentials in DATA_DIR.
+CREDENTIALS_FILE = "github-app.json"
+KEY_FILE = "github-app.pem"
+
+
+def load_stored_credentials(data_dir: Path | str) -> dict[str, Any] | None:
+    """The App saved by the manifest flow (with ``pem`` read from its key file), or None.
+
+    A file that exists but cannot be read is a configuration error, not a silent None.
+    """
+    path = Path(data_dir) / CREDENTIALS_FILE
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text())
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        if not data.get("pem"):
+            key_path = Path(data_dir) / str(data.get("private_key_path") or KEY_FILE)
+            data["pem"] = key_path.read_text()
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"cannot read the stored GitHub App credentials in {path}: {e}") from e
+    return data

@@ -19,7 +19,7 @@ from bot.metrics import Metrics
 from bot.model import BuildRequest, BuildState, ProgressEvent, Trigger
 from bot.scheduler import Scheduler
 from bot.services import Services
-from bot.store import Database
+from bot.store.schema import open_store
 from bot.store.builds import BuildRecord, BuildStore
 from bot.store.deliveries import DeliveryStore
 from bot.store.github_state import GitHubState
@@ -50,11 +50,11 @@ async def run_one_build(settings: Settings, owner: str, repo: str, ref: str | No
                         clone_url: str | None, rebuild: bool) -> int:
     url = clone_url or f"https://github.com/{owner}/{repo}"
     sha, branch, default = await resolve_ref(url, ref)
-    db = await Database(settings.db_path).open()
+    db = await open_store(settings.db_path)
     session = aiohttp.ClientSession()
     services = Services(settings=settings, db=db, session=session, deliveries=DeliveryStore(db),
                         builds=BuildStore(db), gh_state=GitHubState(db), bus=EventBus())
-    services.extras["metrics"] = Metrics()
+    services.metrics = Metrics()
     services.images = make_image_lookup(services)
     services.builder = make_builder(services)
     services.scheduler = Scheduler(services)

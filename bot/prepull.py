@@ -27,7 +27,7 @@ from bot.store.prepull_state import BuiltImage, LaunchedImage, PrepullState
 if TYPE_CHECKING:
     from kubernetes_asyncio import client
 
-    from bot.services import Services
+    from bot.core import Core
     from bot.store.builds import BuildRecord
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,7 @@ class Prepuller:
     """Keeps the puller DaemonSet in PREPULL_NAMESPACE following builds and launches."""
 
     def __init__(
-        self, services: "Services", *, configuration: "client.Configuration | None" = None,
+        self, services: "Core", *, configuration: "client.Configuration | None" = None,
         debounce: float = 5.0, resync: float = 600.0, retry: float = 30.0,
         clock: Callable[[], float] = time.time, sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
     ) -> None:
@@ -219,10 +219,10 @@ class Prepuller:
             await self._synced.wait_for(lambda: self.syncs >= count)
 
 
-def _images_gauge(services: "Services") -> Any:
+def _images_gauge(services: "Core") -> Any:
     from prometheus_client import Gauge
 
-    metrics = services.extras.get("metrics")
+    metrics = services.metrics
     registry = getattr(metrics, "registry", None)
     if registry is None:
         return Gauge("binder_prebuild_prepull_images", "Images the puller keeps on the user nodes", registry=None)

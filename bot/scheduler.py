@@ -30,7 +30,7 @@ from bot.model import BuildJob, BuildOutcome, BuildRequest, BuildState, Phase, P
 from bot.store.builds import BuildRecord
 
 if TYPE_CHECKING:
-    from bot.services import Services
+    from bot.core import Core
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +128,7 @@ class ImageStatus:
 class Scheduler:
     """Bounded concurrency, queue order (``bot.queue_order``), supersede, restart reconciliation."""
 
-    def __init__(self, services: "Services", *, clock: Clock = SYSTEM_CLOCK) -> None:
+    def __init__(self, services: "Core", *, clock: Clock = SYSTEM_CLOCK) -> None:
         self.services = services
         self.settings = services.settings
         self.clock = clock  # retry deadlines, the build backstop and timestamps read it (tests drive it)
@@ -363,7 +363,7 @@ class Scheduler:
             return
         lead = records[0]
         image = lead.image
-        metrics = self.services.extras.get("metrics")
+        metrics = self.services.metrics
         if lead.state == BuildState.QUEUED:
             # Someone else (a BinderHub, another sha path) may have built it meanwhile.
             exists = await self._exists(image)
@@ -482,7 +482,7 @@ class Scheduler:
         await builds.update_job(
             job_id, state=state, phase=Phase(state.value),
             reason=reason or None, finished_at=self.clock.time(), log_tail=tail[-50:], from_cache=from_cache)
-        metrics = self.services.extras.get("metrics")
+        metrics = self.services.metrics
         if metrics is not None:
             metrics.builds.labels(state.value).inc()
         log.info("build %s: %s%s", job_id, state.value, f" ({reason})" if reason else "")

@@ -11,17 +11,25 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 from bot.store.heads import Head, HeadStore
 
 if TYPE_CHECKING:
-    from launcher.resolve import Access
     from launcher.spec import RepoSpec
 
 log = logging.getLogger(__name__)
 
-Fetch = Callable[["RepoSpec", "Access"], Awaitable[str]]
+
+class Access(Protocol):
+    """What this module reads of the resolver's access decision (launcher.resolve.Access)."""
+
+    @property
+    def installation_id(self) -> int | None: ...
+
+
+# the resolver's fetch takes its own Access (passed through here untouched)
+Fetch = Callable[["RepoSpec", Any], Awaitable[str]]
 
 
 def needs_refresh(head: Head, fresh: float) -> bool:

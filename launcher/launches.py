@@ -27,7 +27,8 @@ from launcher.spec import RepoSpec, new_launch_token, server_url, username_for
 from launcher.visibility import require_visible
 
 if TYPE_CHECKING:
-    from bot.services import Services
+    from bot.core import Core
+    from bot.scheduler import Scheduler
     from bot.store.builds import BuildRecord
     from launcher.quotas import ServerCounter
 
@@ -124,10 +125,12 @@ def _progress_for(phase: Phase) -> float:
 
 
 class LaunchManager:
-    def __init__(self, services: "Services", resolver: Resolver, counter: "ServerCounter | None", *,
+    def __init__(self, services: "Core", scheduler: "Scheduler", resolver: Resolver,
+                 counter: "ServerCounter | None", *,
                  keepalive: float = 15.0, keep_ready: float = 120.0, keep_failed: float = 60.0,
                  reserve_ttl: float = 600.0, status_poll: float = 30.0) -> None:
         self.services = services
+        self.scheduler = scheduler
         self.resolver = resolver
         self.counter = counter
         self.keepalive = keepalive
@@ -200,7 +203,7 @@ class LaunchManager:
     # -- the launch -------------------------------------------------------------
     def _finish(self, launch: Launch, outcome: Outcome) -> None:
         launch.outcome = outcome
-        metrics = self.services.extras.get("metrics")
+        metrics = self.services.metrics
         if metrics is not None:
             metrics.launches.labels(outcome=outcome.value).inc()
             if outcome is Outcome.READY:
@@ -268,8 +271,7 @@ class LaunchManager:
         """Follow (or start) the image's build; the record that says it is built, or None (failed)."""
         services = self.services
         t = launch.target
-        scheduler = services.scheduler
-        assert scheduler is not None
+        scheduler = self.scheduler
         async with services.bus.subscribe(t.image) as queue:
             record = await scheduler.status(t.spec.owner, t.spec.repo, t.sha)
             submitted = False

@@ -35,8 +35,8 @@ from launcher.guard import GitHubGuard
 from launcher.spec import RepoSpec, is_full_sha
 
 if TYPE_CHECKING:
+    from bot.core import Core
     from bot.model import BuildRequest
-    from bot.services import Services
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ def not_served_message(full_name: str) -> str:
 
 
 class Resolver:
-    def __init__(self, services: "Services", *, fresh_ttl: float = 5.0, repo_ttl: float = 60.0,
+    def __init__(self, services: "Core", *, fresh_ttl: float = 5.0, repo_ttl: float = 60.0,
                  negative_ttl: float = 30.0, maxsize: int = 4096, guard: GitHubGuard | None = None,
                  clock: Callable[[], float] = time.monotonic, git: GitRefs | None = None,
                  head_fresh: float = 60.0) -> None:
@@ -144,7 +144,7 @@ class Resolver:
             from bot.github.client import GitHubClient
 
             self._anonymous = GitHubClient(services.session, base_url=services.settings.github_api_url,
-                                           metrics=services.extras.get("metrics"), label="anonymous launcher",
+                                           metrics=services.metrics, label="anonymous launcher",
                                            cache=self._etags)
         return self._anonymous
 

@@ -22,8 +22,9 @@ from launcher.launches import Launch, LaunchTarget
 from launcher.pages import error_page, html
 from launcher.quotas import check_servers
 from launcher.resolve import GitHubDown, NotServed, RefNotFound
-from launcher.setup import LauncherState, state_of
 from launcher.setup import close as close_launcher
+from launcher.setup import state_of
+from launcher.state import LauncherState
 from launcher.spec import RepoSpec, SpecError, parse_spec, url_path_from_query
 from launcher.visibility import require_visible
 
@@ -46,7 +47,7 @@ class Refused(Exception):
 
 
 def count_outcome(services: Services, outcome: str) -> None:
-    metrics = services.extras.get("metrics")
+    metrics = services.metrics
     if metrics is not None:
         metrics.launches.labels(outcome=outcome).inc()
 

@@ -1,12 +1,9 @@
 """Wire the launcher into the running app: Hub client, resolver, limits, launches, health checks."""
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from typing import TYPE_CHECKING, Any
-
-import jinja2
 
 from bot.web.health import add_check
 from launcher.guard import GitHubGuard
@@ -15,25 +12,12 @@ from launcher.launches import LaunchManager
 from launcher.pages import environment
 from launcher.quotas import RateLimiter, ServerCounter
 from launcher.resolve import Resolver
+from launcher.state import LauncherState
 
 if TYPE_CHECKING:
     from bot.services import Services
 
 log = logging.getLogger(__name__)
-
-EXTRAS_KEY = "launcher"
-
-
-@dataclasses.dataclass
-class LauncherState:
-    """What the launch routes use; kept in ``services.extras["launcher"]``."""
-
-    resolver: Resolver
-    limiter: RateLimiter
-    counter: ServerCounter | None
-    launches: LaunchManager
-    templates: jinja2.Environment
-    options: dict[str, Any]
 
 
 def make_hub(services: "Services") -> HubClient | None:
@@ -52,7 +36,7 @@ async def attach(services: "Services", **options: Any) -> LauncherState:
     """
     if services.hub is None:
         services.hub = make_hub(services)
-    metrics = services.extras.get("metrics")
+    metrics = services.metrics
     s = services.settings
     clock = options.get("clock", time.monotonic)  # tests drive the caches' and limits' time
     guard = GitHubGuard(s.launch_github_calls_per_minute, s.launch_github_calls_per_hour, clock=clock)
@@ -63,8 +47,9 @@ async def attach(services: "Services", **options: Any) -> LauncherState:
         if services.hub is not None else None
     if counter is not None:
         counter.start()
+    assert services.scheduler is not None  # bot/app.py makes it first
     manager = LaunchManager(
-        services, resolver, counter, keepalive=options.get("keepalive", 15.0),
+        services, services.scheduler, resolver, counter, keepalive=options.get("keepalive", 15.0),
         keep_ready=options.get("keep_ready", 120.0), status_poll=options.get("status_poll", 30.0))
     state = LauncherState(
         resolver=resolver,
@@ -74,10 +59,9 @@ async def attach(services: "Services", **options: Any) -> LauncherState:
         templates=environment(),
         options=dict(options),
     )
-    old = services.extras.get(EXTRAS_KEY)
-    if isinstance(old, LauncherState):
-        await close(old)
-    services.extras[EXTRAS_KEY] = state
+    if services.launcher is not None:
+        await close(services.launcher)
+    services.launcher = state
 
     if services.hub is not None:
         add_check(services, "hub", services.hub.health)
@@ -96,7 +80,7 @@ async def close(state: LauncherState) -> None:
 
 
 def state_of(services: "Services") -> LauncherState:
-    state = services.extras.get(EXTRAS_KEY)
-    if not isinstance(state, LauncherState):
+    state = services.launcher
+    if state is None:
         raise RuntimeError("launcher.setup.attach(services) has not run")
     return state

@@ -254,7 +254,7 @@ async def make_services(tmp_path):
     from bot.events import EventBus
     from bot.metrics import Metrics
     from bot.services import Services
-    from bot.store import Database
+    from bot.store.schema import open_store
     from bot.store.builds import BuildStore
     from bot.store.deliveries import DeliveryStore
     from bot.store.github_state import GitHubState
@@ -265,12 +265,11 @@ async def make_services(tmp_path):
         values = dict(github_webhook_secret=WEBHOOK_SECRET, data_dir=tmp_path / f"data{len(made)}")
         values.update(overrides)
         settings = Settings(**values)
-        db = await Database(settings.db_path).open()
+        db = await open_store(settings.db_path)
         session = aiohttp.ClientSession()
         services = Services(settings=settings, db=db, session=session, deliveries=DeliveryStore(db),
                             builds=BuildStore(db), gh_state=GitHubState(db), bus=EventBus())
-        services.extras["metrics"] = Metrics()
-        services.extras["health_checks"] = []
+        services.metrics = Metrics()
         made.append(services)
         return services
 

@@ -50,7 +50,8 @@ class Bot:
 
     @property
     def reporter(self):
-        return self.services.extras["feedback"]
+        assert self.services.feedback is not None
+        return self.services.feedback
 
     def github_now(self) -> str:
         """GitHub's clock for the payloads made here: a minute later at each call (event order)."""
@@ -201,7 +202,7 @@ async def start_bot(fake: FakeGitHub, settings_factory: Callable[..., Any], aioh
     services = app[SERVICES]
     assert services.github is not None
     services.github.policy = FAST_RETRIES
-    dispatcher = services.extras.get("dispatcher")
+    dispatcher = services.dispatcher
     if dispatcher is not None:  # a failed delivery comes back quickly, as it would after its backoff
         dispatcher.backoff_base, dispatcher.backoff_cap = 0.05, 0.2
     return Bot(fake, client, services, builder, images, inst, data_dir)

@@ -356,7 +356,7 @@ async def make_harness(aiohttp_client: Any, fake: Any, data_dir: Path, *, hub: R
     from bot.metrics import Metrics
     from bot.scheduler import Scheduler
     from bot.services import Services
-    from bot.store import Database
+    from bot.store.schema import open_store
     from bot.store.builds import BuildStore
     from bot.store.deliveries import DeliveryStore
     from bot.store.github_state import GitHubState
@@ -378,13 +378,12 @@ async def make_harness(aiohttp_client: Any, fake: Any, data_dir: Path, *, hub: R
                       jupyterhub_url=hub_url or (hub.url if hub else None))
     values.update(settings)
     conf = settings_for(fake, data_dir, **values)
-    db = await Database(conf.db_path).open()
+    db = await open_store(conf.db_path)
     session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60, connect=10))
     services = Services(settings=conf, db=db, session=session, deliveries=DeliveryStore(db),
                         builds=BuildStore(db), gh_state=GitHubState(db), bus=EventBus())
-    services.extras["metrics"] = Metrics()
-    services.extras["health_checks"] = []
-    services.github = GitHubApp(session, conf, metrics=services.extras["metrics"])
+    services.metrics = Metrics()
+    services.github = GitHubApp(session, conf, metrics=services.metrics)
     images = FakeRegistry()
     registry_server = TestServer(images.app(), host="127.0.0.1")
     await registry_server.start_server()

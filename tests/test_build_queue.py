@@ -103,7 +103,7 @@ async def test_a_launch_takes_the_next_slot_then_installations_alternate(tmp_pat
         assert counts[:counts.index(34)] in ([], [33]), counts
         for r in [*pushes_a, *pushes_b, rec_c]:
             await h.wait_state(r.id, BuildState.BUILT)
-        metrics = h.services.extras["metrics"]
+        metrics = h.services.metrics
         assert metrics.queue_wait.labels(priority="interactive")._sum.get() == 60  # one build ahead of it
         assert metrics.queue_wait.labels(priority="push")._sum.get() > 0
     finally:

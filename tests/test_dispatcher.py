@@ -183,7 +183,7 @@ async def test_failing_handler_is_recorded_retried_with_backoff_then_dead(servic
     assert all("registry said no" in a["error"] for a in attempts)
     gaps = [b - a for a, b in zip(calls, calls[1:])]
     assert gaps[0] >= 0.2 and gaps[1] >= 0.4  # exponential backoff between attempts
-    m = services.extras["metrics"]
+    m = services.metrics
     assert m.registry.get_sample_value("binder_prebuild_handler_failures_total", {"event": "push"}) == 3
 
 
@@ -500,8 +500,6 @@ async def _true(value):
 async def test_while_the_receiver_is_busy_deliveries_run_one_at_a_time_after_a_pause(services, run):
     """Busy receiver: one pause of ``max_defer`` (on the dispatcher's clock, driven here), then
     deliveries one at a time without pausing again; quiet again: full concurrency."""
-    from bot.webhooks import ingest_gauge
-
     router = Router()
     running, peak, started_at = 0, 0, []
     gate = asyncio.Event()
@@ -519,7 +517,7 @@ async def test_while_the_receiver_is_busy_deliveries_run_one_at_a_time_after_a_p
         running -= 1
 
     clock = ManualClock()
-    gauge = ingest_gauge(services)
+    gauge = services.ingest
     gauge.enter()  # a request is in hand for the whole busy phase
     items = [new("push.branch", repo=f"org/busy{i}") for i in range(5)]
     await services.deliveries.add_many(items)
@@ -537,7 +535,7 @@ async def test_while_the_receiver_is_busy_deliveries_run_one_at_a_time_after_a_p
     gate.clear()  # hold the handlers: as many run at once as the dispatcher allows
     more = [new("push.branch", repo=f"org/quiet{i}") for i in range(8)]
     await services.deliveries.add_many(more)
-    services.extras["delivery_wakeup"].set()
+    services.delivery_wakeup.set()
     await until(lambda: _true(running == 4))
     gate.set()
     await until(lambda: _all(services, [i.id for i in more], "done"))

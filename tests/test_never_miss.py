@@ -87,7 +87,7 @@ async def test_a_pushes_and_a_pr_sent_while_down_are_redelivered_built_and_repor
     built = [j.request.sha for j in bot.builder.jobs]
     assert sorted(built) == sorted(shas.values())
     # a later round finds nothing more to ask for
-    recovery = bot.services.extras["recovery"]
+    recovery = bot.services.recovery
     from bot.recovery.redeliver import redeliver_round
     again = await redeliver_round(bot.services.github, bot.services.deliveries, recovery.checkpoints, pace=0)
     assert again.requested == 0
@@ -107,7 +107,7 @@ async def test_a_redelivery_round_is_bounded_and_resumes_without_asking_twice(fa
 
     async def redeliver_round_(limit: int):
         return await redeliver_round(bot.services.github, bot.services.deliveries, cp, limit=limit, pace=0,
-                                     metrics=bot.services.extras["metrics"])
+                                     metrics=bot.services.metrics)
 
     first = await redeliver_round_(2)
     assert first.requested == 2 and not first.complete
@@ -127,7 +127,7 @@ async def test_a_redelivery_round_is_bounded_and_resumes_without_asking_twice(fa
     assert [(await bot.services.deliveries.get(g))["state"] for g in guids] == ["done"] * 3
     final = await redeliver_round_(10)
     assert final.requested == 0 and final.complete and await cp.get(CHECKPOINT) is not None
-    m = bot.services.extras["metrics"].registry
+    m = bot.services.metrics.registry
     assert m.get_sample_value("binder_prebuild_redelivery_requests_total", {"outcome": "accepted"}) == 8
 
 
@@ -159,7 +159,7 @@ async def test_b_reconcile_alone_builds_heads_github_never_told_us_about(fake_gi
     assert (await heads.lookup(quiet, "HEAD")).sha == main
 
     # nothing changed: the next round costs conditional lists only (304), builds nothing
-    recovery = bot.services.extras["recovery"]
+    recovery = bot.services.recovery
     before = len(fake.requests)
     result = await recovery.reconciler.round()
     repo_calls = [r for r in fake.requests[before:] if r.path.startswith(f"/repos/{quiet}/")]
@@ -188,7 +188,7 @@ async def test_b_reconcile_skips_heads_the_store_already_knows(fake_github, preb
     other = fake.add_commit(quiet, {"a.txt": "1"}, branch="other", message="Other")
     inst = fake.add_installation([quiet])
     bot = await prebuild_bot(inst=inst)
-    recovery = bot.services.extras["recovery"]
+    recovery = bot.services.recovery
     result = await recovery.reconciler.round()
     await bot.settle()
     assert result.submitted == 1  # main only: `other` is not in the config's branches
@@ -207,7 +207,7 @@ async def test_a_reconcile_round_is_spread_over_the_interval(fake_github, prebui
         fake_github.add_repo(n)
     inst = fake_github.add_installation(names)
     bot = await prebuild_bot(inst=inst)
-    reconciler = bot.services.extras["recovery"].reconciler
+    reconciler = bot.services.recovery.reconciler
     waits: list[float] = []
 
     async def record(seconds: float) -> None:

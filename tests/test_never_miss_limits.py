@@ -14,7 +14,6 @@ import time
 import bot.github.client as client_module
 import bot.store.deliveries as deliveries_module
 import bot.webhooks.dispatcher as dispatcher_module
-from bot.webhooks import wakeup_event
 from tests.fake_github import Fault
 from tests.feedback_harness import REPO
 from tests.test_never_miss import FAST, bot_runs, send_while_down
@@ -89,7 +88,7 @@ async def test_c_reconcile_pauses_on_a_low_quota_and_resumes_after_the_reset(fak
     bot = await prebuild_bot(inst=inst)
     reset = time.time() + 2
     quota = fake.set_quota(inst.id, remaining=6, reset=reset, limit=40)  # reserve 10 % = 4 requests
-    result = await bot.services.extras["recovery"].reconciler.round()
+    result = await bot.services.recovery.reconciler.round()
     await bot.settle()
     assert result.paused >= 1 and result.errors == 0
     assert result.submitted == len(names)
@@ -133,14 +132,14 @@ async def test_d_a_push_during_an_hour_long_rate_limit_is_built_after_the_reset(
     # blocks the installation: nothing more is sent for it before the reset
     sent = len(limited())
     assert 1 <= sent <= 2 and all(r.status == 403 for r in limited()), [(r.path, r.status) for r in limited()]
-    await bot.until(lambda: bot.services.extras["dispatcher"]._loop_task is not None)
-    wakeup_event(bot.services).set()  # the dispatcher looks again: the delivery is not due before the reset
+    await bot.until(lambda: bot.services.dispatcher._loop_task is not None)
+    bot.services.delivery_wakeup.set()  # the dispatcher looks again: the delivery is not due before the reset
     await asyncio.sleep(0.3)
     assert len(limited()) == sent
     assert bot_runs(fake, sha) == [] and bot.builder.jobs == []
 
     clock.shift += 3601 + 2  # the hour passes
-    wakeup_event(bot.services).set()
+    bot.services.delivery_wakeup.set()
     await bot.until(lambda: bot_runs(fake, sha) and bot_runs(fake, sha)[-1]["status"] == "completed")
     await bot.settle()
     assert (await store.get(delivery))["state"] == "done"

@@ -299,7 +299,7 @@ async def test_the_app_runs_the_puller_when_configured(aiohttp_client, tmp_path,
     assert "binder_prebuild_prepull_images 0.0" in await (await client.get("/metrics")).text()
     from bot.appkeys import SERVICES
 
-    prepuller = app[SERVICES].extras["prepull"]
+    prepuller = app[SERVICES].prepull
     await client.close()
     assert prepuller.api is None  # closed with the app
 
@@ -315,5 +315,5 @@ async def test_without_the_setting_there_is_no_puller(aiohttp_client, tmp_path, 
     app = create_app(Settings(builder="kubernetes", data_dir=tmp_path / "data", registry_url=url),
                      builder=lambda s: InstantBuilder(fake_registry), images=lambda s: RegistryClient(s.session, url))
     client = await aiohttp_client(app)
-    assert "prepull" not in app[SERVICES].extras
+    assert app[SERVICES].prepull is None
     await client.close()

@@ -19,6 +19,7 @@ from bot.store import Database
 from bot.store.builds import BuildStore
 from bot.store.deliveries import DeliveryStore
 from bot.store.github_state import GitHubState
+from bot.store.schema import open_store
 from tests.fake_builders import InstantBuilder
 from tests.fake_clock import ManualClock
 from tests.fake_github import Fault, settings_for
@@ -76,11 +77,11 @@ async def make_harness(tmp_path, registry: tuple[FakeRegistry, str], *, max_buil
     fake, url = registry
     clock = clock or ManualClock()
     settings = Settings(data_dir=tmp_path, max_concurrent_builds=max_builds, image_prefix="test/", **settings_kw)
-    db = db or await Database(settings.db_path).open()
+    db = db or await open_store(settings.db_path)
     session = aiohttp.ClientSession()
     services = Services(settings=settings, db=db, session=session, deliveries=DeliveryStore(db),
                         builds=BuildStore(db), gh_state=GitHubState(db), bus=EventBus())
-    services.extras["metrics"] = Metrics()
+    services.metrics = Metrics()
     # the real client: "missing" is remembered for 15 s (on the driven clock), retries are quick
     services.images = RegistryClient(session, url, attempts=2, backoff=0.01, clock=clock.time)
     if builder is None:

@@ -11,7 +11,6 @@ import random
 import pytest
 
 from bot.logs import setup_logging
-from bot.webhooks import wakeup_event
 from bot.webhooks.signature import (
     MAX_BODY_BYTES,
     BadDelivery,
@@ -178,7 +177,7 @@ async def test_concurrent_duplicates_store_one_row_and_answer_one_202(env, webho
 
 async def test_accepting_a_delivery_wakes_the_dispatcher(env, webhook_secret):
     services, client = env
-    ev = wakeup_event(services)
+    ev = services.delivery_wakeup
     ev.clear()
     headers, raw = payloads.signed("push", payloads.load("push.tag"), webhook_secret)
     assert (await client.post(URL, data=raw, headers=headers)).status == 202
@@ -430,7 +429,7 @@ async def test_store_failure_is_503(env, webhook_secret):
 
 async def test_metrics_count_deliveries_by_event_and_outcome(env, webhook_secret):
     services, client = env
-    m = services.extras["metrics"]
+    m = services.metrics
     headers, raw = payloads.signed("push", payloads.load("push.branch"), webhook_secret)
     await client.post(URL, data=raw, headers=headers)
     await client.post(URL, data=raw, headers=headers)

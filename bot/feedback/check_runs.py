@@ -25,7 +25,7 @@ from bot.feedback.state import ShaState
 from bot.model import Phase
 
 if TYPE_CHECKING:
-    from bot.services import Services
+    from bot.core import Core
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ def _now_iso() -> str:
 class CheckRuns:
     """Sends each sha's check run target to GitHub, throttled and retried through the shared pacer."""
 
-    def __init__(self, services: "Services", pacer: Pacer) -> None:
+    def __init__(self, services: "Core", pacer: Pacer) -> None:
         self.services = services
         self.pacer = pacer
 

@@ -69,7 +69,9 @@ def parse_command(body: str | None) -> ParsedCommand | None:
 
 def _denials(services: "Services") -> cachetools.TTLCache:
     """Who we already answered, so repeating a refused command does not make us repeat the reply."""
-    return services.extras.setdefault("command_denials", cachetools.TTLCache(maxsize=4096, ttl=24 * 3600))
+    if services.command_denials is None:
+        services.command_denials = cachetools.TTLCache(maxsize=4096, ttl=24 * 3600)
+    return services.command_denials
 
 
 async def permission(gh: GitHubAPI, owner: str, repo: str, user: str) -> str:

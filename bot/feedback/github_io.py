@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from gidgethub.abc import GitHubAPI
 
 if TYPE_CHECKING:
-    from bot.services import Services
+    from bot.core import Core
 
 
 def repo_key(owner: str, repo: str) -> str:
@@ -15,7 +15,7 @@ def repo_key(owner: str, repo: str) -> str:
     return f"{owner}/{repo}".lower()
 
 
-async def installation_client(services: "Services", installation_id: int | None) -> GitHubAPI | None:
+async def installation_client(services: "Core", installation_id: int | None) -> GitHubAPI | None:
     """The installation's client, or None without App credentials or an installation (nothing to send then)."""
     app = services.github
     if app is None or installation_id is None:

@@ -19,9 +19,11 @@ from bot.feedback.pacing import Pacer
 from bot.feedback.render import COMMENT_MARKER, CommentState
 from bot.feedback.state import PrState, ShaState
 from bot.model import Phase
+from bot.prebuild.reading import load_repo_config
+from bot.prebuild.repo_config import ConfigError
 
 if TYPE_CHECKING:
-    from bot.services import Services
+    from bot.core import Core
     from bot.store.builds import BuildRecord
 
 log = logging.getLogger(__name__)
@@ -46,7 +48,7 @@ def comment_state_for(rec: "BuildRecord | None", phase: Phase | None) -> tuple[C
 class PrComments:
     """What each PR's comment should say, and the per-PR workers that make GitHub show it."""
 
-    def __init__(self, services: "Services", pacer: Pacer) -> None:
+    def __init__(self, services: "Core", pacer: Pacer) -> None:
         self.services = services
         self.pacer = pacer
         self._prs: cachetools.LRUCache = cachetools.LRUCache(maxsize=4096)
@@ -241,9 +243,6 @@ class PrComments:
 
     async def _load_pr_config(self, client: GitHubAPI, pr: PrState) -> None:
         """After a restart we may not know `comment`/`urlpath`: read them at the head sha."""
-        from bot.prebuild.handlers import load_repo_config
-        from bot.prebuild.repo_config import ConfigError
-
         try:
             cfg = await load_repo_config(client, self.services, pr.owner, pr.repo, pr.head_sha or "")
         except ConfigError:

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from bot.feedback.restore import RestoreCounts
     from bot.prebuild.decisions import Candidate, Skip
     from bot.prebuild.repo_config import ConfigError
-    from bot.services import Services
+    from bot.core import Core
     from bot.store.builds import BuildRecord
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 class Reporter:
     """The feedback front door: handlers and the build bus tell it what happened, it tells GitHub."""
 
-    def __init__(self, services: "Services", *, min_interval: float = MIN_EDIT_INTERVAL,
+    def __init__(self, services: "Core", *, min_interval: float = MIN_EDIT_INTERVAL,
                  retry_base: float = 5.0) -> None:
         self.services = services
         self.pacer = Pacer(min_interval=min_interval, retry_base=retry_base)
@@ -199,9 +199,8 @@ class Reporter:
         await self.pacer.close()
 
 
-def attach(services: "Services", **kwargs: Any) -> Reporter:
-    """Listen to every build's events; the reporter is ``services.extras["feedback"]``."""
+def attach(services: "Core", **kwargs: Any) -> Reporter:
+    """Listen to every build's events; the caller keeps the reporter (``Services.feedback``)."""
     reporter = Reporter(services, **kwargs)
     services.bus.add_listener(reporter.on_event)
-    services.extras["feedback"] = reporter
     return reporter

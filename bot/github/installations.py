@@ -33,9 +33,6 @@ log = logging.getLogger(__name__)
 
 router = gidgethub.routing.Router()
 
-REFRESH_TASK = "installations_refresh"
-
-
 # --- pure reading of payloads -----------------------------------------------------------
 
 @dataclasses.dataclass(frozen=True)
@@ -233,18 +230,18 @@ def refresh_installations_soon(services: "Services", *, delay: float = 0.0, retr
     if services.github is None:
         log.info("no GitHub App credentials: installations are not refreshed from the API")
         return None
-    running = services.extras.get(REFRESH_TASK)
+    running = services.installations_refresh
     if running is not None and not running.done():
         return running
     task = asyncio.create_task(
         _refresh_loop(services, delay=delay, retry_base=retry_base, retry_cap=retry_cap, interval=interval),
         name="installations-refresh")
-    services.extras[REFRESH_TASK] = task
+    services.installations_refresh = task
     return task
 
 
 async def stop_refresh(services: "Services") -> None:
-    task = services.extras.pop(REFRESH_TASK, None)
+    task, services.installations_refresh = services.installations_refresh, None
     if task is not None and not task.done():
         task.cancel()
         try:

@@ -22,7 +22,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import gidgethub
 import yaml
 
-from bot.config import ConfigError
+from bot.config import CREDENTIALS_FILE, KEY_FILE, load_stored_credentials  # noqa: F401 (part of this module's surface)
 
 if TYPE_CHECKING:
     import aiohttp
@@ -31,8 +31,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-CREDENTIALS_FILE = "github-app.json"
-KEY_FILE = "github-app.pem"
 SECRET_FIELDS = frozenset({"pem", "webhook_secret", "client_secret"})
 _CODE_RE = re.compile(r"^[A-Za-z0-9_.-]{1,200}$")
 _LOGIN_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})$")
@@ -163,26 +161,6 @@ def store_credentials(data_dir: Path, app: Mapping[str, Any], *, api_url: str | 
     }
     _write_private(path, json.dumps(record, indent=2) + "\n")
     return path
-
-
-def load_stored_credentials(data_dir: Path | str) -> dict[str, Any] | None:
-    """The App saved by the manifest flow (with ``pem`` read from its key file), or None.
-
-    A file that exists but cannot be read is a configuration error, not a silent None.
-    """
-    path = Path(data_dir) / CREDENTIALS_FILE
-    if not path.exists():
-        return None
-    try:
-        data = json.loads(path.read_text())
-        if not isinstance(data, dict):
-            raise ValueError("not a JSON object")
-        if not data.get("pem"):
-            key_path = Path(data_dir) / str(data.get("private_key_path") or KEY_FILE)
-            data["pem"] = key_path.read_text()
-    except (OSError, ValueError) as e:
-        raise ConfigError(f"cannot read the stored GitHub App credentials in {path}: {e}") from e
-    return data
 
 
 def public_summary(app: Mapping[str, Any]) -> dict[str, Any]:

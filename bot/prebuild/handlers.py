@@ -7,14 +7,11 @@ propagates, so the dispatcher retries the delivery.
 """
 from __future__ import annotations
 
-import base64
 import dataclasses
 import enum
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import cachetools
-import gidgethub
 from gidgethub.abc import GitHubAPI
 from gidgethub.routing import Router
 from gidgethub.sansio import Event
@@ -31,7 +28,8 @@ from bot.prebuild.decisions import (
     push_candidate,
     push_is_stale,
 )
-from bot.prebuild.repo_config import CONFIG_PATH, DEFAULT, ConfigError, RepoConfig, parse_repo_config
+from bot.prebuild.reading import head_commit_message, load_repo_config
+from bot.prebuild.repo_config import CONFIG_PATH, DEFAULT, ConfigError, RepoConfig
 from bot.store.pr_heads import PullHeads, github_time
 
 if TYPE_CHECKING:
@@ -42,80 +40,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 router = Router()
 
-CONFIG_CACHE_SIZE = 4096
-CONFIG_CACHE_TTL = 6 * 3600  # a file at a sha never changes; the bound is for memory
-
-
-def _cache(services: "Services", name: str) -> cachetools.TTLCache:
-    """Per-app caches (not module globals, so two apps in one process never share answers)."""
-    caches = services.extras.setdefault("prebuild_caches", {})
-    if name not in caches:
-        caches[name] = cachetools.TTLCache(maxsize=CONFIG_CACHE_SIZE, ttl=CONFIG_CACHE_TTL)
-    return caches[name]
-
 
 def reporter_of(services: "Services") -> "Reporter | None":
-    return services.extras.get("feedback")
-
-
-# Reading what the decisions need ---------------------------------------------------
-
-
-async def load_repo_config(gh: GitHubAPI, services: "Services", owner: str, repo: str, sha: str) -> RepoConfig:
-    """``.github/binder.yml`` at ``sha`` (404: defaults); cached per sha, errors included."""
-    cache = _cache(services, "repo_config")
-    key = (f"{owner}/{repo}".lower(), sha)
-    if key in cache:
-        hit = cache[key]
-        if isinstance(hit, ConfigError):
-            raise hit
-        return hit
-    try:
-        data = await gh.getitem("/repos/{owner}/{repo}/contents/{+path}{?ref}",
-                                {"owner": owner, "repo": repo, "path": CONFIG_PATH, "ref": sha})
-    except gidgethub.BadRequest as e:
-        if e.status_code != 404:
-            raise
-        result: RepoConfig | ConfigError = DEFAULT
-    else:
-        result = _parse_contents(data)
-    cache[key] = result
-    if isinstance(result, ConfigError):
-        raise result
-    return result
-
-
-def _parse_contents(data: Any) -> RepoConfig | ConfigError:
-    if not isinstance(data, dict) or data.get("type") != "file":
-        return ConfigError(f"`{CONFIG_PATH}` must be a file")
-    encoding = data.get("encoding")
-    if encoding == "none" or (encoding == "base64" and not data.get("content") and data.get("size")):
-        return ConfigError("the file is too large to read through the GitHub API")
-    try:
-        raw = base64.b64decode(data.get("content") or "") if encoding == "base64" else str(data.get("content") or "").encode()
-    except (ValueError, TypeError):
-        return ConfigError("GitHub returned the file in an unreadable encoding")
-    try:
-        return parse_repo_config(raw)
-    except ConfigError as e:
-        return e
-
-
-async def head_commit_message(gh: GitHubAPI, services: "Services", owner: str, repo: str, sha: str) -> str | None:
-    """The commit message at ``sha`` (PR payloads carry none); None if GitHub has no such commit."""
-    cache = _cache(services, "commit_message")
-    key = (f"{owner}/{repo}".lower(), sha)
-    if key in cache:
-        return cache[key]
-    try:
-        data = await gh.getitem("/repos/{owner}/{repo}/commits/{sha}", {"owner": owner, "repo": repo, "sha": sha})
-    except gidgethub.BadRequest as e:
-        if e.status_code not in (404, 422):
-            raise
-        return None
-    message = ((data.get("commit") or {}).get("message")) if isinstance(data, dict) else None
-    cache[key] = message
-    return message
+    return services.feedback
 
 
 async def _get_unless_gone(gh: GitHubAPI, url: str, params: dict[str, Any],

@@ -35,7 +35,7 @@ from bot.prebuild.repo_config import DEFAULT, ConfigError, RepoConfig
 from bot.store.heads import HeadStore, RefKind
 
 if TYPE_CHECKING:
-    from bot.services import Services
+    from bot.core import Core
     from bot.store.checkpoints import Checkpoints
 
 log = logging.getLogger(__name__)
@@ -104,7 +104,7 @@ async def record_head(checkpoints: "Checkpoints", full_name: str, ref: str, sha:
 class Reconciler:
     """Runs rounds; keeps the ETag cache between them."""
 
-    def __init__(self, services: "Services", checkpoints: "Checkpoints", *, reserve: float = RESERVE,
+    def __init__(self, services: "Core", checkpoints: "Checkpoints", *, reserve: float = RESERVE,
                  sleep: Sleep = asyncio.sleep, clock: Callable[[], float] = time.time) -> None:
         self.services = services
         self.checkpoints = checkpoints
@@ -130,7 +130,7 @@ class Reconciler:
             if i and gap:
                 await self.sleep(gap)
             await self._repository_with_pauses(inst, raw, result)
-        metrics = self.services.extras.get("metrics")
+        metrics = self.services.metrics
         if metrics is not None:
             metrics.reconcile_rounds.labels(outcome="errors" if result.errors else "ok").inc()
         log.info("reconcile: %d installations, %d repositories, %d heads submitted, %d unchanged, %d errors",
@@ -203,7 +203,7 @@ class Reconciler:
             await record_head(self.checkpoints, full, f"pull/{number}", sha)
 
     def _count(self, kind: str) -> None:
-        metrics = self.services.extras.get("metrics")
+        metrics = self.services.metrics
         if metrics is not None:
             metrics.reconcile_submitted.labels(kind=kind).inc()
 

@@ -21,11 +21,9 @@ from bot.store.checkpoints import Checkpoints
 from bot.store.upkeep import prune
 
 if TYPE_CHECKING:
-    from bot.services import Services
+    from bot.core import Core
 
 log = logging.getLogger(__name__)
-
-KEY = "recovery"
 
 
 @dataclasses.dataclass
@@ -44,9 +42,9 @@ class Timing:
 
 
 class Recovery:
-    """Owns the loops' tasks; ``services.extras['recovery']``."""
+    """Owns the loops' tasks; kept in ``Services.recovery``."""
 
-    def __init__(self, services: "Services", timing: Timing | None = None) -> None:
+    def __init__(self, services: "Core", timing: Timing | None = None) -> None:
         self.services = services
         self.timing = timing or Timing()
         self.checkpoints = Checkpoints(services.db)
@@ -88,7 +86,7 @@ class Recovery:
             try:
                 r = await redeliver_round(self.services.github, self.services.deliveries, self.checkpoints,
                                           limit=self.timing.redeliver_limit, pace=self.timing.redeliver_pace,
-                                          metrics=self.services.extras.get("metrics"))
+                                          metrics=self.services.metrics)
                 failures = 0
                 self.rounds["redeliver"] += 1
                 if r.requested or r.failed:
@@ -143,7 +141,7 @@ class Recovery:
     async def _prune(self) -> None:
         days = self.services.settings.store_retention_days
         pruned = await prune(self.services.db, retention=days * 86400)
-        metrics = self.services.extras.get("metrics")
+        metrics = self.services.metrics
         if metrics is not None:
             for kind, n in dataclasses.asdict(pruned).items():
                 if n:
@@ -152,14 +150,13 @@ class Recovery:
             log.info("store pruned: %s", ", ".join(f"{n} {k}" for k, n in dataclasses.asdict(pruned).items() if n))
 
 
-def start_recovery(services: "Services", timing: Timing | None = None) -> Recovery:
+def start_recovery(services: "Core", timing: Timing | None = None) -> Recovery:
+    """Start the loops; the caller keeps the Recovery (``Services.recovery``)."""
     recovery = Recovery(services, timing)
-    services.extras[KEY] = recovery
     recovery.start()
     return recovery
 
 
-async def stop_recovery(services: "Services") -> None:
-    recovery = services.extras.pop(KEY, None)
+async def stop_recovery(recovery: Recovery | None) -> None:
     if recovery is not None:
         await recovery.stop()

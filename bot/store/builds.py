@@ -10,9 +10,10 @@ from typing import Any
 from cachetools import LRUCache
 
 from bot.model import BuildRequest, BuildState, Phase, Trigger
-from bot.store.db import Database, register_schema
+from bot.store.db import Database
 
-register_schema(
+# this module's tables (bot/store/schema.py creates them when the store opens)
+SCHEMA = (
     """
 CREATE TABLE IF NOT EXISTS builds (
     id TEXT PRIMARY KEY,

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import time
 
-from bot.store.db import Database, register_schema
+from bot.store.db import Database
 
-register_schema(
+# this module's tables (bot/store/schema.py creates them when the store opens)
+SCHEMA = (
     """
 CREATE TABLE IF NOT EXISTS checkpoints (
     name TEXT PRIMARY KEY,

@@ -1,11 +1,20 @@
-"""One aiosqlite connection in WAL mode; each feature module registers its schema."""
+"""The embedded store: SQLite in WAL mode, one writer connection and one reader connection.
+
+Writes go through a connection of our own on one thread (a single-worker
+executor), so a whole transaction can run there in one hop (``run``) and
+transactions never interleave. Reads go through a second connection
+(aiosqlite, read-only): in WAL mode it sees committed state only, never a
+transaction another task has open. The tables are given to ``open`` by
+bot/store/schema.py, which knows them; this module knows none of them.
+"""
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -15,119 +24,152 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-_SCHEMAS: list[str] = []
+
+class Result:
+    """What a statement inside ``transaction()`` returned (rows read at once, on the writer thread)."""
+
+    def __init__(self, rows: list[sqlite3.Row], rowcount: int, lastrowid: int | None) -> None:
+        self._rows = rows
+        self.rowcount = rowcount
+        self.lastrowid = lastrowid
+
+    async def fetchone(self) -> sqlite3.Row | None:
+        return self._rows[0] if self._rows else None
+
+    async def fetchall(self) -> list[sqlite3.Row]:
+        return list(self._rows)
 
 
-def register_schema(sql: str) -> str:
-    """Feature modules call this at import with idempotent DDL (CREATE ... IF NOT EXISTS)."""
-    if sql not in _SCHEMAS:
-        _SCHEMAS.append(sql)
-    return sql
+class Transaction:
+    """The statements of one ``transaction()`` block, each run on the writer thread."""
+
+    def __init__(self, db: "Database") -> None:
+        self._db = db
+
+    async def execute(self, sql: str, params: Iterable[Any] = ()) -> Result:
+        values = tuple(params)
+
+        def call(conn: sqlite3.Connection) -> Result:
+            cur = conn.execute(sql, values)
+            return Result(cur.fetchall(), cur.rowcount, cur.lastrowid)
+
+        return await self._db._submit(call)
 
 
 class Database:
-    """A single connection; writes are serialised by a lock so transactions never interleave."""
+    """The writer serialises transactions (a lock, then one thread); the reader never blocks on them."""
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
-        self._conn: aiosqlite.Connection | None = None
+        self._writer: sqlite3.Connection | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._reader: aiosqlite.Connection | None = None
         self._write_lock = asyncio.Lock()
 
-    async def open(self) -> "Database":
-        # import the modules that own tables, so their schemas are registered
-        from bot.store import (  # noqa: F401
-            builds, checkpoints, deliveries, github_state, heads, pr_heads, prepull_state, replays,
-        )
-
+    async def open(self, schemas: Sequence[str] = ()) -> "Database":
+        """Open both connections and create ``schemas`` (idempotent DDL: CREATE ... IF NOT EXISTS)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._conn = await aiosqlite.connect(self.path, isolation_level=None)
-        self._conn.row_factory = aiosqlite.Row
-        await self._conn.execute("PRAGMA journal_mode=WAL")
-        await self._conn.execute("PRAGMA synchronous=FULL")
-        await self._conn.execute("PRAGMA busy_timeout=5000")
-        await self._conn.execute("PRAGMA foreign_keys=ON")
-        for sql in _SCHEMAS:
-            await self._conn.executescript(sql)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer")
+
+        def connect(conn: None) -> None:
+            writer = sqlite3.connect(self.path, isolation_level=None)
+            writer.row_factory = sqlite3.Row
+            for pragma in ("journal_mode=WAL", "synchronous=FULL", "busy_timeout=5000", "foreign_keys=ON"):
+                writer.execute(f"PRAGMA {pragma}")
+            for sql in schemas:
+                writer.executescript(sql)
+            self._writer = writer
+
+        await asyncio.get_running_loop().run_in_executor(self._executor, connect, None)
+        reader = await aiosqlite.connect(self.path, isolation_level=None)
+        reader.row_factory = aiosqlite.Row
+        await reader.execute("PRAGMA busy_timeout=5000")
+        await reader.execute("PRAGMA query_only=ON")
+        self._reader = reader
         return self
 
     async def close(self) -> None:
-        if self._conn is not None:
-            await self._conn.close()
-            self._conn = None
+        if self._reader is not None:
+            await self._reader.close()
+            self._reader = None
+        if self._executor is not None:
+            writer, self._writer = self._writer, None
+            if writer is not None:
+                await asyncio.get_running_loop().run_in_executor(self._executor, writer.close)
+            self._executor.shutdown(wait=False)
+            self._executor = None
 
-    @property
-    def conn(self) -> aiosqlite.Connection:
-        if self._conn is None:
+    def _submit(self, fn: Callable[[sqlite3.Connection], T]) -> "asyncio.Future[T]":
+        """Queue ``fn(writer)`` on the writer thread now; the future answers when it has run."""
+        if self._executor is None or self._writer is None:
             raise RuntimeError("database is not open")
-        return self._conn
+        writer = self._writer
+        return asyncio.get_running_loop().run_in_executor(self._executor, fn, writer)
 
     @contextlib.asynccontextmanager
-    async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+    async def transaction(self) -> AsyncIterator[Transaction]:
         """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on error); durable when it returns."""
         async with self._write_lock:
-            await self.conn.execute("BEGIN IMMEDIATE")
+            await self._submit(lambda c: c.execute("BEGIN IMMEDIATE"))
             try:
-                yield self.conn
+                yield Transaction(self)
             except BaseException:
-                await self.conn.execute("ROLLBACK")
+                await self._submit(lambda c: c.execute("ROLLBACK"))
                 raise
             else:
-                await self.conn.execute("COMMIT")
+                await self._submit(lambda c: c.execute("COMMIT"))
 
     async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``fn(connection)`` as one transaction on the store's thread, in a single hop.
+        """Run ``fn(connection)`` as one transaction on the writer thread, in a single hop.
 
-        Every aiosqlite call is a round trip through the event loop; under load each
+        Every call to the writer is a round trip through the event loop; under load each
         costs a loop iteration, so a transaction of five calls waits five times. Hot
         paths (the webhook queue) put their whole transaction in ``fn`` instead: BEGIN
         IMMEDIATE, ``fn``, COMMIT (ROLLBACK if it raises), durable when this returns.
         ``fn`` runs on another thread: plain sqlite3 calls only, no awaiting.
         """
-        conn = self.conn
 
-        def tx() -> T:
-            raw = conn._conn  # the sqlite3 connection, used on its own thread
-            raw.execute("BEGIN IMMEDIATE")
+        def tx(conn: sqlite3.Connection) -> T:
+            conn.execute("BEGIN IMMEDIATE")
             try:
-                result = fn(raw)
+                result = fn(conn)
             except BaseException:
-                raw.execute("ROLLBACK")
+                conn.execute("ROLLBACK")
                 raise
-            raw.execute("COMMIT")
+            conn.execute("COMMIT")
             return result
 
         async with self._write_lock:
-            # Only queueing needs the lock: the store thread runs its jobs one by
+            # Only queueing needs the lock: the writer thread runs its jobs one by
             # one in order, and ``tx`` is a whole transaction, so nothing can
             # interleave with it (a ``transaction()`` block holds the lock from
             # BEGIN to COMMIT, so nothing is queued inside one either). Not
             # holding it until ``tx`` returns lets the next transaction wait in
             # the thread's queue instead of behind an event-loop round trip.
-            done = self._enqueue(tx)
+            done = self._submit(tx)
         return await done
-
-    def _enqueue(self, fn: Callable[[], T]) -> "asyncio.Future[T]":
-        """Put ``fn`` on the store thread's queue now (aiosqlite's ``_execute`` minus its await)."""
-        conn = self.conn
-        queue = getattr(conn, "_tx", None)
-        if queue is None or not getattr(conn, "_running", False) or conn._connection is None:
-            return asyncio.ensure_future(conn._execute(fn))  # another aiosqlite layout, or closed: its own path
-        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        queue.put_nowait((future, fn))
-        return future
 
     async def execute(self, sql: str, params: Iterable[Any] = ()) -> int:
         """One write statement in its own transaction; returns rows changed (one hop: see ``run``)."""
         values = tuple(params)
         return await self.run(lambda conn: conn.execute(sql, values).rowcount)
 
+    @property
+    def reader(self) -> aiosqlite.Connection:
+        if self._reader is None:
+            raise RuntimeError("database is not open")
+        return self._reader
+
     async def fetchall(self, sql: str, params: Iterable[Any] = ()) -> list[aiosqlite.Row]:
-        async with self.conn.execute(sql, tuple(params)) as cur:
+        """Rows as last committed (the reader never sees an open transaction)."""
+        async with self.reader.execute(sql, tuple(params)) as cur:
             return list(await cur.fetchall())
 
     async def fetchone(self, sql: str, params: Iterable[Any] = ()) -> aiosqlite.Row | None:
-        async with self.conn.execute(sql, tuple(params)) as cur:
+        async with self.reader.execute(sql, tuple(params)) as cur:
             return await cur.fetchone()
 
     async def ping(self) -> None:
+        """The store answers: the reader reads, and the writer thread runs a statement."""
         await self.fetchone("SELECT 1")
+        await self._submit(lambda c: c.execute("SELECT 1").fetchone())

@@ -9,9 +9,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bot.store.db import Database, register_schema
+from bot.store.db import Database
 
-register_schema(
+# this module's tables (bot/store/schema.py creates them when the store opens)
+SCHEMA = (
     """
 CREATE TABLE IF NOT EXISTS deliveries (
     id TEXT PRIMARY KEY,

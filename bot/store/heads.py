@@ -18,9 +18,10 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from bot.store.db import Database, register_schema
+from bot.store.db import Database
 
-register_schema(
+# this module's tables (bot/store/schema.py creates them when the store opens)
+SCHEMA = (
     """
 CREATE TABLE IF NOT EXISTS branch_heads (
     full_name TEXT NOT NULL COLLATE NOCASE,

@@ -11,9 +11,10 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from bot.store.db import Database, register_schema
+from bot.store.db import Database
 
-register_schema(
+# this module's tables (bot/store/schema.py creates them when the store opens)
+SCHEMA = (
     """
 CREATE TABLE IF NOT EXISTS pr_heads (
     repo TEXT NOT NULL,

@@ -17,10 +17,11 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from bot.store.db import Database, register_schema
+from bot.store.db import Database
 from bot.store.deliveries import NewDelivery, delivery_rows, insert_new
 
-register_schema(
+# this module's tables (bot/store/schema.py creates them when the store opens)
+SCHEMA = (
     """
 CREATE TABLE IF NOT EXISTS delivery_bodies (
     digest BLOB PRIMARY KEY,

@@ -10,23 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from cachetools import TTLCache
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from bot.appkeys import SERVICES
-from bot.services import Services
+from bot.core import Core, HealthCheck
 
 log = logging.getLogger(__name__)
 
-HealthCheck = Callable[[], Awaitable[tuple[bool, str]]]
-
-
-def add_check(services: Services, name: str, check: HealthCheck) -> None:
+def add_check(services: Core, name: str, check: HealthCheck) -> None:
     """Register a dependency; every module that brings one adds its check here."""
-    services.extras.setdefault("health_checks", []).append((name, check))
+    services.health_checks.append((name, check))
 
 
 CHECK_TTL = 5.0  # probes may come every second; engine checks spawn processes
@@ -56,8 +52,10 @@ async def health(request: web.Request) -> web.Response:
         return True, f"sqlite ok, {depth} deliveries pending"
 
     checks: list[tuple[str, HealthCheck]] = [("store", store)]
-    checks += services.extras.get("health_checks", [])
-    cache = services.extras.setdefault("health_cache", TTLCache(maxsize=64, ttl=CHECK_TTL))
+    checks += services.health_checks
+    if services.health_cache is None:
+        services.health_cache = TTLCache(maxsize=64, ttl=CHECK_TTL)
+    cache = services.health_cache
     # the store is checked every time (cheap, and the one thing a probe must see at once)
     results = await asyncio.gather(*(_run(n, c, 5.0, None if n == "store" else cache) for n, c in checks))
     ok = all(r["ok"] for r in results)
@@ -88,7 +86,8 @@ async def ready(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
-    m = services.extras["metrics"]
+    m = services.metrics
+    assert m is not None  # bot/app.py makes it with the services
     try:
         m.queue_depth.set(await services.deliveries.depth())
     except Exception:  # the gauge keeps its last value when the store is busy

@@ -270,6 +270,6 @@ def apply_credentials(services: Services) -> bool:
         from bot.github.client import GitHubApp
         from bot.github.installations import refresh_installations_soon
 
-        services.github = GitHubApp(services.session, services.settings, metrics=services.extras.get("metrics"))
+        services.github = GitHubApp(services.session, services.settings, metrics=services.metrics)
         refresh_installations_soon(services)
     return True

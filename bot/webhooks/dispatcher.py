@@ -38,9 +38,8 @@ import gidgethub.sansio
 from bot.clock import SYSTEM_CLOCK, Clock
 from bot.github.outage import FailureKind, Verdict, classify, describe, retry_time
 from bot.logs import delivery_context
-from bot.services import Services
+from bot.core import Core
 from bot.store.deliveries import Delivery
-from bot.webhooks import ingest_gauge, wakeup_event
 from bot.webhooks.signature import BadDelivery, MediaType, decode_payload, installation_id
 from bot.webhooks.writer import GroupCommit
 
@@ -98,7 +97,7 @@ def event_from_delivery(d: Delivery) -> gidgethub.sansio.Event:
 
 
 class Dispatcher:
-    def __init__(self, services: Services, router: gidgethub.routing.Router, *,
+    def __init__(self, services: Core, router: gidgethub.routing.Router, *,
                  concurrency: int = 8, handler_timeout: float = 120.0, lease_seconds: float | None = None,
                  max_attempts: int = 6, backoff_base: float = 5.0, backoff_cap: float = 900.0,
                  idle_poll: float = 5.0, ack_quiet: float = 0.02, max_defer: float = 1.0,
@@ -117,9 +116,9 @@ class Dispatcher:
         self.ack_quiet = ack_quiet
         self.max_defer = max_defer
         self.clock = clock  # measures the pause for the receiver (tests drive it)
-        self._ingest = ingest_gauge(services)
+        self._ingest = services.ingest
         self._deferred = False  # the current busy spell already waited max_defer
-        self._wakeup = wakeup_event(services)
+        self._wakeup = services.delivery_wakeup
         self._completions = GroupCommit(services.deliveries.finish_many, name="delivery-completions")
         self._tasks: set[asyncio.Task[None]] = set()
         self._last_of_repo: dict[str, asyncio.Task[None]] = {}
@@ -131,7 +130,7 @@ class Dispatcher:
 
     @property
     def _metrics(self) -> Any:
-        return self.services.extras.get("metrics")
+        return self.services.metrics
 
     async def start(self) -> None:
         recovered = await self.services.deliveries.recover_interrupted()

@@ -29,7 +29,6 @@ from bot.logs import delivery_context
 from bot.services import Services
 from bot.store.deliveries import NewDelivery
 from bot.store.replays import Intake, IntakeStore, SignedDelivery, digest_of
-from bot.webhooks import ingest_gauge, wakeup_event
 from bot.webhooks.signature import (
     MAX_BODY_BYTES,
     BadDelivery,
@@ -44,7 +43,6 @@ from bot.webhooks.writer import DeliveryWriter
 log = logging.getLogger(__name__)
 
 ROUTE = "/webhooks/github"
-_WRITER = "delivery_writer"
 _READ_CHUNK = 256 * 1024
 
 BODY_TIMEOUT = web.AppKey("webhook_body_timeout", float)
@@ -63,7 +61,7 @@ async def _writer_ctx(app: web.Application) -> AsyncIterator[None]:
     services = app[SERVICES]
     writer = DeliveryWriter(IntakeStore(services.db))
     writer.start()
-    services.extras[_WRITER] = writer
+    services.delivery_writer = writer
     if not services.settings.github_webhook_secret:
         log.warning("GITHUB_WEBHOOK_SECRET is not set: %s refuses every delivery (401) until it is", ROUTE)
     from bot.web.health import add_check
@@ -91,7 +89,7 @@ async def receive(request: web.Request) -> web.Response:
         status, outcome, body = e.status, e.outcome, {"error": e.message}
         log.info("refused webhook: %d %s", e.status, e.message,
                  extra={"delivery_id": _safe_id(request), "status": e.status})
-    metrics = services.extras.get("metrics")
+    metrics = services.metrics
     if metrics is not None:
         _counter(metrics, event, outcome).inc()
         metrics.ack_latency.observe(time.perf_counter() - started)
@@ -134,7 +132,7 @@ async def _receive(request: web.Request, services: Services) -> tuple[int, Outco
     raw = await _read_in_time(request, request.app.get(BODY_TIMEOUT, DEFAULT_BODY_TIMEOUT))
     parsed = parse_delivery(request.headers, raw, secret)
     # verified: from here on the request is GitHub's and counts as in hand
-    gauge = ingest_gauge(services)
+    gauge = services.ingest
     gauge.enter()
     try:
         return await _store(services, parsed, raw)
@@ -145,7 +143,8 @@ async def _receive(request: web.Request, services: Services) -> tuple[int, Outco
 async def _store(services: Services, parsed: ParsedDelivery,
                  raw: bytes) -> tuple[int, Outcome, dict[str, str], str]:
     with delivery_context(parsed.delivery_id):
-        writer: DeliveryWriter = services.extras[_WRITER]
+        writer = services.delivery_writer
+        assert writer is not None  # made in setup's startup hook
         try:
             intake = await writer.add(SignedDelivery(NewDelivery(
                 id=parsed.delivery_id, event=parsed.event, headers=parsed.headers, body=raw,
@@ -162,7 +161,7 @@ async def _store(services: Services, parsed: ParsedDelivery,
         if intake is Intake.DUPLICATE:
             log.info("%s delivery already accepted", parsed.event)
             return 200, Outcome.DUPLICATE, {**answer, "status": "duplicate"}, parsed.event
-        wakeup_event(services).set()
+        services.delivery_wakeup.set()
         if parsed.event == "ping":
             log.debug("ping received (zen: %s)", str(parsed.payload.get("zen", ""))[:100])
             return 200, Outcome.PING, {**answer, "status": "pong"}, parsed.event
