@@ -1,7 +1,8 @@
 # Same as ./dev (see README):
 #   make serve   install what is missing, then start the embedded stack on loopback
 #   make test    install what is missing, then run every test (what CI runs)
-.PHONY: serve test install unit e2e bench clean
+#   make stop    stop what ./dev serve left running
+.PHONY: serve test install stop unit e2e bench clean
 
 serve:
 	./dev serve
@@ -12,8 +13,11 @@ test:
 install:
 	./dev install
 
+stop:
+	./dev stop
+
 unit:
-	./dev test -m "not e2e and not hub"
+	./dev test -m "not e2e and not hub and not fresh"
 
 e2e:
 	./dev test -m e2e -s

@@ -131,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
 
     up = sub.add_parser("up", help="start the embedded stack on loopback: engine, registry, JupyterHub, service")
     up.set_defaults(func=lambda a: __import__("bot.stack", fromlist=["main"]).main())
+    stop = sub.add_parser("stop", help="stop what `up` started: the stack (if running), the Podman service, the registry")
+    stop.set_defaults(func=lambda a: __import__("bot.stack", fromlist=["stop"]).stop())
 
     build = sub.add_parser("build", help="run one prebuild through the configured builder, printing progress")
     build.add_argument("repo", metavar="OWNER/REPO", help="or a clone URL with --name")

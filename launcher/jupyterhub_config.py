@@ -81,7 +81,8 @@ c.JupyterHub.services = [
     {"name": "binder-prebuild", "command": command, "environment": service_env},
     {
         "name": "idle-culler",
-        "command": [sys.executable, "-m", "jupyterhub_idle_culler", f"--timeout={cull_timeout}",
+        # launcher.idle_culler: the culler, ending at once on the Hub's SIGINT (see there)
+        "command": [sys.executable, "-m", "launcher.idle_culler", f"--timeout={cull_timeout}",
                     f"--cull-every={env.get('CULL_EVERY', '60')}",
                     # jupyterhub-idle-culler 2 (traitlets) needs a value for its flags; 1.x accepts it too
                     "--cull-users=true", "--remove-named-servers=true"],

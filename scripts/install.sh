@@ -68,7 +68,11 @@ fi
 if [[ ! -x .cache/node/node_modules/.bin/configurable-http-proxy ]]; then
   log "installing configurable-http-proxy (npm) into .cache/node"
   mkdir -p .cache/node
-  npm install --silent --no-audit --no-fund --prefix .cache/node configurable-http-proxy >/dev/null
+  if ! out=$(npm install --no-audit --no-fund --prefix .cache/node configurable-http-proxy 2>&1); then
+    printf '%s\n' "$out" | tail -n 15 >&2
+    log "npm could not install configurable-http-proxy (above); JupyterHub needs it. Fix that and run this again."
+    exit 1
+  fi
 fi
 if [[ ! -f .cache/node/node_modules/thebe-core/dist/lib/thebe-core.min.js ]]; then
   # a real BinderHub client for the launch API's browser test (tests/test_thebe_browser.py)

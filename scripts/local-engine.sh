@@ -13,6 +13,7 @@
 #   scripts/local-engine.sh up      # install what is missing, start both, print env
 #   scripts/local-engine.sh down    # stop what `up` started (pid files)
 #   scripts/local-engine.sh env     # print the export lines only
+#   scripts/local-engine.sh configs # write containers.conf/registries.conf only (no services), print env
 #   scripts/local-engine.sh status  # exit 0 if both answer
 #   eval "$(scripts/local-engine.sh env)"
 #   source scripts/local-engine.sh [up|env]   # `up` (default) then export into this shell
@@ -274,6 +275,10 @@ down)
 env)
     print_env
     ;;
+configs)
+    write_configs
+    print_env
+    ;;
 status)
     rc=0
     if podman_ok; then log "podman: ok ($SOCK)"; else log "podman: down"; rc=1; fi
@@ -282,7 +287,7 @@ status)
     exit $rc
     ;;
 *)
-    echo "usage: $0 [up|down|env|status]" >&2
+    echo "usage: $0 [up|down|env|configs|status]" >&2
     exit 2
     ;;
 esac

@@ -51,7 +51,7 @@ def test_local_hub_config(tmp_path):
     assert env["JUPYTERHUB_URL"] == "http://127.0.0.1:8000"
     assert "JUPYTERHUB_API_TOKEN" not in env  # the Hub hands the service its own token
     culler = services["idle-culler"]["command"]
-    assert culler[1:3] == ["-m", "jupyterhub_idle_culler"]
+    assert culler[1:3] == ["-m", "launcher.idle_culler"]  # jupyterhub_idle_culler, stopping on SIGINT
     assert "--timeout=600" in culler and "--cull-users=true" in culler
     roles = {r["name"]: r for r in cfg["roles"]}
     from launcher.spawner import SERVICE_SCOPES
