@@ -109,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  status page:      {public}/   health {public}/health   metrics {public}/metrics", file=sys.stderr)
     print(f"  launch links:     {public}/v2/gh/OWNER/REPO/REF", file=sys.stderr)
     sys.stderr.flush()
-    proc = subprocess.Popen(cmd, env=env, cwd=str(ROOT))
+    # its own session: a terminal's Ctrl-C reaches only us, and we pass it on once
+    proc = subprocess.Popen(cmd, env=env, cwd=str(ROOT), start_new_session=True)
     pid_file = data_dir / PID_FILE
     pid_file.write_text(f"{os.getpid()}\n")
 

@@ -241,19 +241,24 @@ start_registry() {
     wait_for "docker-registry (see $ENGINE_DIR/registry.log)" registry_ok 30
 }
 
-stop_pidfile() { # name pidfile
+signal_pidfile() { # name pidfile: ask it to stop (SIGTERM)
     if pid_alive "$2"; then
+        log "stopping $1 (pid $(cat "$2"))"
+        kill "$(cat "$2")" 2>/dev/null || true
+    fi
+}
+
+wait_pidfile() { # pidfile: wait up to 10 s for it to end, then SIGKILL
+    if [[ -s "$1" ]]; then
         local pid i
-        pid="$(cat "$2")"
-        log "stopping $1 (pid $pid)"
-        kill "$pid" 2>/dev/null || true
+        pid="$(cat "$1")"
         for ((i = 0; i < 50; i++)); do
             kill -0 "$pid" 2>/dev/null || break
             sleep 0.2
         done
         kill -0 "$pid" 2>/dev/null && kill -9 "$pid" 2>/dev/null || true
     fi
-    rm -f "$2"
+    rm -f "$1"
 }
 
 case "${1:-up}" in
@@ -267,10 +272,13 @@ up)
     print_env
     ;;
 down)
-    # containers started through the service keep running after it stops
-    stop_pidfile "podman service" "$PODMAN_PID"
+    # containers started through the service keep running after it stops;
+    # both are asked at once, then waited for (each at most 10 s)
+    signal_pidfile "podman service" "$PODMAN_PID"
+    signal_pidfile "docker-registry" "$REGISTRY_PID"
+    wait_pidfile "$PODMAN_PID"
     rm -f "$SOCK"
-    stop_pidfile "docker-registry" "$REGISTRY_PID"
+    wait_pidfile "$REGISTRY_PID"
     ;;
 env)
     print_env

@@ -46,7 +46,7 @@ def up(monkeypatch, tmp_path):
     started = []
     asked: list = []
 
-    def popen(cmd, env=None, cwd=None):
+    def popen(cmd, env=None, cwd=None, **_kw):
         started.append(FakeProc(cmd, env, cwd))
         return started[-1]
 
@@ -63,6 +63,8 @@ def up(monkeypatch, tmp_path):
             return f"/fake/bin/{name}" if name in installed else None
 
         monkeypatch.setattr(stack, "shutil", types.SimpleNamespace(which=which))
+        monkeypatch.setattr(stack, "engine_running", lambda e: False)  # (stopping: tests/test_stack_stop.py)
+        monkeypatch.setattr(stack, "_engine_down", lambda e: "")
         assert stack.main() == 0
         (proc,) = started
         return proc, capsys.readouterr().err
