@@ -1,19 +1,27 @@
-"""Webhook acknowledgement benchmark: ``binder-prebuild serve`` beside a bare aiohttp handler.
+"""Webhook acknowledgement benchmark: ``binder-prebuild serve`` beside a minimal Probot app
+and a bare aiohttp handler.
 
-Both servers run as subprocesses on this machine, in this run; the same client
+The three servers run as subprocesses on this machine, in this run; the same client
 sends N signed deliveries (GitHub's real payload shapes) at concurrency C to each
 and reports acknowledgement latency p50/p99 and deliveries/s side by side.
+
+- ``probot``: the peer a user would pick, Probot 13 (npm) as ``probot run`` starts it
+  (its Server: express, request logging, @octokit/webhooks) with one app that verifies
+  the signature and dispatches every event to a handler that does nothing: it stores
+  nothing, so an answer promises nothing once the process dies. Logs JSON at the same
+  level as serve (NODE_ENV=production). Installed into .cache/probot on first use.
+- ``bare``: aiohttp answering 202 without reading the signature: the ceiling.
 
 Target (issue 2): at concurrency 50, serve reaches at least half the bare
 handler's throughput, with a p99 at most twice the bare handler's p99.
 
-    .venv/bin/python benchmarks/webhook_ack.py [-n 2000] [-c 50] [--rounds 3]
+    .venv/bin/python benchmarks/webhook_ack.py [-n 2000] [-c 50] [--rounds 3] [--no-probot]
 
 serve runs with a temp DATA_DIR (real SQLite, WAL, synchronous=FULL: every 202
 is durable), a webhook secret, no App credentials, BUILDER=local, no registry.
 The deliveries are events the dispatcher handles with store work only, so the
 dispatcher runs alongside as it would in production. Each round sends to both
-servers (alternating which goes first); per-round ratios and their median are reported.
+servers (rotating which goes first); per-round ratios and their median are reported.
 """
 from __future__ import annotations
 
@@ -58,6 +66,39 @@ web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log
 '''
 
 
+PROBOT_VERSION = "13"
+PROBOT_DIR = ROOT / ".cache" / "probot"
+PROBOT_APP = r'''
+// A minimal Probot app, started as `probot run` starts one: verify, dispatch, store nothing.
+const crypto = require("node:crypto");
+const { run } = require("probot");
+const [port, secret, level] = process.argv.slice(2);
+const { privateKey } = crypto.generateKeyPairSync("rsa", {
+  modulusLength: 2048,
+  privateKeyEncoding: { type: "pkcs1", format: "pem" },
+  publicKeyEncoding: { type: "spki", format: "pem" },
+});
+run((app) => { app.onAny(async () => {}); }, {
+  env: { APP_ID: "1", PRIVATE_KEY: privateKey, WEBHOOK_SECRET: secret, HOST: "127.0.0.1", PORT: port,
+         WEBHOOK_PATH: "/webhooks/github", LOG_LEVEL: level, NODE_ENV: "production" },
+});
+'''
+
+
+def probot_command(port: int, level: str) -> list[str]:
+    """``node app.cjs``, installing Probot into .cache/probot first if it is not there."""
+    if not (PROBOT_DIR / "node_modules" / "probot" / "package.json").exists():
+        print(f"installing probot@{PROBOT_VERSION} (npm) into {PROBOT_DIR} ...", file=sys.stderr)
+        PROBOT_DIR.mkdir(parents=True, exist_ok=True)
+        out = subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--prefix", str(PROBOT_DIR),
+                              f"probot@{PROBOT_VERSION}"], capture_output=True, text=True)
+        if out.returncode != 0:
+            sys.exit(f"npm could not install probot (run with --no-probot to skip it):\n{out.stderr[-2000:]}")
+    app = PROBOT_DIR / "app.cjs"
+    app.write_text(PROBOT_APP)
+    return ["node", str(app), str(port), SECRET, level.lower()]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -80,13 +121,14 @@ def deliveries(n: int, seed: int) -> list[tuple[dict[str, str], bytes]]:
 
 
 async def wait_ready(url: str, proc: subprocess.Popen, log: Path) -> None:
+    """Until the server answers anything at ``url``."""
     deadline = time.monotonic() + 60
     async with aiohttp.ClientSession() as s:
         while True:
             if proc.poll() is not None:
                 sys.exit(f"server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
             try:
-                async with s.get(f"{url}/health") as r:
+                async with s.get(url) as r:
                     await r.read()
                     return
             except aiohttp.ClientError:
@@ -204,35 +246,40 @@ async def main() -> int:
     ap.add_argument("--serve-cmd", default=f"{Path(sys.executable).with_name('binder-prebuild')} serve",
                     help="command that starts the service (default: the venv's binder-prebuild serve)")
     ap.add_argument("--keep", action="store_true", help="keep the temp directory (logs, store)")
+    ap.add_argument("--no-probot", action="store_true", help="leave out the Probot app (no npm registry)")
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="webhook-ack-"))
-    serve_port, bare_port = free_port(), free_port()
+    serve_port, bare_port, probot_port = free_port(), free_port(), free_port()
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("GITHUB_", "REGISTRY_", "JUPYTERHUB_", "BINDER_PREBUILD_"))}
     env.update(GITHUB_WEBHOOK_SECRET=SECRET, DATA_DIR=str(tmp / "data"), BUILDER="local",
                HOST="127.0.0.1", PORT=str(serve_port), LOG_LEVEL=os.environ.get("LOG_LEVEL", "INFO"))
-    serve = start(args.serve_cmd.split(), env, tmp / "serve.log")
-    bare = start([sys.executable, "-c", BARE, str(bare_port)], env, tmp / "bare.log")
-    targets = {"serve": f"http://127.0.0.1:{serve_port}/webhooks/github",
-               "bare": f"http://127.0.0.1:{bare_port}/webhooks/github"}
-    results: dict[str, list[dict[str, float]]] = {"serve": [], "bare": []}
+    procs = {"serve": start(args.serve_cmd.split(), env, tmp / "serve.log"),
+             "bare": start([sys.executable, "-c", BARE, str(bare_port)], env, tmp / "bare.log")}
+    ports = {"serve": serve_port, "bare": bare_port}
+    if not args.no_probot:
+        procs["probot"] = start(probot_command(probot_port, env["LOG_LEVEL"]), env, tmp / "probot.log")
+        ports["probot"] = probot_port
+    names = list(procs)
+    targets = {name: f"http://127.0.0.1:{ports[name]}/webhooks/github" for name in names}
+    results: dict[str, list[dict[str, float]]] = {name: [] for name in names}
     db = tmp / "data" / "binder-prebuild.sqlite"
     try:
-        await wait_ready(f"http://127.0.0.1:{serve_port}", serve, tmp / "serve.log")
-        await wait_ready(f"http://127.0.0.1:{bare_port}", bare, tmp / "bare.log")
+        for name in names:
+            await wait_ready(f"http://127.0.0.1:{ports[name]}/health", procs[name], tmp / f"{name}.log")
         for name, url in targets.items():  # warm-up: imports, caches, connection setup
             await blast(url, deliveries(200, seed=999), args.c)
         await drained(db)
         print(f"{args.n} signed deliveries per round at concurrency {args.c}, {args.rounds} rounds, "
-              f"{os.cpu_count()} CPUs; client, serve and bare server share this machine\n")
+              f"{os.cpu_count()} CPUs; the client and the {', '.join(names)} servers share this machine\n")
         print(f"{'round':<6} {'server':<6} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'deliv/s':>10}"
               f" {'cpu us/d':>9}  answers")
         for rnd in range(args.rounds):
-            order = ["serve", "bare"] if rnd % 2 == 0 else ["bare", "serve"]
+            order = names[rnd % len(names):] + names[:rnd % len(names)]
             for name in order:
-                proc = serve if name == "serve" else bare
-                items = deliveries(args.n, seed=rnd * 2 + (name == "serve"))
+                proc = procs[name]
+                items = deliveries(args.n, seed=rnd * len(names) + names.index(name))
                 cpu0 = cpu_seconds(proc.pid)
                 split0, client0 = busy_split(proc.pid), _ticks(Path("/proc/self/stat"))
                 r = await blast(targets[name], items, args.c)
@@ -251,27 +298,32 @@ async def main() -> int:
                     # serve answers first and processes after (the queue is durable): let its
                     # dispatcher catch up before the next measurement, so it never steals the
                     # other server's CPU, and report how long processing the burst took
-                    cpu0 = cpu_seconds(serve.pid)
+                    cpu0 = cpu_seconds(proc.pid)
                     t = await drained(db)
                     print(f"{'':<6} {'':<6} then processed the rest of the burst in {t:.2f} s "
                           f"({args.n / (r['wall'] + t):.0f} deliveries/s end to end,"
-                          f" {(cpu_seconds(serve.pid) - cpu0) / args.n * 1e6:.0f} us CPU/delivery more)")
+                          f" {(cpu_seconds(proc.pid) - cpu0) / args.n * 1e6:.0f} us CPU/delivery more)")
     finally:
-        stop(serve)
-        stop(bare)
+        for proc in procs.values():
+            stop(proc)
 
     # The machine is shared (the client too), so load drifts between rounds: compare each
     # round's pair (measured back to back), and report the median of those ratios.
-    rate_ratios = [s["rate"] / b["rate"] for s, b in zip(results["serve"], results["bare"])]
-    p99_ratios = [s["p99"] / b["p99"] for s, b in zip(results["serve"], results["bare"])]
+    def ratios(a: str, b: str, key: str) -> list[float]:
+        return [x[key] / y[key] for x, y in zip(results[a], results[b])]
+
+    rate_ratios, p99_ratios = ratios("serve", "bare", "rate"), ratios("serve", "bare", "p99")
     med = {name: {k: statistics.median(r[k] for r in rs) for k in ("p50", "p99", "rate")}
            for name, rs in results.items()}
     print()
-    for name in ("serve", "bare"):
+    for name in names:
         m = med[name]
         print(f"median {name:<6} p50 {m['p50']:.2f} ms  p99 {m['p99']:.2f} ms  {m['rate']:.0f} deliveries/s")
-    print("per round serve/bare: throughput " + " ".join(f"{r:.2f}" for r in rate_ratios)
-          + " | p99 " + " ".join(f"{r:.2f}" for r in p99_ratios))
+    for other in [n for n in names if n != "serve"]:
+        print(f"per round serve/{other}: throughput " + " ".join(f"{r:.2f}" for r in ratios("serve", other, "rate"))
+              + " | p99 " + " ".join(f"{r:.2f}" for r in ratios("serve", other, "p99"))
+              + f"  (medians {statistics.median(ratios('serve', other, 'rate')):.2f},"
+                f" {statistics.median(ratios('serve', other, 'p99')):.2f})")
     rate_ratio, p99_ratio = statistics.median(rate_ratios), statistics.median(p99_ratios)
     print(f"median throughput serve/bare = {rate_ratio:.2f} (target >= 0.50): "
           f"{'met' if rate_ratio >= 0.5 else 'MISSED'}")
@@ -289,7 +341,8 @@ async def main() -> int:
         import shutil
 
         shutil.rmtree(tmp, ignore_errors=True)
-    non_2xx = sum(n for r in results["serve"] for st, n in r["statuses"].items() if st not in (200, 202))
+    # every server must have accepted every delivery (a Probot rejecting the signature would show here)
+    non_2xx = sum(n for rs in results.values() for r in rs for st, n in r["statuses"].items() if st not in (200, 202))
     return 0 if non_2xx == 0 else 1
 
 
