@@ -120,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, _forward)
     signal.signal(signal.SIGINT, _forward)
+    # the terminal closed: the Hub, in its own session, would not hear of it
+    signal.signal(signal.SIGHUP, lambda _s, f: _forward(signal.SIGTERM, f))
     try:
         rc = proc.wait()
     finally:

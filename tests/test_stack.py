@@ -39,7 +39,7 @@ def up(monkeypatch, tmp_path):
     machine has installed); returns (the started process, stderr)."""
     # only stack's own view of these modules: pytest's signal handlers and everyone's Popen stay
     monkeypatch.setattr(stack, "signal", types.SimpleNamespace(signal=lambda *a: None, SIGTERM=signal.SIGTERM,
-                                                               SIGINT=signal.SIGINT))
+                                                               SIGINT=signal.SIGINT, SIGHUP=signal.SIGHUP))
     for key in list(ENGINE) + ["PORT", "PUBLIC_URL", "JUPYTERHUB_URL", "JUPYTERHUB_BIND_URL", "NO_ENGINE"]:
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))

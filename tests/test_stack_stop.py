@@ -188,3 +188,15 @@ def test_the_idle_culler_stops_on_sigint_even_when_started_with_sigint_ignored(t
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_closing_the_terminal_stops_the_hub_too(stack_env, tmp_path):
+    """SIGHUP reaches only ``up`` (the Hub runs in its own session): it must pass it on."""
+    engine_dir = Path(stack_env["DATA_DIR"]) / "engine"
+    proc = start_up(stack_env, tmp_path / "up.log")
+    tree = descendants(proc.pid)
+    engine = engine_pids(engine_dir)
+    proc.send_signal(signal.SIGHUP)
+    proc.wait(timeout=120)  # a bound for a hang, not a measurement
+    out = (tmp_path / "up.log").read_text()
+    assert not {p for p in tree | engine if alive(p)}, out[-3000:]
