@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from gidgethub.abc import GitHubAPI
 from gidgethub.routing import Router
