@@ -9,7 +9,6 @@ from gidgethub.routing import Router
 
 from bot.store.deliveries import NewDelivery
 from bot.store.replays import Intake, IntakeStore, SignedDelivery, digest_of
-from bot.webhooks import ingest_gauge
 from bot.webhooks.dispatcher import Dispatcher
 from tests import payloads
 
@@ -48,7 +47,7 @@ async def test_an_unsigned_post_that_holds_its_body_does_not_slow_the_dispatcher
                                                "X-GitHub-Delivery": "held-1"}, 1000, b'{"zen": ')
     try:
         await asyncio.wait_for(entered.wait(), 30)
-        assert ingest_gauge(services).active == 0
+        assert services.ingest.active == 0
         assert dispatcher._limit() == 8  # processing keeps its full concurrency
     finally:
         writer.close()
@@ -67,7 +66,7 @@ async def test_a_body_that_never_arrives_is_answered_408(make_services, webhook_
     assert answer.split(b" ", 2)[1] == b"408", answer[:200]
     assert b"not received within" in answer
     assert await stored(services) == []
-    assert ingest_gauge(services).active == 0
+    assert services.ingest.active == 0
 
 
 async def test_a_verified_delivery_counts_as_in_hand_while_it_is_stored(make_services, webhook_client,
@@ -76,16 +75,16 @@ async def test_a_verified_delivery_counts_as_in_hand_while_it_is_stored(make_ser
     client = await webhook_client(services)
     seen = []
     headers, raw = payloads.signed("push", payloads.load("push.branch"), webhook_secret)
-    delivery_writer = services.extras["delivery_writer"]  # made when the app started
+    delivery_writer = services.delivery_writer  # made when the app started
     original = delivery_writer.add
 
     async def add(item):
-        seen.append(ingest_gauge(services).active)
+        seen.append(services.ingest.active)
         return await original(item)
 
     delivery_writer.add = add
     assert (await client.post(URL, data=raw, headers=headers)).status == 202
-    assert seen == [1] and ingest_gauge(services).active == 0
+    assert seen == [1] and services.ingest.active == 0
 
 
 # ------------------------------------------------------------------ replays (item 15)
@@ -107,7 +106,7 @@ async def test_a_replayed_body_under_a_new_delivery_id_is_acknowledged_not_proce
     # GitHub's own redelivery (same id, same body) is still the ordinary duplicate
     again = await client.post(URL, data=raw, headers=headers)
     assert (again.status, (await again.json())["status"]) == (200, "duplicate")
-    m = services.extras["metrics"]
+    m = services.metrics
     assert m.registry.get_sample_value("binder_prebuild_deliveries_total",
                                        {"event": "push", "outcome": "replay"}) == 3
 
