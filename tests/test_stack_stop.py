@@ -133,7 +133,7 @@ def test_ctrl_c_stops_the_hub_its_services_and_the_engine_up_started(stack_env, 
 
     took = ctrl_c(proc)
     out = log.read_text()
-    print(f"\nup stopped {took:.1f} s after Ctrl-C\n" + out[-2500:])
+    print(f"\nup stopped {took:.1f} s after Ctrl-C")  # for the notes; not asserted
     assert proc.returncode == 0, out[-3000:]
     left = {p for p in tree | engine if alive(p)}
     assert not left, f"still running after Ctrl-C: {left}\n{out[-3000:]}"
