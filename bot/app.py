@@ -140,7 +140,8 @@ async def _start(services: Services, start_workers: bool, builder: Factory, imag
         if services.prepull is not None:
             await services.prepull.start()
         await services.scheduler.start()
-        await services.extras["feedback"].restore()  # what a stop left unsaid on GitHub, from the store
+        from bot.feedback.restore import restore as restore_feedback
+        await restore_feedback(services.feedback)  # what a stop left unsaid on GitHub, from the store
         dispatcher = Dispatcher(services, build_router())
         services.dispatcher = dispatcher
         await dispatcher.start()

@@ -30,10 +30,9 @@ from bot.feedback.state import ShaState
 from bot.model import Phase, ProgressEvent
 
 if TYPE_CHECKING:
-    from bot.feedback.restore import RestoreCounts
+    from bot.core import Core
     from bot.prebuild.decisions import Candidate, Skip
     from bot.prebuild.repo_config import ConfigError
-    from bot.core import Core
     from bot.store.builds import BuildRecord
 
 log = logging.getLogger(__name__)
@@ -175,12 +174,6 @@ class Reporter:
             st.seq += 1
             st.members[r.id] = (r, r.phase, st.seq)
         return st
-
-    async def restore(self) -> "RestoreCounts":
-        """On start: queue a send for every check run and comment that disagrees with the store."""
-        from bot.feedback.restore import restore
-
-        return await restore(self)
 
     # lifecycle ----------------------------------------------------------------------
     async def drain(self) -> None:

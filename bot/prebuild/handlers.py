@@ -12,6 +12,7 @@ import enum
 import logging
 from typing import TYPE_CHECKING, Any
 
+import gidgethub
 from gidgethub.abc import GitHubAPI
 from gidgethub.routing import Router
 from gidgethub.sansio import Event
