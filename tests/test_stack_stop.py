@@ -70,12 +70,10 @@ def stack_env():
     if not (shutil.which("podman") and shutil.which("docker-registry") and (VENV_BIN / "jupyterhub").exists()):
         pytest.fail("podman, docker-registry and JupyterHub are installed by ./dev install", pytrace=False)
     data = Path(tempfile.mkdtemp(prefix="st-", dir="/tmp"))  # short: the podman socket lives below it
-    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JUPYTERHUB_", "DOCKER_", "CONTAINER"))}
     env.pop("REGISTRY_URL", None)
-    env.update(DATA_DIR=str(data), PORT=str(port), REGISTRY_PORT=str(free_port()),
-               JUPYTERHUB_BIND_URL=f"http://127.0.0.1:{free_port()}", JUPYTERHUB_HUB_PORT=str(free_port()),
-               JUPYTERHUB_PROXY_API_PORT=str(free_port()), PATH=f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}")
+    env.update(DATA_DIR=str(data), PATH=f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}")
+    pick_ports(env)
     try:
         yield env
     finally:
@@ -83,8 +81,29 @@ def stack_env():
         shutil.rmtree(data, ignore_errors=True)
 
 
+def pick_ports(env: dict[str, str]) -> None:
+    """Five distinct free loopback ports for the service, registry, Hub, its API and the proxy's."""
+    ports: list[int] = []
+    while len(ports) < 5:
+        if (p := free_port()) not in ports:
+            ports.append(p)
+    env.update(PORT=str(ports[0]), REGISTRY_PORT=str(ports[1]), JUPYTERHUB_BIND_URL=f"http://127.0.0.1:{ports[2]}",
+               JUPYTERHUB_HUB_PORT=str(ports[3]), JUPYTERHUB_PROXY_API_PORT=str(ports[4]))
+
+
 def start_up(env: dict[str, str], log: Path) -> subprocess.Popen:
-    """``binder-prebuild up`` in its own process group (a terminal's foreground job), once it serves."""
+    """``binder-prebuild up`` in its own process group, once it serves (new ports if one was taken
+    between choosing it and binding it: other work shares this machine's loopback)."""
+    for _ in range(3):
+        proc = _start_up(env, log)
+        if proc.poll() is None or "Address already in use" not in log.read_text():
+            return proc
+        subprocess.run(["bash", str(SCRIPT), "down"], env=env, capture_output=True, timeout=120)
+        pick_ports(env)
+    pytest.fail("up could not bind its ports three times:\n" + log.read_text()[-3000:])
+
+
+def _start_up(env: dict[str, str], log: Path) -> subprocess.Popen:
     with log.open("wb") as out:
         proc = subprocess.Popen([str(VENV_BIN / "binder-prebuild"), "up"], env=env, cwd=str(ROOT),
                                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
@@ -92,7 +111,9 @@ def start_up(env: dict[str, str], log: Path) -> subprocess.Popen:
     url = f"http://127.0.0.1:{env['PORT']}/health"
     deadline = time.monotonic() + 180  # a bound for a hang, not a measurement
     while time.monotonic() < deadline:
-        assert proc.poll() is None, log.read_text()[-3000:]
+        if proc.poll() is not None:
+            assert "Address already in use" in log.read_text(), log.read_text()[-3000:]
+            return proc  # start_up tries again on other ports
         if "idle-culler: stops on SIGINT" in log.read_text():  # both services are up
             try:
                 with urllib.request.urlopen(url, timeout=2):
