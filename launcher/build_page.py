@@ -22,7 +22,7 @@ from bot.model import BuildState, Phase, ProgressEvent
 from bot.store.builds import BuildRecord
 from launcher import sse
 from launcher.pages import environment, error_page, html
-from launcher.visibility import visible_repos
+from launcher.shown import visible_repos
 
 log = logging.getLogger(__name__)
 

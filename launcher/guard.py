@@ -24,10 +24,7 @@ import time
 from collections.abc import Callable, Iterator
 
 import cachetools
-from aiohttp import web
 
-from bot.appkeys import SERVICES
-from launcher.client_ip import client_of
 
 ANONYMOUS_BUDGET = 40  # GitHub allows 60 unauthenticated calls an hour per address; keep some for people
 UNATTRIBUTED = "internal"
@@ -90,15 +87,6 @@ def acting_for(client: str) -> Iterator[None]:
 
 def current_requester() -> str | None:
     return _requester.get()
-
-
-@web.middleware
-async def requester_middleware(request: web.Request, handler: Callable) -> web.StreamResponse:
-    """Charge what a request (and the launch it starts) asks of GitHub to its client."""
-    services = request.app.get(SERVICES)
-    trusted = services.settings.trusted_proxies if services is not None else ()
-    with acting_for(client_of(request, trusted)):
-        return await handler(request)
 
 
 class GitHubGuard:

@@ -5,7 +5,7 @@ import contextlib
 import dataclasses
 import logging
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from urllib.parse import quote, urlencode
 
 from aiohttp import web
@@ -16,7 +16,7 @@ from bot.services import Services
 from launcher import badge as badges
 from launcher import sse, streams
 from launcher.client_ip import client_of
-from launcher.guard import QuotaRefused, requester_middleware
+from launcher.guard import QuotaRefused, acting_for
 from launcher.hub import HubError
 from launcher.launches import Launch, LaunchTarget
 from launcher.pages import error_page, html
@@ -29,6 +29,15 @@ from launcher.spec import RepoSpec, SpecError, parse_spec, url_path_from_query
 from launcher.visibility import require_visible
 
 log = logging.getLogger(__name__)
+
+
+@web.middleware
+async def requester_middleware(request: web.Request, handler: Callable) -> web.StreamResponse:
+    """Charge what a request (and the launch it starts) asks of GitHub to its client."""
+    services = request.app.get(SERVICES)
+    trusted = services.settings.trusted_proxies if services is not None else ()
+    with acting_for(client_of(request, trusted)):
+        return await handler(request)
 
 CLIENT_COOKIE = "binder_prebuild_client"
 LAUNCH_QUERY = ("urlpath", "labpath", "filepath")

@@ -202,7 +202,7 @@ async def status_page(request: web.Request, services: Services) -> web.Response:
     installs = await services.gh_state.installations()
     deliveries = await services.deliveries.recent(20)
     builds = await services.builds.recent(20)
-    from launcher.visibility import visible_repos  # the launcher's rule: private repositories stay private
+    from launcher.shown import visible_repos  # the launcher's rule: private repositories stay private
 
     names = [f"{b.owner}/{b.repo}" for b in builds] + [str(d["repo"]) for d in deliveries if d.get("repo")]
     shown = await visible_repos(services, names)
