@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 
-from bot.builders.kubernetes import _LogCursor
+from bot.builders.k8s_logs import LogCursor as _LogCursor
 from bot.builders.r2d_logs import LogReader
 from bot.model import Phase
 from tests.fake_k8s import r2d_line

@@ -13,6 +13,7 @@ import re
 from typing import Any
 
 from bot.builders.k8s_objects import CONTAINER_NAME, LABEL_BUILD_ID
+from bot.model import Phase
 
 FINISHED_PHASES = ("Succeeded", "Failed")
 
@@ -155,3 +156,19 @@ def _rv(value: Any) -> int | None:
         return None
 
 
+def outcome_for(st: PodStatus, failure: str | None, timeout: int) -> tuple[Phase, str]:
+    """Pure: how a finished pod ended -> (BUILT or FAILED, reason)."""
+    if st.phase == "Succeeded":
+        return Phase.BUILT, ""
+    if st.reason == "DeadlineExceeded":
+        return Phase.FAILED, f"build timed out after {st.deadline or timeout} s"
+    if failure:
+        return Phase.FAILED, failure
+    if st.reason:
+        return Phase.FAILED, f"{st.reason}: {st.message}" if st.message else st.reason
+    if st.container_state == "terminated":
+        detail = f" ({st.container_reason})" if st.container_reason and st.container_reason != "Error" else ""
+        last = (st.container_message or "").strip().splitlines()[-1:] if st.container_message else []
+        reason = f"repo2docker exited with code {st.exit_code}{detail}"
+        return Phase.FAILED, f"{reason}: {last[0][:300]}" if last else reason
+    return Phase.FAILED, "the build pod failed"

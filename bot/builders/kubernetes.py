@@ -37,8 +37,9 @@ from kubernetes_asyncio import client
 from bot.builders import k8s_objects as objs
 from bot.builders.base import BuildDeferred, Builder, Emit, build_deadlines
 from bot.builders.k8s_api import KubeAPI, KubeConflict, KubeError, KubeNotFound, load_configuration
-from bot.builders.k8s_status import PodStatus, parse_time, start_problem
+from bot.builders.k8s_status import PodStatus, outcome_for, parse_time, start_problem
 from bot.builders.k8s_watch import PodWatch
+from bot.builders.k8s_logs import LOG_GIVE_UP, LOG_READ_TIMEOUT, LogCursor, cut_lines
 from bot.builders.r2d_logs import LogReader
 from bot.config import Settings
 from bot.model import BuildJob, BuildOutcome, Phase, ProgressEvent
@@ -51,57 +52,6 @@ NODE_LOST_TIMEOUT = 300.0  # phase Unknown this long: the node is gone; end the 
 STUCK_TERMINATING = 30.0  # past the end of its grace period, a pod still there is force-deleted
 
 
-LOG_GIVE_UP = 8  # consecutive log attempts that bring nothing new
-LOG_READ_TIMEOUT = 120.0  # a following log silent this long is reopened (half-open connections)
-MAX_LOG_LINE = 64 * 1024  # longer log lines are cut here
-
-
-async def _lines(content: Any) -> Any:
-    """Lines of a stream, each cut at MAX_LOG_LINE (the rest of an over-long line is dropped)."""
-    buf = b""
-    skipping = False
-    async for chunk in content.iter_any():
-        buf += chunk
-        while True:
-            nl = buf.find(b"\n")
-            if nl < 0:
-                if len(buf) > MAX_LOG_LINE:
-                    if not skipping:
-                        yield buf[:MAX_LOG_LINE] + b" [line cut]"
-                    skipping, buf = True, b""
-                break
-            line, buf = buf[: nl + 1], buf[nl + 1:]
-            if skipping:
-                skipping = False
-                continue
-            yield line if len(line) <= MAX_LOG_LINE else line[:MAX_LOG_LINE] + b" [line cut]"
-    if buf and not skipping:
-        yield buf
-
-
-@dataclasses.dataclass
-class _LogCursor:
-    """Where the log was read up to: the node's timestamp of the last line, and our clock then."""
-
-    last: tuple[str, int] | None = None
-    read_at: float | None = None  # our monotonic clock when that line arrived
-    lines: int = 0
-
-    def since(self, now: float) -> int | None:
-        if self.read_at is None:
-            return None
-        return max(1, int(now - self.read_at) + 2)  # our clock only: the node's may be off
-
-    def feed(self, raw: bytes, now: float, reader: LogReader) -> tuple[Phase, str] | None:
-        stamp, text = _split_timestamp(raw)
-        if stamp is not None:
-            if self.last is not None and stamp <= self.last:
-                return None  # already read before the reconnect
-            self.last, self.read_at = stamp, now
-        self.lines += 1
-        return reader.feed(text)
-
-
 @dataclasses.dataclass
 class _Pending:
     """What one run() has seen of its pod not starting (local monotonic clock)."""
@@ -110,35 +60,6 @@ class _Pending:
     events: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     events_at: float = float("-inf")
     unknown_since: float | None = None
-
-
-def outcome_for(st: PodStatus, failure: str | None, timeout: int) -> tuple[Phase, str]:
-    """Pure: how a finished pod ended -> (BUILT or FAILED, reason)."""
-    if st.phase == "Succeeded":
-        return Phase.BUILT, ""
-    if st.reason == "DeadlineExceeded":
-        return Phase.FAILED, f"build timed out after {st.deadline or timeout} s"
-    if failure:
-        return Phase.FAILED, failure
-    if st.reason:
-        return Phase.FAILED, f"{st.reason}: {st.message}" if st.message else st.reason
-    if st.container_state == "terminated":
-        detail = f" ({st.container_reason})" if st.container_reason and st.container_reason != "Error" else ""
-        last = (st.container_message or "").strip().splitlines()[-1:] if st.container_message else []
-        reason = f"repo2docker exited with code {st.exit_code}{detail}"
-        return Phase.FAILED, f"{reason}: {last[0][:300]}" if last else reason
-    return Phase.FAILED, "the build pod failed"
-
-
-def _split_timestamp(raw: bytes) -> tuple[tuple[str, int] | None, str]:
-    """``2024-01-01T00:00:00.123456789Z text`` -> ((seconds part, nanoseconds), text)."""
-    line = raw.decode("utf-8", "replace").rstrip("\n")
-    stamp, sep, text = line.partition(" ")
-    if not sep or not stamp.endswith("Z") or "T" not in stamp:
-        return None, line
-    base, _, frac = stamp[:-1].partition(".")
-    nanos = int((frac + "000000000")[:9]) if frac.isdigit() else 0
-    return (base, nanos), text
 
 
 class KubernetesBuilder(Builder):
@@ -456,7 +377,7 @@ class KubernetesBuilder(Builder):
         reset at exit cut off. Lines longer than ``MAX_LOG_LINE`` are cut, not fatal.
         """
         assert self.api is not None and self.watch is not None
-        cursor = _LogCursor()
+        cursor = LogCursor()
         idle = 0
         final = False
         while True:
@@ -476,7 +397,7 @@ class KubernetesBuilder(Builder):
                 resp = None
             if resp is not None:
                 try:
-                    async for raw in _lines(resp.content):
+                    async for raw in cut_lines(resp.content):
                         item = cursor.feed(raw, self.clock(), reader)
                         if item is not None:
                             await emit(ProgressEvent(item[0], item[1]))
