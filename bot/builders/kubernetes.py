@@ -329,10 +329,14 @@ class KubernetesBuilder(Builder):
     async def _evicted(self, job: BuildJob, name: str, st: PodStatus, reader: LogReader) -> BuildOutcome:
         """Drained, preempted or evicted: not the build's fault; build it again, once."""
         await self._delete(job.build_id, name, secret=bool(job.clone_token))
+        return self._after_eviction(job, st.disruption or "", reader)
+
+    def _after_eviction(self, job: BuildJob, disruption: str, reader: LogReader) -> BuildOutcome:
+        """The first eviction of a build puts it back in the queue (BuildDeferred); a second fails it."""
         count = self._evictions.get(job.build_id, 0) + 1
         self._evictions[job.build_id] = count
         self._trim(self._evictions)
-        reason = f"the build pod was evicted ({st.disruption})"
+        reason = f"the build pod was evicted ({disruption})"
         if count > 1:
             return BuildOutcome(Phase.FAILED, f"{reason}, again; not retrying", reader.tail.lines())
         log.warning("build %s: %s; building it again", job.build_id, reason)
@@ -344,14 +348,8 @@ class KubernetesBuilder(Builder):
         if name in self._timed_out:
             return BuildOutcome(Phase.FAILED, f"build timed out after {self.settings.build_timeout} s",
                                 reader.tail.lines())
-        if last is not None and last.disruption:
-            count = self._evictions.get(job.build_id, 0) + 1
-            self._evictions[job.build_id] = count
-            if count == 1:
-                raise BuildDeferred(f"the build pod was evicted ({last.disruption}); it will be built again",
-                                    retry_after=1.0)
-            return BuildOutcome(Phase.FAILED, f"the build pod was evicted ({last.disruption}), again; not retrying",
-                                reader.tail.lines())
+        if last is not None and last.disruption:  # evicted and already gone
+            return self._after_eviction(job, last.disruption, reader)
         log.warning("build %s: pod %s was deleted by someone else", job.build_id, name)
         return BuildOutcome(Phase.FAILED, "the build pod was deleted before it finished", reader.tail.lines())
 
