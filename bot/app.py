@@ -31,11 +31,11 @@ def build_router():  # -> gidgethub.routing.Router
     from gidgethub.routing import Router
 
     from bot.feedback import commands as feedback_commands
-    from bot.github import installations
+    from bot.github import installations, repositories
     from bot.prebuild import handlers as prebuild_handlers
     from bot.prebuild import heads as prebuild_heads
 
-    return Router(installations.router, prebuild_heads.router, prebuild_handlers.router, feedback_commands.router)
+    return Router(installations.router, repositories.router, prebuild_heads.router, prebuild_handlers.router, feedback_commands.router)
 
 
 def make_builder(services: Services):

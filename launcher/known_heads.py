@@ -7,13 +7,12 @@ webhook heals itself without ever putting a GitHub round trip on a click's path.
 """
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from bot.store.heads import Head, HeadStore
+from launcher.revalidate import Revalidations
 
 if TYPE_CHECKING:
     from launcher.spec import RepoSpec
@@ -43,7 +42,7 @@ class KnownHeads:
         self.fetch = fetch  # GitHub's answer for a ref (raises one of ``gone`` when it no longer exists)
         self.fresh = fresh
         self.gone = gone
-        self._refreshing: dict[tuple[str, str, str], asyncio.Task[None]] = {}
+        self._refreshing = Revalidations()
 
     async def lookup(self, spec: "RepoSpec", access: "Access") -> str | None:
         """The recorded sha of ``spec.ref`` (refreshing it in the background if old), or None."""
@@ -58,11 +57,7 @@ class KnownHeads:
 
     def _refresh_later(self, spec: "RepoSpec", access: "Access", head: Head) -> None:
         key = (head.full_name.lower(), head.kind.value, head.name)
-        if key in self._refreshing:
-            return
-        task = asyncio.create_task(self._refresh(spec, access, head), name=f"refresh-head-{head.name}")
-        self._refreshing[key] = task
-        task.add_done_callback(lambda _t: self._refreshing.pop(key, None))
+        self._refreshing.start(key, lambda: self._refresh(spec, access, head), name=f"refresh-head-{head.name}")
 
     async def _refresh(self, spec: "RepoSpec", access: "Access", head: Head) -> None:
         from launcher.spec import RepoSpec
@@ -86,14 +81,7 @@ class KnownHeads:
 
     async def settle(self) -> None:
         """Wait for the refreshes in flight (tests and shutdown)."""
-        tasks = list(self._refreshing.values())
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+        await self._refreshing.settle()
 
     async def close(self) -> None:
-        tasks = list(self._refreshing.values())
-        for t in tasks:
-            t.cancel()
-        for t in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+        await self._refreshing.close()

@@ -3,7 +3,8 @@
 A full 40-hex sha needs no GitHub call to be named (``verify_commit`` asks GitHub, once,
 before anything is built for it). A branch or tag of an installed repository is
 answered from the heads push webhooks keep in the store (launcher/known_heads.py: old
-ones are revalidated in the background). Other refs are cached for a few seconds
+ones are revalidated in the background), and its visibility and clone URL from the
+facts webhooks keep (launcher/known_repos.py, the same way). Other refs are cached for a few seconds
 (bursts of clicks cost one call), then revalidated with ``If-None-Match``: gidgethub
 keeps the ETag and the answer in our bounded cache and a 304 reuses it. "Not found"
 answers are cached briefly too, and every call first passes the GitHubGuard
@@ -30,7 +31,9 @@ import gidgethub
 from bot.git_remote import Outcome
 from launcher.git_refs import GitBusy, GitRefs
 from bot.store.heads import HeadStore
+from bot.store.repo_facts import RepoFacts, RepoFactsStore
 from launcher.known_heads import KnownHeads
+from launcher.known_repos import KnownRepos
 from launcher.guard import GitHubGuard
 from launcher.spec import RepoSpec, is_full_sha
 
@@ -91,6 +94,14 @@ def repo_info_from_api(data: dict[str, Any]) -> RepoInfo:
     )
 
 
+def repo_info_from_facts(facts: RepoFacts) -> RepoInfo:
+    """The repository as webhooks described it (complete facts: a clone URL is known)."""
+    clone_url = str(facts.clone_url)
+    return RepoInfo(full_name=facts.full_name, clone_url=clone_url,
+                    html_url=facts.html_url or clone_url.removesuffix(".git"), private=facts.private,
+                    default_branch=facts.default_branch)
+
+
 def repo_info_from_request(req: "BuildRequest") -> RepoInfo:
     """The repository as a build record describes it (its clone URL as given when it was built)."""
     return RepoInfo(full_name=req.full_name, clone_url=req.clone_url, html_url=req.clone_url.removesuffix(".git"),
@@ -108,11 +119,13 @@ class Resolver:
     def __init__(self, services: "Core", *, fresh_ttl: float = 5.0, repo_ttl: float = 60.0,
                  negative_ttl: float = 30.0, maxsize: int = 4096, guard: GitHubGuard | None = None,
                  clock: Callable[[], float] = time.monotonic, git: GitRefs | None = None,
-                 head_fresh: float = 60.0) -> None:
+                 head_fresh: float = 60.0, repo_fresh: float = 60.0, repo_max_age: float = 86400.0) -> None:
         self.services = services
         self.guard = guard
         self.git = git or GitRefs(ttl=fresh_ttl)  # refs of repositories without an installation
         self.known = KnownHeads(HeadStore(services.db), self._fetch_sha, fresh=head_fresh, gone=(RefNotFound,))
+        self.known_repos = KnownRepos(RepoFactsStore(services.db), self._fetch_repo, fresh=repo_fresh,
+                                      max_age=repo_max_age, gone=(NotServed,))
         # answers GitHub gave "not found" (refs, commits, repositories), remembered briefly
         self._missing: cachetools.TTLCache[tuple[str, str], Exception] = cachetools.TTLCache(
             maxsize, negative_ttl, timer=clock) if negative_ttl > 0 else cachetools.TTLCache(1, 1e-9)
@@ -243,28 +256,52 @@ class Resolver:
         self._missing[key] = error
         return error
 
+    async def private(self, spec: RepoSpec, access: Access) -> bool:
+        """The repository's current visibility: from webhooks' facts when installed (no call), else GitHub."""
+        facts = await self.known_repos.lookup(spec, access)
+        if facts is not None:
+            return facts.private
+        return (await self.repo(spec, access)).private
+
     async def repo(self, spec: RepoSpec, access: Access) -> RepoInfo:
-        """GitHub's repository object (clone_url, html_url, current visibility), cached briefly."""
+        """GitHub's repository object (clone_url, html_url, current visibility).
+
+        An installed repository is read from the facts webhooks keep (bot/store/repo_facts.py),
+        so a ``privatized`` event takes effect at once; others are cached briefly."""
+        facts = await self.known_repos.lookup(spec, access)
+        if facts is not None and facts.complete:
+            return repo_info_from_facts(facts)
         key = spec.full_name.lower()
-        info = self._repos.get(key)
-        if info is not None:
-            return info
-        self._raise_if_missing((key, ""))
-        if access.installation_id is None:  # what our own build of it recorded: no GitHub call
+        if access.installation_id is None:
+            info = self._repos.get(key)
+            if info is not None:
+                return info
             record = await self.services.builds.newest_built(spec.owner, spec.repo)
-            if record is not None:
+            if record is not None:  # what our own build of it recorded: no GitHub call
                 info = repo_info_from_request(record.request)
                 self._repos[key] = info
                 return info
+        return await self._fetch_repo(spec, access)
+
+    async def _fetch_repo(self, spec: RepoSpec, access: Access) -> RepoInfo:
+        """GET the repository object (a "not found" is remembered briefly); an installed one's facts are kept."""
+        key = spec.full_name.lower()
+        self._raise_if_missing((key, ""))
         try:
             data = await self._get(access, f"/repos/{quote(spec.owner)}/{quote(spec.repo)}")
         except LookupError as e:
             raise self._remember_missing((key, ""), NotServed(not_served_message(spec.full_name))) from e
         info = repo_info_from_api(data)
-        self._repos[key] = info
+        if access.installation_id is not None:
+            await self.known_repos.store.record(
+                RepoFacts(info.full_name, info.private, info.clone_url, info.html_url, info.default_branch),
+                authoritative=True)
+        else:
+            self._repos[key] = info
         return info
 
     async def close(self) -> None:
         """Stop background work: head revalidations, and ref lookups in flight (their git processes)."""
         await self.known.close()
+        await self.known_repos.close()
         await self.git.close()

@@ -42,6 +42,7 @@ async def attach(services: "Services", **options: Any) -> LauncherState:
     guard = GitHubGuard(s.launch_github_calls_per_minute, s.launch_github_calls_per_hour, clock=clock)
     resolver = Resolver(services, fresh_ttl=options.get("fresh_ttl", 5.0), head_fresh=options.get("head_fresh", 60.0),
                         repo_ttl=options.get("repo_ttl", 60.0), negative_ttl=options.get("negative_ttl", 30.0),
+                        repo_fresh=options.get("repo_fresh", 60.0), repo_max_age=options.get("repo_max_age", 86400.0),
                         guard=guard, clock=clock)
     counter = ServerCounter(services.hub, reconcile_every=options.get("reconcile_every", 30.0), metrics=metrics) \
         if services.hub is not None else None

@@ -2,10 +2,12 @@
 
 A private repository's names, shas, logs and build states reach only those the launcher
 would launch for: nobody, unless LAUNCH_ALLOW lists it (launch links are public). The
-rule is decided from the repository's *current* visibility, GitHub's repository object
-read through the resolver (cached briefly, revalidated with its ETag), never from the
-flag stored with an old build record, so a repository made private stops showing within
-a minute. Checked before any byte about a build is sent.
+rule is decided from the repository's *current* visibility, never from the flag stored
+with an old build record: for an installed repository, the facts webhooks keep (a
+``privatized`` event takes effect at once; old facts are re-read from GitHub in the
+background: launcher/known_repos.py), else GitHub's repository object read through the
+resolver (cached briefly, revalidated with its ETag). Checked before any byte about a
+build is sent.
 """
 from __future__ import annotations
 
@@ -31,8 +33,7 @@ async def require_visible(resolver: "Resolver", spec: RepoSpec, access: Access) 
     """NotServed unless the repository may be revealed; a LAUNCH_ALLOW entry needs no GitHub call."""
     if access.allowed:
         return
-    info = await resolver.repo(spec, access)
-    if not may_reveal(info.private, access.allowed):
+    if not may_reveal(await resolver.private(spec, access), access.allowed):
         raise NotServed(not_served_message(spec.full_name))
 
 

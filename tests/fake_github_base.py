@@ -33,7 +33,7 @@ DEFAULT_PERMISSIONS: dict[str, str] = {
     "statuses": "write",
     "issues": "write",
 }
-DEFAULT_EVENTS = ["push", "pull_request", "check_run", "issue_comment"]
+DEFAULT_EVENTS = ["push", "pull_request", "check_run", "issue_comment", "repository"]
 
 CHECK_STATUSES = {"queued", "in_progress", "completed", "waiting", "requested", "pending"}
 CHECK_CONCLUSIONS = {

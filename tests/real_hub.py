@@ -282,9 +282,14 @@ class LauncherHarness:
         for name in repos:
             if name.lower() not in self.fake.repos:
                 self.fake.add_repo(name, private=private)
+        from bot.github.installations import record_facts
+
         inst = self.fake.add_installation(repos)
         await self.services.gh_state.upsert_installation(inst.id, inst.account)
         await self.services.gh_state.add_repos(inst.id, [(r, private) for r in repos])
+        # what the installation event's repository list tells (visibility, no URLs)
+        await record_facts(self.services.db, [{"full_name": r, "private": private} for r in repos],
+                           authoritative=False)
         return inst.id
 
     def image_for(self, full_name: str, sha: str) -> str:

@@ -74,16 +74,29 @@ async def test_ready_full_sha_needs_no_github_call_and_no_registry_lookup(hub, l
     ln = await launcher(hub=hub)
     await ln.install("octo/demo")
     sha, image = await ln.prebuild("octo/demo", "main")
-    # the repository's current visibility is GitHub's answer, cached for a minute: a click a moment
-    # ago (here, the badge) read it; beyond that a ready full sha needs nothing from GitHub
-    await ln.client.get(f"/badge/gh/octo/demo/{sha}.svg")
-    assert [r.route for r in ln.fake.calls("GET")] == ["/repos/{owner}/{repo}"]
+    # the repository's visibility is what the installation event told (kept in the store, like
+    # heads): a ready full sha needs nothing from GitHub, not even on the first click
     ln.fake.requests.clear()
     ln.images.requests.clear()
     _, events = await launch_through_page(ln, f"/v2/gh/octo/demo/{sha}")
     assert events[-1]["phase"] == "ready" and events[-1]["image"] == image
     assert ln.fake.requests == []
     assert ln.images.requests == []
+
+
+async def test_a_branch_launch_makes_no_github_call(hub, launcher):
+    """Issue 12: the ref from the heads push webhooks recorded, the visibility from the facts the
+    installation and push events carried: a branch, a tag or HEAD launches with no GitHub call."""
+    ln = await launcher(hub=hub)
+    await ln.install("octo/demo")
+    sha, image = await ln.prebuild("octo/demo", "main")
+    await ln.record_heads("octo/demo")
+    ln.fake.requests.clear()
+    _, events = await launch_through_page(ln, "/v2/gh/octo/demo/main")
+    assert events[-1]["phase"] == "ready" and events[-1]["image"] == image
+    _, _, events = await ln.events("/build/gh/octo/demo/HEAD")
+    assert events[-1]["phase"] == "ready" and events[-1]["image"] == image
+    assert [f"{r.method} {r.path}" for r in ln.fake.requests] == []
 
 
 async def test_landing_paths_follow_binderhub(hub, launcher):

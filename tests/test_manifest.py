@@ -36,7 +36,7 @@ def test_app_yml_is_the_packaged_manifest():
     assert top["default_permissions"] == {
         "metadata": "read", "contents": "read", "pull_requests": "write", "checks": "write",
         "statuses": "write", "issues": "write"}
-    assert top["default_events"] == ["push", "pull_request", "check_run", "issue_comment"]
+    assert top["default_events"] == ["push", "pull_request", "check_run", "issue_comment", "repository"]
     # FakeGitHub grants installations exactly what the manifest asks for
     assert top["default_permissions"] == DEFAULT_PERMISSIONS and top["default_events"] == DEFAULT_EVENTS
 

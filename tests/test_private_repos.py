@@ -12,6 +12,7 @@ from aiohttp import web
 
 from bot.appkeys import SERVICES
 from bot.model import BuildRequest, Trigger
+from bot.store.repo_facts import facts_from_repository
 from bot.web import pages
 from launcher import api, build_page, routes
 from launcher.build_page import build_paths
@@ -135,28 +136,124 @@ async def test_status_page_lists_only_repositories_that_may_be_shown(launcher, s
     assert "hidden-thing" not in text and secret_sha[:12] not in text
 
 
+async def deliver(ln, event: str, payload: dict) -> None:
+    """A webhook through the repository-facts feature's router, as the dispatcher runs it."""
+    from gidgethub.sansio import Event
+
+    from bot.github.repositories import router
+
+    await router.dispatch(Event(payload, event=event, delivery_id=f"test-{event}"), None, services=ln.services)
+
+
+def repository_event(action: str, full_name: str, *, private: bool, **changes) -> dict:
+    from tests import payloads
+
+    body = payloads.rewrite(payloads.load(f"repository.{action}"), repo=full_name)
+    body["repository"].update(private=private, visibility="private" if private else "public")
+    return body
+
+
+async def shown(client, sha: str) -> tuple[bool, bool, bool]:
+    """(badge says ready, build page found, launch stream not refused) for octo/demo at ``sha``."""
+    badge = ">ready<" in await (await client.get(f"/badge/gh/octo/demo/{sha}.svg")).text()
+    page = (await client.get(build_paths("octo", "demo", sha)[0])).status == 200
+    events = parse_sse(await (await client.get(f"/build/gh/octo/demo/{sha}?build_only=true")).text())
+    return badge, page, events[-1].get("status_code") != 404
+
+
 async def test_a_repository_made_private_later_stops_launching_its_old_builds(launcher, site):
-    clock = ManualClock()
-    ln = await start(launcher, clock=clock)
+    ln = await start(launcher)
     await ln.install(PUBLIC)
     sha, _ = await ln.prebuild(PUBLIC)  # recorded while public: the record says "not private"
     client = await site(ln)
-    badge = f"/badge/gh/octo/demo/{sha}.svg"
-    page_path = build_paths("octo", "demo", sha)[0]
-    assert ">ready<" in await (await client.get(badge)).text()
-    assert (await client.get(page_path)).status == 200
-    calls = len(ln.fake.calls("GET", REPO_CALLS))
-    assert calls == 1  # one look at the repository serves a burst of requests
+    assert await shown(client, sha) == (True, True, True)
 
     ln.fake.repo(PUBLIC).private = True
-    await clock.advance(5)  # cached briefly: within the window, the answer stands without another call
-    assert ">ready<" in await (await client.get(badge)).text()
-    assert len(ln.fake.calls("GET", REPO_CALLS)) == calls
+    await deliver(ln, "repository", repository_event("privatized", PUBLIC, private=True))
+    ln.fake.requests.clear()
+    # the event decides at once, whatever the build record says, and without asking GitHub
+    assert await shown(client, sha) == (False, False, False)
+    assert ">unknown<" in await (await client.get(f"/badge/gh/octo/demo/{sha}.svg")).text()
+    assert ln.fake.calls("GET", REPO_CALLS) == []
 
-    await clock.advance(60)  # past it: GitHub's current answer decides, whatever the build record says
-    launch = parse_sse(await (await client.get(f"/api/events/gh/octo/demo/{sha}")).text())
-    assert launch[-1]["status_code"] == 404 and "not served here" in launch[-1]["message"]
-    assert ">unknown<" in await (await client.get(badge)).text()
-    assert (await client.get(page_path)).status == 404
-    revalidated = ln.fake.calls("GET", REPO_CALLS)[calls:]
-    assert revalidated and revalidated[0].headers.get("if-none-match")  # conditional: a 304 costs no quota
+    # a late snapshot (a push delivered after the change) cannot make it public again ...
+    push = payloads_push(PUBLIC, sha, private=False)
+    await deliver(ln, "push", push)
+    assert await shown(client, sha) == (False, False, False)
+    await ln.state.resolver.known_repos.settle()
+    assert len(ln.fake.calls("GET", REPO_CALLS)) == 1  # ... it only made the next look ask GitHub (private)
+    assert await shown(client, sha) == (False, False, False)
+
+    # publicized is the change itself: served again at once
+    ln.fake.repo(PUBLIC).private = False
+    await deliver(ln, "repository", repository_event("publicized", PUBLIC, private=False))
+    assert await shown(client, sha) == (True, True, True)
+
+
+def payloads_push(full_name: str, sha: str, *, private: bool) -> dict:
+    from tests import payloads
+
+    body = payloads.rewrite(payloads.load("push.branch"), repo=full_name, sha=sha)
+    body["repository"].update(private=private, visibility="private" if private else "public")
+    return body
+
+
+async def test_a_missed_privatized_event_heals_behind_the_next_click(launcher, site):
+    clock = ManualClock()
+    ln = await start(launcher, clock=clock)
+    known = ln.state.resolver.known_repos
+    known.store.clock = clock.time
+    await ln.install(PUBLIC)
+    sha, _ = await ln.prebuild(PUBLIC)
+    # what the push webhook records (bot/github/repositories.py), on the test's clock
+    await known.store.record(facts_from_repository(payloads_push(PUBLIC, sha, private=False)["repository"]),
+                             authoritative=False)
+    client = await site(ln)
+    ln.fake.repo(PUBLIC).private = True  # and its event never reaches us
+    ln.fake.requests.clear()
+    await clock.advance(known.fresh - 1)
+    assert await shown(client, sha) == (True, True, True)  # fresh facts: no GitHub call
+    assert ln.fake.calls("GET", REPO_CALLS) == []
+
+    await clock.advance(2)  # old now: this click is answered from them, and they are re-read behind it
+    assert (await shown(client, sha))[0]
+    await known.settle()
+    calls = ln.fake.calls("GET", REPO_CALLS)
+    assert len(calls) == 1  # one re-read for the burst of requests that click made
+    assert await shown(client, sha) == (False, False, False)
+
+    # facts older than max_age are not trusted at all: GitHub is asked before answering
+    ln.fake.repo(PUBLIC).private = False
+    await known.store.record(facts_from_repository(payloads_push(PUBLIC, sha, private=False)["repository"]),
+                             authoritative=False)  # a stale snapshot: not trusted to reopen it
+    await clock.advance(known.max_age + 1)
+    assert await shown(client, sha) == (True, True, True)
+    revalidated = ln.fake.calls("GET", REPO_CALLS)[1:]
+    assert revalidated and revalidated[-1].headers.get("if-none-match")  # conditional: a 304 costs no quota
+
+
+async def test_deleted_and_renamed_repositories_forget_their_facts_and_heads(launcher):
+    from bot.store.heads import HeadStore
+
+    ln = await start(launcher)
+    await ln.install(PUBLIC)
+    await ln.record_heads(PUBLIC)
+    store, heads = ln.state.resolver.known_repos.store, HeadStore(ln.services.db)
+    await deliver(ln, "push", payloads_push(PUBLIC, ln.fake.repo(PUBLIC).branches["main"], private=False))
+    assert (await store.lookup(PUBLIC)).facts.clone_url.endswith("/octo/demo.git")
+
+    await deliver(ln, "repository", repository_event("renamed", "octo/demo-renamed", private=False))
+    body = repository_event("renamed", "octo/other", private=False)
+    body["changes"]["repository"]["name"]["from"] = "demo"
+    await deliver(ln, "repository", body)
+    assert await store.lookup(PUBLIC) is None and await heads.lookup(PUBLIC, "main") is None
+    assert (await store.lookup("octo/other")).facts.private is False
+
+    body = repository_event("transferred", "someone/other", private=True)
+    body["changes"]["owner"]["from"]["user"]["login"] = "octo"
+    await deliver(ln, "repository", body)
+    assert await store.lookup("octo/other") is None
+    assert (await store.lookup("someone/other")).facts.private is True
+
+    await deliver(ln, "repository", repository_event("deleted", "someone/other", private=True))
+    assert await store.lookup("someone/other") is None

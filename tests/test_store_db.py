@@ -52,7 +52,7 @@ async def test_open_store_creates_every_table_and_reads_cannot_write(tmp_path):
     try:
         names = {r["name"] for r in await db.fetchall("SELECT name FROM sqlite_master WHERE type='table'")}
         assert {"builds", "deliveries", "installations", "pr_comments"} <= names
-        assert len(SCHEMAS) == 8
+        assert len(SCHEMAS) == 9
         try:
             await db.fetchall("DELETE FROM builds")
         except Exception as e:  # the reader is query_only: writes go through the writer

@@ -24,6 +24,7 @@ import gidgethub.routing
 import gidgethub.sansio
 
 from bot.store.github_state import GitHubState
+from bot.store.repo_facts import RepoFactsStore, facts_from_repository
 
 if TYPE_CHECKING:
     from bot.github.client import GitHubApp
@@ -59,6 +60,16 @@ def repo_list(repos: Iterable[Mapping[str, Any]] | None) -> list[tuple[str, bool
     return [(str(r["full_name"]), bool(r.get("private", False))) for r in repos or () if r.get("full_name")]
 
 
+async def record_facts(db: Any, repos: Iterable[Mapping[str, Any]] | None, *, authoritative: bool) -> None:
+    """What each listed repository object says of it (visibility; URLs when the list carries them):
+    the launcher reads these instead of asking GitHub on a click (bot/store/repo_facts.py)."""
+    store = RepoFactsStore(db)
+    for raw in repos or ():
+        facts = facts_from_repository(raw)
+        if facts is not None:
+            await store.record(facts, authoritative=authoritative)
+
+
 # --- webhook handlers ------------------------------------------------------------------
 
 async def _upsert(state: GitHubState, info: InstallationInfo) -> None:
@@ -77,6 +88,7 @@ async def installation_created(event: gidgethub.sansio.Event, gh: gidgethub.abc.
     repos = repo_list(event.data.get("repositories"))
     await _upsert(services.gh_state, info)
     await services.gh_state.add_repos(info.id, repos)
+    await record_facts(services.db, event.data.get("repositories"), authoritative=False)
     log.info("installation %s created on %s with %d repositories", info.id, info.account, len(repos))
 
 
@@ -106,6 +118,7 @@ async def installation_unsuspended(event: gidgethub.sansio.Event, gh: gidgethub.
     repos = repo_list(event.data.get("repositories"))
     if repos:
         await services.gh_state.add_repos(info.id, repos)
+        await record_facts(services.db, event.data.get("repositories"), authoritative=False)
     log.info("installation %s on %s unsuspended", info.id, info.account)
 
 
@@ -125,6 +138,7 @@ async def repositories_added(event: gidgethub.sansio.Event, gh: gidgethub.abc.Gi
     repos = repo_list(event.data.get("repositories_added"))
     await _upsert(services.gh_state, info)
     await services.gh_state.add_repos(info.id, repos)
+    await record_facts(services.db, event.data.get("repositories_added"), authoritative=False)
     log.info("installation %s: added %s", info.id, ", ".join(n for n, _ in repos) or "nothing")
 
 
@@ -180,6 +194,7 @@ async def refresh_installations(github: "GitHubApp", state: GitHubState, *, cach
             result.failed.append(info.id)
             continue
         await state.replace_repos(info.id, repos)
+        await record_facts(state.db, raw, authoritative=True)  # GitHub's answer now
         result.listed[info.id] = raw
         result.repositories += len(repos)
     for stored in await state.installations():

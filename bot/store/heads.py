@@ -118,6 +118,12 @@ class HeadStore:
         if pushed.default_branch:
             await self.record_default_branch(pushed.full_name, pushed.default_branch)
 
+    async def forget_repository(self, full_name: str) -> None:
+        """Every head of a repository that is gone under this name (deleted, renamed, transferred)."""
+        async with self.db.transaction() as conn:
+            await conn.execute("DELETE FROM branch_heads WHERE full_name=?", (full_name,))
+            await conn.execute("DELETE FROM repo_default_branches WHERE full_name=?", (full_name,))
+
     async def default_branch(self, full_name: str) -> str | None:
         row = await self.db.fetchone("SELECT branch FROM repo_default_branches WHERE full_name=?", (full_name,))
         return str(row["branch"]) if row else None

@@ -307,7 +307,7 @@ def pr_opened_fork() -> dict:
 
 PERMISSIONS = {"checks": "write", "contents": "read", "metadata": "read", "pull_requests": "write",
                "statuses": "write"}
-EVENTS = ["check_run", "issue_comment", "pull_request", "push"]
+EVENTS = ["check_run", "issue_comment", "pull_request", "push", "repository"]
 
 
 def installation(*, suspended: bool = False) -> dict:
@@ -352,6 +352,26 @@ def installation_repositories(action: str) -> dict:
         "repositories_removed": changed if action == "removed" else [],
         "requester": None, "sender": sender(),
     }
+
+
+# ---------------------------------------------------------------- repository
+
+def repository_event(action: str) -> dict:
+    """GitHub's ``repository`` event: the repository object as it is after the change, and
+    ``changes`` for a rename, a transfer and an edit (docs: "repository" webhook payloads)."""
+    repo = main_repo()
+    out: dict = {"action": action}
+    if action == "privatized":
+        repo.update(private=True, visibility="private")
+    elif action == "renamed":
+        out["changes"] = {"repository": {"name": {"from": "requirements-old"}}}
+    elif action == "transferred":
+        out["changes"] = {"owner": {"from": {"user": user(*MAINTAINER)}}}
+    elif action == "edited":
+        out["changes"] = {"default_branch": {"from": "master"}}
+    out.update({"repository": repo, "organization": organization(), "sender": sender(),
+                "installation": installation_ref()})
+    return out
 
 
 # ---------------------------------------------------------------- check_run, issue_comment, ping
@@ -466,6 +486,12 @@ FIXTURES = {
     "installation_repositories.removed": lambda: installation_repositories("removed"),
     "check_run.rerequested": check_run_rerequested,
     "issue_comment.created": issue_comment_on_pr,
+    "repository.privatized": lambda: repository_event("privatized"),
+    "repository.publicized": lambda: repository_event("publicized"),
+    "repository.renamed": lambda: repository_event("renamed"),
+    "repository.transferred": lambda: repository_event("transferred"),
+    "repository.deleted": lambda: repository_event("deleted"),
+    "repository.edited": lambda: repository_event("edited"),
 }
 
 
