@@ -7,8 +7,9 @@ reached through a branch and a PR is built once, and each of them still gets
 its own feedback. Records live in the store; jobs are tasks of this process
 (and, for Kubernetes, pods that outlive it and are re-attached on start).
 
-The decisions (what to do with a request given what exists) are in
-``plan_submit``, a pure function; the class is the I/O shell around it.
+The decisions (what to do with a request given what exists, when a build counts as
+built, when a clone-token failure stops) are pure functions in ``bot.build_rules``;
+the class is the I/O shell around them.
 """
 from __future__ import annotations
 
@@ -16,12 +17,12 @@ import asyncio
 import collections
 import contextlib
 import dataclasses
-import enum
 import logging
 import time
 from typing import TYPE_CHECKING
 
 from bot.build_queue import BuildQueue
+from bot.build_rules import Action, ImageStatus, plan_submit, token_failure_verdict, verify_outcome
 from bot.builders.base import BuildDeferred, build_deadlines
 from bot.clock import SYSTEM_CLOCK, Clock
 from bot.github.errors import ErrorKind, classify_github_error
@@ -37,92 +38,6 @@ log = logging.getLogger(__name__)
 LOG_TAIL_LINES = 200
 RETRY_SECONDS = 15.0  # a dependency that is down (registry, GitHub): how long a queued build waits
 REAP_SECONDS = 120.0  # how often builds running outside the process are compared with the records
-MAX_UNCLASSIFIED_RETRIES = 5  # a clone-token failure we cannot classify: tries before the build fails
-
-
-class Action(enum.Enum):
-    RETURN_EXISTING = "return-existing"  # this request already has an active record for the image
-    FOLLOW = "follow"  # another request's build of this image is active: share it
-    READY = "ready"  # the image is already in the registry
-    QUEUE = "queue"  # build it
-
-
-@dataclasses.dataclass(frozen=True)
-class SubmitPlan:
-    action: Action
-    existing: BuildRecord | None = None
-    supersede: tuple[BuildRecord, ...] = ()
-
-
-def plan_submit(
-    req: BuildRequest,
-    image: str,
-    active_same_key: list[BuildRecord],
-    active_same_image: list[BuildRecord],
-    image_exists: bool | None,
-    rebuild: bool,
-) -> SubmitPlan:
-    """Decide what a submit does, from what the store and the registry said.
-
-    - Active records of the same key for another image are superseded (a newer
-      sha for a PR or branch replaces the older one).
-    - An active record of the same key and image is returned as is (dedupe).
-    - Another key's active build of the image is followed, not repeated.
-    - An image the registry has is ready at once, unless a rebuild was asked for.
-    """
-    supersede = tuple(r for r in active_same_key if r.image != image)
-    mine = [r for r in active_same_key if r.image == image]
-    if mine:
-        return SubmitPlan(Action.RETURN_EXISTING, mine[0], supersede)
-    if active_same_image:
-        return SubmitPlan(Action.FOLLOW, active_same_image[0], supersede)
-    if image_exists is True and not rebuild:
-        return SubmitPlan(Action.READY, None, supersede)
-    return SubmitPlan(Action.QUEUE, None, supersede)
-
-
-def token_failure_verdict(kind: ErrorKind, failures: int) -> BuildState | None:
-    """After the ``failures``-th failed clone-token request in a row: FAILED to stop, None to wait and retry.
-
-    Transient (GitHub down, rate limited) waits as long as it takes; permanent
-    (uninstalled, suspended, repository gone) stops at once; anything else
-    stops after ``MAX_UNCLASSIFIED_RETRIES`` tries.
-    """
-    if kind is ErrorKind.PERMANENT:
-        return BuildState.FAILED
-    if kind is ErrorKind.UNKNOWN and failures >= MAX_UNCLASSIFIED_RETRIES:
-        return BuildState.FAILED
-    return None
-
-
-def verify_outcome(outcome: BuildOutcome, image_exists: bool | None) -> tuple[BuildState, str]:
-    """A build counts as built only once the image is confirmed where images live."""
-    if outcome.phase == Phase.BUILT:
-        if image_exists is True:
-            return BuildState.BUILT, ""
-        if image_exists is False:
-            return BuildState.FAILED, "the build finished but its image is not in the registry (the push failed?)"
-        return BuildState.FAILED, "the build finished but the registry could not be reached to confirm the image"
-    if outcome.phase == Phase.CANCELLED:
-        return BuildState.CANCELLED, outcome.reason or "cancelled"
-    return BuildState.FAILED, outcome.reason or "the build failed"
-
-
-@dataclasses.dataclass(frozen=True)
-class ImageStatus:
-    """One commit's image as the scheduler knows it: its newest record, and the registry's word
-    when no record says built or building (None: not asked, or the registry did not answer)."""
-
-    record: BuildRecord | None
-    in_registry: bool | None = None
-
-    @property
-    def built(self) -> bool:
-        return (self.record is not None and self.record.state is BuildState.BUILT) or self.in_registry is True
-
-    @property
-    def active(self) -> bool:
-        return self.record is not None and self.record.state in (BuildState.QUEUED, BuildState.RUNNING)
 
 
 class Scheduler:

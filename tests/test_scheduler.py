@@ -13,7 +13,8 @@ from bot.github.client import GitHubApp, RetryPolicy
 from bot.metrics import Metrics
 from bot.model import BuildOutcome, BuildRequest, BuildState, Phase, ProgressEvent
 from bot.registry import RegistryClient
-from bot.scheduler import RETRY_SECONDS, Action, Scheduler, plan_submit, verify_outcome
+from bot.build_rules import Action, plan_submit, verify_outcome
+from bot.scheduler import RETRY_SECONDS, Scheduler
 from bot.services import Services
 from bot.store import Database
 from bot.store.builds import BuildStore

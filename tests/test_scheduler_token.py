@@ -11,7 +11,8 @@ import pytest
 
 from bot.github.client import GitHubApp, RetryPolicy
 from bot.model import BuildRequest, BuildState, Phase
-from bot.scheduler import MAX_UNCLASSIFIED_RETRIES, RETRY_SECONDS
+from bot.build_rules import MAX_UNCLASSIFIED_RETRIES
+from bot.scheduler import RETRY_SECONDS
 from tests.fake_github import Fault, settings_for
 from tests.test_scheduler import make_harness
 
