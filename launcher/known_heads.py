@@ -42,7 +42,8 @@ class KnownHeads:
         self.fetch = fetch  # GitHub's answer for a ref (raises one of ``gone`` when it no longer exists)
         self.fresh = fresh
         self.gone = gone
-        self._refreshing = Revalidations()
+        # a click that raced a finished re-read starts no second one (the store's clock: tests drive it)
+        self._refreshing = Revalidations(cooldown=fresh, clock=lambda: self.store.clock())
 
     async def lookup(self, spec: "RepoSpec", access: "Access") -> str | None:
         """The recorded sha of ``spec.ref`` (refreshing it in the background if old), or None."""

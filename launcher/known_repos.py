@@ -38,7 +38,8 @@ class KnownRepos:
         self.fresh = fresh
         self.max_age = max_age
         self.gone = gone  # what ``fetch`` raises when GitHub no longer has the repository (for us)
-        self._refreshing = Revalidations()
+        # a click that raced a finished re-read starts no second one (the store's clock: tests drive it)
+        self._refreshing = Revalidations(cooldown=fresh, clock=lambda: self.store.clock())
 
     async def lookup(self, spec: "RepoSpec", access: Any) -> RepoFacts | None:
         """The recorded facts (re-read in the background when old), or None: ask GitHub now."""

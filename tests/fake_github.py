@@ -35,7 +35,7 @@ segment and ``{name:.*}`` for the rest. ``auth`` is "token" (installation token)
 the installation permission the route needs, e.g. ``("checks", "write")``, or a tuple of
 alternatives. A handler that raises is answered 500 and recorded in ``fake.errors``.
 
-Use it from pytest through the ``fake_github`` fixture (tests/conftest.py), or
+Use it from pytest through the ``fake_github`` fixture (tests/fixtures/github.py), or
 standalone: ``fake = FakeGitHub(); await fake.start(); ...; await fake.close()``.
 """
 from __future__ import annotations

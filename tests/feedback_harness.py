@@ -2,7 +2,7 @@
 GitHub API calls out to FakeGitHub, builds run by tests/fake_builders.InstantBuilder,
 which pushes to tests/fake_registry.FakeRegistry, read by the real RegistryClient.
 
-Used by tests/test_feedback_*.py through the ``prebuild_bot`` fixture (tests/conftest.py).
+Used by tests/test_feedback_*.py through the ``prebuild_bot`` fixture (tests/fixtures/feedback.py).
 ``create_app`` is the real factory; only ``make_builder`` is replaced and the image
 lookup pointed at the registry double, as a test of the webhook → decision → scheduler
 → feedback path needs no engine.

@@ -3,7 +3,7 @@
 Jobs, an ``emit`` recorder, repositories (tiny Dockerfile repos FROM the offline
 base image; a stopped build's RUN step carries a nonce), and looks at what a
 build leaves on the machine: processes (/proc), buildah working containers.
-The fixtures these tests use (test_base, images, settings) are in conftest.py.
+The fixtures these tests use (test_base, lb_images, lb_settings) are in tests/fixtures/local_builder.py.
 """
 from __future__ import annotations
 

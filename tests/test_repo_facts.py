@@ -5,6 +5,8 @@ snapshots, what each ``repository`` action does, the store, and the webhook path
 """
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from bot.github.repositories import Change, repository_change
@@ -114,3 +116,30 @@ async def test_repository_webhooks_reach_the_store(prebuild_bot):
     await bot.send("repository", payloads.rewrite(payloads.load("repository.deleted"), installation_id=bot.inst.id))
     await bot.settle()
     assert await store.lookup(REPO) is None
+
+
+async def test_one_background_reread_per_key_and_none_right_after_one_ended():
+    from launcher.revalidate import Revalidations
+
+    clock = Clock()
+    runs: list[str] = []
+    gate = asyncio.Event()
+
+    async def reread(key: str) -> None:
+        runs.append(key)
+        await gate.wait()
+
+    again = Revalidations(cooldown=60, clock=clock)
+    for _ in range(3):  # a burst of clicks on one old record
+        again.start("a", lambda: reread("a"), name="a")
+    again.start("b", lambda: reread("b"), name="b")
+    gate.set()
+    await again.settle()
+    assert sorted(runs) == ["a", "b"]
+    again.start("a", lambda: reread("a"), name="a")  # a click that read the record before the re-read ended
+    await again.settle()
+    assert sorted(runs) == ["a", "b"]
+    clock.now += 61
+    again.start("a", lambda: reread("a"), name="a")
+    await again.settle()
+    assert sorted(runs) == ["a", "a", "b"]
