@@ -6,7 +6,9 @@
 launch runs a real ``jupyterhub-singleuser`` process (as root: ``--allow-root``)
 and writes down the image it was asked for (and the BINDER_* environment, never
 the token) in a JSON-lines file. Images whose name contains ``stuck-`` never
-finish starting (for the launch-timeout test).
+finish starting (for the launch-timeout test). ``BaselineSpawner`` also starts
+BinderHub's launches, and ``extra_services`` gives other launchers (the launch
+benchmark's BinderHub) a service token of their own.
 
 What must be installed (``.ci/run`` does it; nothing here installs anything):
 ``pip install jupyterhub jupyter-server`` (project deps) and
@@ -25,6 +27,7 @@ import asyncio
 import dataclasses
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -37,9 +40,10 @@ from pathlib import Path
 from typing import Any
 
 from jupyterhub.spawner import SimpleLocalProcessSpawner
+from tornado import web
 from traitlets import Unicode
 
-from launcher.spawner import SERVICE_SCOPES, BinderSpawnerMixin
+from launcher.spawner import SERVICE_SCOPES, BinderSpawnerMixin, binder_env, check_options
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 HUB_PREFIX = "127.0.0.1:5999/binder-test/"
@@ -67,6 +71,39 @@ class RecordingSpawner(BinderSpawnerMixin, SimpleLocalProcessSpawner):
         return await super().start()
 
 
+# BinderHub's launch token: 16 random bytes, URL-safe base64 without padding (binderhub/launcher.py)
+_BINDERHUB_TOKEN = re.compile(r"[A-Za-z0-9_-]{22}")
+
+
+class BaselineSpawner(RecordingSpawner):
+    """RecordingSpawner that also starts BinderHub's launches, for benchmarks/launch_overhead.py's baseline.
+
+    BinderHub sends the same user_options keys and names the same images (same prefix, same
+    rule), but its launch token is 22 characters where our mixin asks for 32 or more. Only
+    that length is let through here: everything else (the image prefix above all) is checked
+    by the product's own ``check_options``, which stays as strict as it is.
+    """
+
+    def _binder_options(self) -> dict[str, str]:
+        options = self.user_options or {}
+        token = options.get("token") if isinstance(options, dict) else None
+        if isinstance(token, str) and _BINDERHUB_TOKEN.fullmatch(token):
+            try:
+                checked = check_options({**options, "token": "x" * 32}, self.image_prefix)
+            except ValueError:
+                return super()._binder_options()  # refused, with the product's own message
+            return {**checked, "token": token}
+        return super()._binder_options()
+
+    def get_env(self):  # type: ignore[override]
+        env = super().get_env()
+        try:
+            env.update(binder_env(self._binder_options()))
+        except web.HTTPError:
+            pass
+        return env
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -88,6 +125,7 @@ class RealHub:
     prefix: str
     root: Path
     proc: subprocess.Popen[bytes] | None = None
+    service_tokens: dict[str, str] = dataclasses.field(default_factory=dict)  # extra services: name -> token
 
     @property
     def record_path(self) -> Path:
@@ -165,7 +203,7 @@ class RealHub:
 HUB_CONFIG = """
 import sys
 sys.path.insert(0, {repo_root!r})
-from tests.real_hub import RecordingSpawner
+from tests.real_hub import {spawner}
 
 c = get_config()
 c.JupyterHub.bind_url = {bind_url!r}
@@ -179,7 +217,7 @@ c.JupyterHub.cookie_secret_file = {cookie_file!r}
 c.JupyterHub.authenticator_class = "null"
 c.JupyterHub.allow_named_servers = True
 c.JupyterHub.cleanup_servers = True
-c.JupyterHub.spawner_class = RecordingSpawner
+c.JupyterHub.spawner_class = {spawner}
 c.RecordingSpawner.record_path = {record_path!r}
 c.RecordingSpawner.home_dir_template = {home_template!r}
 c.BinderSpawnerMixin.image_prefix = {prefix!r}
@@ -189,11 +227,21 @@ c.Spawner.start_timeout = 60
 c.Spawner.http_timeout = 60
 c.JupyterHub.services = [{{"name": "binder-prebuild", "api_token": {token!r}}}]
 c.JupyterHub.load_roles = [{{"name": "binder-prebuild", "scopes": {scopes!r}, "services": ["binder-prebuild"]}}]
+for _name, _token in {extra!r}.items():  # other launchers (the benchmark's BinderHub): the same scopes
+    c.JupyterHub.services.append({{"name": _name, "api_token": _token}})
+    c.JupyterHub.load_roles.append({{"name": _name, "scopes": {scopes!r}, "services": [_name]}})
 """
 
 
-def start_hub(root: Path, prefix: str = HUB_PREFIX, timeout: float = 90) -> RealHub:
-    """Start a real JupyterHub; raises RuntimeError (with the log) if it does not come up."""
+def start_hub(root: Path, prefix: str = HUB_PREFIX, timeout: float = 90, *, extra_services: tuple[str, ...] = (),
+              spawner: str = "RecordingSpawner") -> RealHub:
+    """Start a real JupyterHub; raises RuntimeError (with the log) if it does not come up.
+
+    ``extra_services`` get a service token each (``hub.service_tokens``) with the launcher's
+    scopes; ``spawner`` names a spawner class of this module (``BaselineSpawner`` also starts
+    BinderHub's launches)."""
+    if spawner not in ("RecordingSpawner", "BaselineSpawner"):
+        raise ValueError(f"unknown spawner {spawner!r}")
     chp = find_chp()
     if chp is None:
         raise RuntimeError("configurable-http-proxy not found: run "
@@ -209,14 +257,15 @@ def start_hub(root: Path, prefix: str = HUB_PREFIX, timeout: float = 90) -> Real
     port, hub_port, api_port = free_port(), free_port(), free_port()
     token = os.urandom(24).hex()
     hub = RealHub(url=f"http://127.0.0.1:{port}", api_url=f"http://127.0.0.1:{port}/hub/api", token=token,
-                  prefix=prefix, root=root)
+                  prefix=prefix, root=root, service_tokens={name: os.urandom(24).hex() for name in extra_services})
     config = root / "jupyterhub_config.py"
     config.write_text(HUB_CONFIG.format(
         repo_root=str(REPO_ROOT), bind_url=hub.url + "/", hub_port=hub_port,
         proxy_api=f"http://127.0.0.1:{api_port}", chp=chp, pid_file=str(root / "proxy.pid"),
         db_url=f"sqlite:///{root / 'jupyterhub.sqlite'}", cookie_file=str(root / "cookie_secret"),
         record_path=str(hub.record_path), home_template=str(root / "home" / "{username}"),
-        prefix=prefix, singleuser=str(singleuser), token=token, scopes=list(SERVICE_SCOPES)))
+        prefix=prefix, singleuser=str(singleuser), token=token, scopes=list(SERVICE_SCOPES),
+        extra=hub.service_tokens, spawner=spawner))
     env = dict(os.environ)
     env["PATH"] = f"{bindir}:{Path(chp).parent}:{env.get('PATH', '')}"
     env["PYTHONPATH"] = str(REPO_ROOT)
