@@ -16,7 +16,8 @@ Three pieces, each run beside (never inside) the benchmark's event loop:
   image is in the registry, so a launch is resolve, registry lookup, Hub), the plain
   ``LaunchQuota`` (KubernetesLaunchQuota would list pods), GitHub's API at FakeGitHub, the
   Hub API behind the timing proxy, the rate limit off (as for ours). Its Hub token goes in
-  the environment (``JUPYTERHUB_API_TOKEN``), never in the config file or a log.
+  the environment (``JUPYTERHUB_API_TOKEN``), never in the config file or a log. It listens
+  on every interface (``BinderHub.port`` has no address), for the length of one scenario.
 - ``HubTimingProxy``: a reverse proxy in a subprocess in front of the Hub, one port per
   launcher, recording when each Hub API call started and ended (CLOCK_MONOTONIC, the
   clock ``time.monotonic`` reads in every process). Both launchers' Hub time is measured
