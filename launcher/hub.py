@@ -310,10 +310,13 @@ class HubClient:
                         buffer += chunk.decode("utf-8", "replace").replace("\r\n", "\n")
                         events, buffer = parse_sse_lines(buffer)
                         for event in events:
-                            yield event
                             if event.get("ready") or event.get("failed"):
+                                # timed before handing it over: the caller stops reading (closes this
+                                # generator) at the terminal event, and the call is the Hub's time
                                 self._record("GET", path, status, started)
+                                yield event
                                 return
+                            yield event
                     self._record("GET", path, status, started)
                     raise HubUnavailable(status, "JupyterHub closed the progress stream early")
             except HubUnavailable:

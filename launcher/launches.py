@@ -15,7 +15,7 @@ import enum
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from bot.images import image_repository
@@ -100,20 +100,31 @@ class Launch:
     def history(self, after: int = 0) -> list[tuple[int, dict[str, Any]]]:
         return [(i, m) for i, m in self._events if i > after]
 
-    async def follow(self, after: int = 0, keepalive: float = 15.0
-                     ) -> AsyncIterator[tuple[int, dict[str, Any]] | None]:
-        """Events after ``after`` (replayed, then live) up to a terminal one; None = keepalive time."""
+    async def follow(self, after: int = 0, keepalive: float = 15.0, first_wait: float | None = None
+                     ) -> AsyncIterator[list[tuple[int, dict[str, Any]]]]:
+        """Events after ``after`` (replayed, then live) up to a terminal one, in batches: everything
+        emitted since the last batch at once, so a stream writes it in one send; [] = keepalive time
+        (the first time after at most ``first_wait`` seconds, when given)."""
+        wait = keepalive if first_wait is None else min(first_wait, keepalive)
         while True:
             changed = self._changed
-            for i, msg in self.history(after):
-                after = i
-                yield i, msg
+            batch = self.history(after)
+            for n, (i, msg) in enumerate(batch):
                 if msg["phase"] in TERMINAL:
+                    yield batch[:n + 1]
                     return
+            if batch:
+                after = batch[-1][0]
+                yield batch
+                wait = keepalive
+                if changed is not self._changed:  # more arrived while the batch was written
+                    continue
             try:
-                await asyncio.wait_for(changed.wait(), keepalive)
-            except asyncio.TimeoutError:
-                yield None
+                async with asyncio.timeout(wait):  # not wait_for: no extra task per wake-up
+                    await changed.wait()
+            except TimeoutError:
+                yield []
+                wait = keepalive
 
 
 def _progress_for(phase: Phase) -> float:
@@ -394,20 +405,11 @@ class LaunchManager:
                 await hub.create_user(user)
                 created = True
                 options = self._user_options(launch, record, token, repo_url)
-                await hub.start_server(user, options)
-                await services.bus.launched(t.spec.owner, t.spec.repo, t.image)  # e.g. the image puller
-                async with contextlib.aclosing(hub.progress(user, timeout=timeout)) as events:
-                    async for event in events:
-                        if event.get("failed"):
-                            raise HubError(500, str(event.get("message") or "the server failed to start"))
-                        if event.get("ready"):
-                            break
-                        if event.get("message"):
-                            hub_progress = event.get("progress")
-                            frac = None
-                            if isinstance(hub_progress, (int, float)):
-                                frac = 0.85 + 0.15 * max(0.0, min(100.0, float(hub_progress))) / 100
-                            launch.emit(Phase.LAUNCHING, str(event["message"]), progress=frac)
+                started = await hub.start_server(user, options)
+                self._background(services.bus.launched(t.spec.owner, t.spec.repo, t.image),  # e.g. the image puller
+                                 f"launched-{launch.id}")
+                if started == "pending":  # 202: still spawning ("started", 201, and "running" mean up and routed)
+                    await self._follow_spawn(launch, user, timeout)
             url = server_url(hub.public_url, user)
             log.info("launch %s: server of %s is ready", launch.id, user)
             launch.emit(Phase.READY, f"server running at {url}", **ready_fields(url, options), progress=1.0)
@@ -432,6 +434,29 @@ class LaunchManager:
             if created and launch.outcome is not Outcome.READY:
                 self._cleanup_user(user)
 
+    async def _follow_spawn(self, launch: Launch, user: str, timeout: float) -> None:
+        """A spawn the Hub still reports as pending (202): relay its progress until the server is ready."""
+        hub = self.services.hub
+        assert hub is not None
+        async with contextlib.aclosing(hub.progress(user, timeout=timeout)) as events:
+            async for event in events:
+                if event.get("failed"):
+                    raise HubError(500, str(event.get("message") or "the server failed to start"))
+                if event.get("ready"):
+                    return
+                if event.get("message"):
+                    hub_progress = event.get("progress")
+                    frac = None
+                    if isinstance(hub_progress, (int, float)):
+                        frac = 0.85 + 0.15 * max(0.0, min(100.0, float(hub_progress))) / 100
+                    launch.emit(Phase.LAUNCHING, str(event["message"]), progress=frac)
+
+    def _background(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        """Work the launch does not wait for (cancelled on close), e.g. launch listeners' bookkeeping."""
+        task = asyncio.create_task(work, name=name)
+        self._cleanups.add(task)
+        task.add_done_callback(self._cleanups.discard)
+
     def _cleanup_user(self, user: str) -> None:
         """Stop and delete a user whose launch failed (in the background)."""
         hub = self.services.hub
@@ -444,9 +469,7 @@ class LaunchManager:
 
         if self.counter is not None:
             self.counter.stopped(user)
-        task = asyncio.create_task(delete(), name=f"delete-{user}")
-        self._cleanups.add(task)
-        task.add_done_callback(self._cleanups.discard)
+        self._background(delete(), f"delete-{user}")
 
 
 def ready_fields(url: str, options: dict[str, Any]) -> dict[str, Any]:

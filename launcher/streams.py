@@ -15,8 +15,9 @@ from collections.abc import Callable
 from aiohttp import web
 
 from launcher import sse
-from launcher.launches import Launch
+from launcher.launches import TERMINAL, Launch
 
+HEADERS_WAIT = 1.0  # seconds the headers may wait for the first events (then they go with a keepalive)
 STREAM_HEADERS = {"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache",
                   "X-Accel-Buffering": "no"}
 
@@ -43,16 +44,29 @@ def refused(message: str, status: int, retry_after: int | None = None, limit: st
 
 async def follow(request: web.Request, launch: Launch, after: int, keepalive: float,
                  event_id: Callable[[int], str] = str) -> web.StreamResponse:
-    """Replay ``launch``'s events after ``after``, then follow it live to its terminal event."""
+    """Replay ``launch``'s events after ``after``, then follow it live to its terminal event.
+
+    The headers go out with the first events (or a keepalive after ``HEADERS_WAIT``), so the
+    launch's own first steps run before this stream writes anything. What is there at once
+    goes out in one write (a prebuilt image's launch emits two events together, then
+    ``ready``, which goes out with the end of the stream): each write is a send and a
+    wake-up of the client.
+    """
     resp = web.StreamResponse(headers=STREAM_HEADERS)
-    await resp.prepare(request)
+    head = sse.RETRY  # goes out with the first batch
     with contextlib.suppress(ConnectionError, asyncio.CancelledError):
-        await resp.write(sse.RETRY)
-        async for item in launch.follow(after, keepalive):
-            if item is None:
-                await resp.write(sse.KEEPALIVE)
-                continue
-            seq, msg = item
-            await resp.write(sse.format_event(msg, event_id(seq)))
-        await resp.write_eof()
+        async with contextlib.aclosing(launch.follow(after, keepalive, HEADERS_WAIT)) as batches:
+            async for batch in batches:
+                data = head + (b"".join(sse.format_event(msg, event_id(seq)) for seq, msg in batch)
+                               if batch else sse.KEEPALIVE)
+                head = b""
+                if not resp.prepared:
+                    await resp.prepare(request)
+                if batch and batch[-1][1]["phase"] in TERMINAL:
+                    await resp.write_eof(data)
+                    return resp
+                await resp.write(data)
+        if not resp.prepared:
+            await resp.prepare(request)
+        await resp.write_eof(head)
     return resp
