@@ -40,7 +40,10 @@ CREATE INDEX IF NOT EXISTS builds_by_image ON builds(image, attempt);
 CREATE INDEX IF NOT EXISTS builds_by_state ON builds(state, created_at);
 CREATE INDEX IF NOT EXISTS builds_by_job ON builds(job_id);
 CREATE INDEX IF NOT EXISTS builds_by_key ON builds(supersede_key, created_at);
-CREATE INDEX IF NOT EXISTS builds_by_repo ON builds(owner, repo, sha);
+-- the lookups by repository compare owner and repo without case (a launch's status read, the
+-- newest built image): an index in the default collation cannot serve them, and they scanned the table
+DROP INDEX IF EXISTS builds_by_repo;
+CREATE INDEX IF NOT EXISTS builds_by_repo_nocase ON builds(owner COLLATE NOCASE, repo COLLATE NOCASE, sha);
 """
 )
 

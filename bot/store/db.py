@@ -2,10 +2,13 @@
 
 Writes go through a connection of our own on one thread (a single-worker
 executor), so a whole transaction can run there in one hop (``run``) and
-transactions never interleave. Reads go through a second connection
-(aiosqlite, read-only): in WAL mode it sees committed state only, never a
-transaction another task has open. The tables are given to ``open`` by
-bot/store/schema.py, which knows them; this module knows none of them.
+transactions never interleave. Reads go through a second connection, read-only,
+on a thread of its own: in WAL mode it sees committed state only, never a
+transaction another task has open, and it never waits behind a write. A read is
+one hop to that thread (execute, fetch, close the cursor there): a launch makes a
+few reads, and each thread round trip costs a wake-up on a busy machine. The
+tables are given to ``open`` by bot/store/schema.py, which knows them; this
+module knows none of them.
 """
 from __future__ import annotations
 
@@ -17,8 +20,6 @@ from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
-
-import aiosqlite
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,8 @@ class Database:
         self.path = Path(path)
         self._writer: sqlite3.Connection | None = None
         self._executor: ThreadPoolExecutor | None = None
-        self._reader: aiosqlite.Connection | None = None
+        self._reader: sqlite3.Connection | None = None
+        self._read_executor: ThreadPoolExecutor | None = None
         self._write_lock = asyncio.Lock()
 
     async def open(self, schemas: Sequence[str] = ()) -> "Database":
@@ -80,18 +82,27 @@ class Database:
                 writer.executescript(sql)
             self._writer = writer
 
-        await asyncio.get_running_loop().run_in_executor(self._executor, connect, None)
-        reader = await aiosqlite.connect(self.path, isolation_level=None)
-        reader.row_factory = aiosqlite.Row
-        await reader.execute("PRAGMA busy_timeout=5000")
-        await reader.execute("PRAGMA query_only=ON")
-        self._reader = reader
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, connect, None)
+        self._read_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-reader")
+
+        def connect_reader() -> sqlite3.Connection:
+            reader = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            reader.row_factory = sqlite3.Row
+            reader.execute("PRAGMA busy_timeout=5000")
+            reader.execute("PRAGMA query_only=ON")
+            return reader
+
+        self._reader = await loop.run_in_executor(self._read_executor, connect_reader)
         return self
 
     async def close(self) -> None:
-        if self._reader is not None:
-            await self._reader.close()
-            self._reader = None
+        if self._read_executor is not None:
+            reader, self._reader = self._reader, None
+            if reader is not None:
+                await asyncio.get_running_loop().run_in_executor(self._read_executor, reader.close)
+            self._read_executor.shutdown(wait=False)
+            self._read_executor = None
         if self._executor is not None:
             writer, self._writer = self._writer, None
             if writer is not None:
@@ -154,20 +165,36 @@ class Database:
         values = tuple(params)
         return await self.run(lambda conn: conn.execute(sql, values).rowcount)
 
-    @property
-    def reader(self) -> aiosqlite.Connection:
-        if self._reader is None:
+    def _read(self, fn: Callable[[sqlite3.Connection], T]) -> "asyncio.Future[T]":
+        """Run ``fn(reader)`` on the reader's thread: one hop for a whole query."""
+        if self._read_executor is None or self._reader is None:
             raise RuntimeError("database is not open")
-        return self._reader
+        return asyncio.get_running_loop().run_in_executor(self._read_executor, fn, self._reader)
 
-    async def fetchall(self, sql: str, params: Iterable[Any] = ()) -> list[aiosqlite.Row]:
+    async def fetchall(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
         """Rows as last committed (the reader never sees an open transaction)."""
-        async with self.reader.execute(sql, tuple(params)) as cur:
-            return list(await cur.fetchall())
+        values = tuple(params)
 
-    async def fetchone(self, sql: str, params: Iterable[Any] = ()) -> aiosqlite.Row | None:
-        async with self.reader.execute(sql, tuple(params)) as cur:
-            return await cur.fetchone()
+        def read(conn: sqlite3.Connection) -> list[sqlite3.Row]:
+            cur = conn.execute(sql, values)
+            try:
+                return cur.fetchall()
+            finally:
+                cur.close()
+
+        return await self._read(read)
+
+    async def fetchone(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Row | None:
+        values = tuple(params)
+
+        def read(conn: sqlite3.Connection) -> sqlite3.Row | None:
+            cur = conn.execute(sql, values)
+            try:
+                return cur.fetchone()
+            finally:
+                cur.close()
+
+        return await self._read(read)
 
     async def ping(self) -> None:
         """The store answers: the reader reads, and the writer thread runs a statement."""
