@@ -392,11 +392,15 @@ class Scheduler:
 
     async def _finish_job(self, job_id: str, state: BuildState, reason: str, from_cache: bool = False) -> None:
         builds = self.services.builds
-        records = await builds.active_for_job(job_id)
         tail = tuple(self._tails.get(job_id, ()))
-        await builds.update_job(
-            job_id, state=state, phase=Phase(state.value),
-            reason=reason or None, finished_at=self.clock.time(), log_tail=tail[-50:], from_cache=from_cache)
+        # Under the submit lock, as the start is: a record that follows this job (submit reads the
+        # leader, then copies its state) is either among those finished here or sees the job
+        # finished; never copied from a running leader just after that leader finished.
+        async with self._submit_lock:
+            records = await builds.active_for_job(job_id)
+            await builds.update_job(
+                job_id, state=state, phase=Phase(state.value),
+                reason=reason or None, finished_at=self.clock.time(), log_tail=tail[-50:], from_cache=from_cache)
         metrics = self.services.metrics
         if metrics is not None:
             metrics.builds.labels(state.value).inc()
