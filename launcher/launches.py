@@ -36,6 +36,10 @@ log = logging.getLogger(__name__)
 
 TERMINAL = frozenset({Phase.READY.value, Phase.FAILED.value, Phase.CANCELLED.value})
 HISTORY = 2000  # events kept per launch for replay
+# The request checked the repository's visibility just before it created the launch; a server
+# started later than this (after a build) checks it again, a prebuilt image's launch does not
+# read the same facts twice within a millisecond.
+VISIBILITY_RECHECK_AFTER = 1.0
 
 
 class Outcome(str, enum.Enum):
@@ -383,7 +387,9 @@ class LaunchManager:
             repo_url = request.clone_url
         else:
             repo_url = record.request.clone_url
-            await require_visible(self.resolver, t.spec, t.access)  # now, not as the record says
+            if time.monotonic() - launch.created > VISIBILITY_RECHECK_AFTER:
+                # now, not as the record says: the launch waited (a build) since its request checked it
+                await require_visible(self.resolver, t.spec, t.access)
         user = username_for(t.spec.owner, t.spec.repo)
         timeout = services.settings.launch_timeout
         launch.emit(Phase.LAUNCHING, "Launching a server for you.", progress=_progress_for(Phase.LAUNCHING))

@@ -82,3 +82,27 @@ async def test_pending_spawn_is_followed_through_its_progress_and_timed_as_the_h
     # the launch stopped reading at "ready": the call is still recorded, with its duration
     calls = [c for c in ln.services.hub.calls if c.path.endswith("/progress")]
     assert len(calls) == 1 and calls[0].status == 200 and calls[0].seconds >= 0
+
+
+async def test_a_launch_that_waited_for_its_build_checks_visibility_again(launcher, aiohttp_server, monkeypatch):
+    """The request checked the repository's visibility; a server started after a build (here: any
+    later than the recheck threshold, set to 0) checks it again: made private meanwhile, no server."""
+    import asyncio
+
+    from launcher import launches
+    from tests.test_private_repos import deliver, repository_event
+
+    monkeypatch.setattr(launches, "VISIBILITY_RECHECK_AFTER", 0.0)
+    app, seen = scripted_hub(201)
+    server = await aiohttp_server(app)
+    ln = await launcher(hub_api_url=str(server.make_url("/hub/api")), hub_url=str(server.make_url("")).rstrip("/"))
+    await ln.install("octo/demo")
+    ln.builder.hold = True
+    stream = asyncio.create_task(ln.client.get("/build/gh/octo/demo/main"))
+    await ln.builder.wait_held(1)
+    ln.fake.repo("octo/demo").private = True
+    await deliver(ln, "repository", repository_event("privatized", "octo/demo", private=True))
+    ln.builder.release()
+    events = parse_sse(await (await stream).text())
+    assert events[-1]["phase"] == "failed" and "not served here" in events[-1]["message"]
+    assert not any(p.endswith("/server") for _, p in seen)
