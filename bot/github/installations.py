@@ -63,11 +63,8 @@ def repo_list(repos: Iterable[Mapping[str, Any]] | None) -> list[tuple[str, bool
 async def record_facts(db: Any, repos: Iterable[Mapping[str, Any]] | None, *, authoritative: bool) -> None:
     """What each listed repository object says of it (visibility; URLs when the list carries them):
     the launcher reads these instead of asking GitHub on a click (bot/store/repo_facts.py)."""
-    store = RepoFactsStore(db)
-    for raw in repos or ():
-        facts = facts_from_repository(raw)
-        if facts is not None:
-            await store.record(facts, authoritative=authoritative)
+    facts = [f for f in map(facts_from_repository, repos or ()) if f is not None]
+    await RepoFactsStore(db).record_all(facts, authoritative=authoritative)  # one transaction
 
 
 # --- webhook handlers ------------------------------------------------------------------

@@ -171,30 +171,25 @@ class Database:
             raise RuntimeError("database is not open")
         return asyncio.get_running_loop().run_in_executor(self._read_executor, fn, self._reader)
 
+    async def _query(self, sql: str, params: Iterable[Any], take: Callable[[sqlite3.Cursor], T]) -> T:
+        """``take(cursor)`` of one statement, on the reader's thread in one hop (the cursor closed there)."""
+        values = tuple(params)
+
+        def read(conn: sqlite3.Connection) -> T:
+            cur = conn.execute(sql, values)
+            try:
+                return take(cur)
+            finally:
+                cur.close()
+
+        return await self._read(read)
+
     async def fetchall(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
         """Rows as last committed (the reader never sees an open transaction)."""
-        values = tuple(params)
-
-        def read(conn: sqlite3.Connection) -> list[sqlite3.Row]:
-            cur = conn.execute(sql, values)
-            try:
-                return cur.fetchall()
-            finally:
-                cur.close()
-
-        return await self._read(read)
+        return await self._query(sql, params, sqlite3.Cursor.fetchall)
 
     async def fetchone(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Row | None:
-        values = tuple(params)
-
-        def read(conn: sqlite3.Connection) -> sqlite3.Row | None:
-            cur = conn.execute(sql, values)
-            try:
-                return cur.fetchone()
-            finally:
-                cur.close()
-
-        return await self._read(read)
+        return await self._query(sql, params, sqlite3.Cursor.fetchone)
 
     async def ping(self) -> None:
         """The store answers: the reader reads, and the writer thread runs a statement."""

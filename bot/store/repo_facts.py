@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import sqlite3
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from bot.store.db import Database
@@ -96,23 +96,31 @@ class RepoFactsStore:
 
     async def record(self, facts: RepoFacts, *, authoritative: bool) -> None:
         """Upsert ``facts`` (see the module's fail-closed rule); missing URLs keep the stored ones."""
+        await self.record_all([facts], authoritative=authoritative)
+
+    async def record_all(self, many: Iterable[RepoFacts], *, authoritative: bool) -> None:
+        """``record`` for a whole list (an installation's repositories) in one transaction."""
         now = self.clock()
+        batch = list(many)
 
         def write(conn: sqlite3.Connection) -> None:
-            row = conn.execute("SELECT private FROM repo_facts WHERE full_name=?", (facts.full_name,)).fetchone()
-            stored = bool(row[0]) if row is not None else None
-            private, confirmed = merged_visibility(stored, facts.private, authoritative=authoritative)
-            conn.execute(
-                "INSERT INTO repo_facts (full_name, private, clone_url, html_url, default_branch, recorded_at)"
-                " VALUES (?,?,?,?,?,?) ON CONFLICT DO UPDATE SET full_name=excluded.full_name,"
-                " private=excluded.private, clone_url=COALESCE(excluded.clone_url, clone_url),"
-                " html_url=COALESCE(excluded.html_url, html_url),"
-                " default_branch=COALESCE(excluded.default_branch, default_branch),"
-                " recorded_at=excluded.recorded_at",
-                (facts.full_name, int(private), facts.clone_url, facts.html_url, facts.default_branch,
-                 now if confirmed else 0.0))
+            for facts in batch:
+                row = conn.execute("SELECT private FROM repo_facts WHERE full_name=?",
+                                   (facts.full_name,)).fetchone()
+                stored = bool(row[0]) if row is not None else None
+                private, confirmed = merged_visibility(stored, facts.private, authoritative=authoritative)
+                conn.execute(
+                    "INSERT INTO repo_facts (full_name, private, clone_url, html_url, default_branch, recorded_at)"
+                    " VALUES (?,?,?,?,?,?) ON CONFLICT DO UPDATE SET full_name=excluded.full_name,"
+                    " private=excluded.private, clone_url=COALESCE(excluded.clone_url, clone_url),"
+                    " html_url=COALESCE(excluded.html_url, html_url),"
+                    " default_branch=COALESCE(excluded.default_branch, default_branch),"
+                    " recorded_at=excluded.recorded_at",
+                    (facts.full_name, int(private), facts.clone_url, facts.html_url, facts.default_branch,
+                     now if confirmed else 0.0))
 
-        await self.db.run(write)
+        if batch:
+            await self.db.run(write)
 
     async def forget(self, full_name: str) -> None:
         """The repository is gone under this name (deleted, renamed, transferred)."""
