@@ -374,6 +374,19 @@ class CheckRoutes:
         name = request.query.get("check_name")
         if name:
             runs = [r for r in runs if r["name"] == name]
+        app_id = request.query.get("app_id")
+        if app_id:
+            runs = [r for r in runs if str(r["app"]["id"]) == app_id]
+        which = request.query.get("filter", "latest")
+        if which not in ("latest", "all"):
+            return error(422, "filter must be latest or all")
+        if which == "latest":  # GitHub's default: only the newest run of each name (per app)
+            newest: dict[tuple[str, Any], dict[str, Any]] = {}
+            for r in runs:
+                key = (r["name"], r["app"]["id"])
+                if key not in newest or r["id"] > newest[key]["id"]:
+                    newest[key] = r
+            runs = [r for r in runs if newest[(r["name"], r["app"]["id"])] is r]
         return self._page(request, runs, wrap="check_runs", extra={"total_count": len(runs)})
 
     # commit statuses ------------------------------------------------------------------

@@ -179,7 +179,20 @@ async def settled(service: Service, db: Path, burst: Burst, timeout: float = 90.
         if service.proc is not None and service.proc.poll() is not None:
             return [f"the service exited with {service.proc.returncode}:\n{service.log_tail()}"]
         await asyncio.sleep(0.2)
-    return problems + [f"deliveries left {left}, builds active {active}"]
+    return problems + [f"deliveries left {left}, builds active {active}"] + store_rows(db, problems)
+
+
+def store_rows(db: Path, problems: list[str]) -> list[str]:
+    """What the store holds about each sha a problem names (to tell a lost write from a wrong decision)."""
+    out = []
+    for short in sorted({w for p in problems for w in p.replace("'", " ").split() if len(w) == 7
+                         and all(c in "0123456789abcdef" for c in w)}):
+        for table, cols in (("builds", "job_id, attempt, state, reason, superseded_by, created_at"),
+                            ("check_runs", "check_run_id, status, updated_at"),
+                            ("check_run_creates", "started_at")):
+            for row in query(db, f"SELECT {cols} FROM {table} WHERE sha LIKE ?", short + "%"):
+                out.append(f"store {table} {short}: {tuple(row)}")
+    return out
 
 
 async def test_sigkill_mid_burst_leaves_no_check_run_or_comment_contradicting_the_newest_heads(

@@ -181,12 +181,10 @@ class CheckRuns:
             body["completed_at"] = _now_iso()
         if create:
             try:
-                data = await client.post("/repos/{owner}/{repo}/check-runs", {"owner": st.owner, "repo": st.repo},
-                                         data={"name": CHECK_NAME, "head_sha": st.sha, **body})
+                st.run_id = await self._create(client, st, body)
             except gidgethub.BadRequest as e:
                 st.unknown_sha = e.status_code == 422  # "No commit found for SHA": never written again
                 raise
-            st.run_id = int(data["id"])
             log.info("build %s: created check run %s on %s@%s (%s)", job, st.run_id, st.full_name,
                      st.sha[:12], view.status.value)
         else:
@@ -197,9 +195,7 @@ class CheckRuns:
                 if e.status_code != 404:
                     raise
                 st.run_id, st.resolved = None, True  # gone: make a new one
-                data = await client.post("/repos/{owner}/{repo}/check-runs", {"owner": st.owner, "repo": st.repo},
-                                         data={"name": CHECK_NAME, "head_sha": st.sha, **body})
-                st.run_id = int(data["id"])
+                st.run_id = await self._create(client, st, body)
         st.run_status = view.status.value
         st.run_conclusion = view.conclusion.value if view.conclusion else None
         st.run_job = job
@@ -208,12 +204,19 @@ class CheckRuns:
         await self.services.gh_state.set_check_run(st.full_name, st.sha, st.run_id,
                                                    sent_status(st.run_status, st.run_conclusion))
 
+    async def _create(self, client: GitHubAPI, st: ShaState, body: dict[str, Any]) -> int:
+        """POST a new run, noted in the store first: a crash before its id is recorded cannot orphan it."""
+        await self.services.gh_state.begin_check_run_create(st.full_name, st.sha)
+        data = await client.post("/repos/{owner}/{repo}/check-runs", {"owner": st.owner, "repo": st.repo},
+                                 data={"name": CHECK_NAME, "head_sha": st.sha, **body})
+        return int(data["id"])
+
     async def _resolve_run(self, client: GitHubAPI, st: ShaState) -> None:
         """Find the run that already reports on this sha: the one the store recorded (None: we made none)."""
         if st.resolved:
             return
         run: dict[str, Any] | None = None
-        stored = await self.services.gh_state.check_run(st.full_name, st.sha)
+        stored, create_pending = await self.services.gh_state.check_run_state(st.full_name, st.sha)
         if stored is not None:
             try:
                 run = await client.getitem("/repos/{owner}/{repo}/check-runs/{id}",
@@ -221,9 +224,44 @@ class CheckRuns:
             except gidgethub.BadRequest as e:
                 if e.status_code != 404:
                     raise
+        elif create_pending:
+            run = await self._adopt(client, st)
         if run is not None:
             st.run_id = int(run["id"])
             st.run_status = run.get("status")
             st.run_conclusion = run.get("conclusion")
             st.run_job = run.get("external_id") or None
         st.resolved = True
+
+    async def _adopt(self, client: GitHubAPI, st: ShaState) -> dict[str, Any] | None:
+        """A create was sent but its answer never recorded (a crash): the newest run of ours on the sha.
+
+        Only this case lists the commit's runs; any older run of ours left open there is
+        closed, so nothing on the commit keeps saying "queued" for a build long gone.
+        """
+        data = await client.getitem(
+            "/repos/{owner}/{repo}/commits/{sha}/check-runs{?check_name,filter,app_id,per_page}",
+            {"owner": st.owner, "repo": st.repo, "sha": st.sha, "check_name": CHECK_NAME, "filter": "all",
+             "app_id": self.services.settings.github_app_id, "per_page": 100})
+        ours = sorted((r for r in data.get("check_runs") or [] if _is_ours(r, self.services.settings.github_app_id)
+                       and r.get("head_sha") == st.sha), key=lambda r: int(r["id"]))
+        if not ours:
+            log.info("build %s: no check run of ours on %s@%s after an unrecorded create", st.job_id or "-",
+                     st.full_name, st.sha[:12])
+            return None
+        newest = ours[-1]
+        log.info("build %s: adopted check run %s on %s@%s (created before a restart, never recorded)",
+                 st.job_id or "-", newest["id"], st.full_name, st.sha[:12])
+        for stale in ours[:-1]:
+            if stale.get("status") != CheckStatus.COMPLETED.value:
+                await client.patch("/repos/{owner}/{repo}/check-runs/{id}",
+                                   {"owner": st.owner, "repo": st.repo, "id": stale["id"]},
+                                   data=render.check_replaced(int(newest["id"])).as_fields()
+                                   | {"completed_at": _now_iso()})
+        return newest
+
+
+def _is_ours(run: dict[str, Any], app_id: str | None) -> bool:
+    """A run another app named "Binder" is not ours to adopt (without an app id: trust the query)."""
+    app = run.get("app") or {}
+    return run.get("name") == CHECK_NAME and (not app_id or str(app.get("id")) == str(app_id))

@@ -45,6 +45,7 @@ class Conclusion(str, enum.Enum):
     FAILURE = "failure"
     CANCELLED = "cancelled"
     SKIPPED = "skipped"
+    NEUTRAL = "neutral"
 
 
 class CommentState(str, enum.Enum):
@@ -298,6 +299,13 @@ def check_cancelled(*, new_sha: str | None, new_commit_url: str | None, reason: 
         summary = trusted(one_sentence(reason, "The build was cancelled."))
     return CheckRunView(CheckStatus.COMPLETED, title, summary, conclusion=Conclusion.CANCELLED,
                         details_url=details_url)
+
+
+def check_replaced(newer_run_id: int) -> CheckRunView:
+    """An older run of ours on a sha that a newer run reports on (left open by a crash)."""
+    return CheckRunView(CheckStatus.COMPLETED, "Replaced by a newer Binder check run",
+                        f"Check run {int(newer_run_id)} on this commit reports on its build.",
+                        conclusion=Conclusion.NEUTRAL)
 
 
 def check_skipped(reason: str, details_url: str | None = None) -> CheckRunView:

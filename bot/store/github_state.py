@@ -53,6 +53,14 @@ CREATE TABLE IF NOT EXISTS check_runs (
     updated_at REAL,
     PRIMARY KEY (full_name, sha)
 );
+-- a check run create sent whose answer is not yet recorded in check_runs: after a crash in
+-- that window the run exists on GitHub but not here, so it is found by listing, not made twice
+CREATE TABLE IF NOT EXISTS check_run_creates (
+    full_name TEXT NOT NULL COLLATE NOCASE,
+    sha TEXT NOT NULL,
+    started_at REAL NOT NULL,
+    PRIMARY KEY (full_name, sha)
+);
 """
 )
 
@@ -146,12 +154,34 @@ class GitHubState:
             "SELECT check_run_id FROM check_runs WHERE full_name=? AND sha=?", (full_name, sha))
         return int(row["check_run_id"]) if row else None
 
-    async def set_check_run(self, full_name: str, sha: str, check_run_id: int, status: str) -> None:
+    async def check_run_state(self, full_name: str, sha: str) -> tuple[int | None, bool]:
+        """The run recorded for this sha, and whether a create was sent whose answer was never recorded."""
+        row = await self.db.fetchone(
+            "SELECT (SELECT check_run_id FROM check_runs WHERE full_name=?1 AND sha=?2) AS id,"
+            " EXISTS (SELECT 1 FROM check_run_creates WHERE full_name=?1 AND sha=?2) AS pending",
+            (full_name, sha))
+        assert row is not None
+        return (int(row["id"]) if row["id"] is not None else None), bool(row["pending"])
+
+    async def begin_check_run_create(self, full_name: str, sha: str) -> None:
+        """Durably note a create about to be sent (cleared by ``set_check_run``)."""
         await self.db.execute(
-            "INSERT INTO check_runs (full_name, sha, check_run_id, status, updated_at) VALUES (?,?,?,?,?)"
-            " ON CONFLICT DO UPDATE SET check_run_id=excluded.check_run_id, status=excluded.status,"
-            " updated_at=excluded.updated_at",
-            (full_name, sha, check_run_id, status, time.time()))
+            "INSERT INTO check_run_creates (full_name, sha, started_at) VALUES (?,?,?)"
+            " ON CONFLICT DO UPDATE SET started_at=excluded.started_at", (full_name, sha, time.time()))
+
+    async def set_check_run(self, full_name: str, sha: str, check_run_id: int, status: str) -> None:
+        """Record the run and what it was last sent; any create noted for it is answered."""
+        now = time.time()
+
+        def tx(conn: Any) -> None:
+            conn.execute(
+                "INSERT INTO check_runs (full_name, sha, check_run_id, status, updated_at) VALUES (?,?,?,?,?)"
+                " ON CONFLICT DO UPDATE SET check_run_id=excluded.check_run_id, status=excluded.status,"
+                " updated_at=excluded.updated_at",
+                (full_name, sha, check_run_id, status, now))
+            conn.execute("DELETE FROM check_run_creates WHERE full_name=? AND sha=?", (full_name, sha))
+
+        await self.db.run(tx)
 
     async def check_runs_since(self, since: float) -> dict[tuple[str, str], str | None]:
         """(lower-case full name, sha) -> the status we last sent ("completed:success", ...), for runs sent since."""
