@@ -4,8 +4,10 @@ One worker per sha sends the newest target, so a burst of build events becomes o
 call. The run's id lives in ``services.gh_state``: the store knows every run it made,
 so a sha it has no run for gets one created at once, without first listing the
 commit's check runs (that listing was a fifth of all requests in a soak of new
-commits). The cost, only if DATA_DIR is lost: a commit reported again gets a second
-``Binder`` run (GitHub shows the newest).
+commits). A create is noted in the store before it is sent: after a crash between
+GitHub's answer and the record, that sha's runs are listed once and ours adopted, so
+no run is made twice and left queued. The cost, only if DATA_DIR is lost: a commit
+reported again gets a second ``Binder`` run (GitHub shows the newest).
 """
 from __future__ import annotations
 
