@@ -222,7 +222,7 @@ async def run_scenario(rig: Rig, name: str, launches: int, warmup: int, fake: Fa
     return samples
 
 
-async def run(launches: int, scenarios: list[str], warmup: int, source: str | None) -> None:
+async def run(launches: int, scenarios: list[str], warmup: int, source: str | None, spares: int) -> None:
     python, version, missing = None, "", ""
     if source is None:
         missing = "BinderHub column omitted: --no-binderhub was given"
@@ -250,7 +250,7 @@ async def run(launches: int, scenarios: list[str], warmup: int, source: str | No
             ln, close = await make_harness(
                 aiohttp_client, fake, tmp / name, hub=hub, hub_api_url=proxy.url(OURS) + "/hub/api",
                 max_servers=1000, max_servers_per_repo=1000, launch_rate_per_minute=0,
-                launch_github_calls_per_minute=-1, launch_github_calls_per_hour=-1,
+                launch_github_calls_per_minute=-1, launch_github_calls_per_hour=-1, spare_hub_users=spares,
                 attach_options={"fresh_ttl": 0.0, "keepalive": 15.0})
             bh = None
             try:
@@ -321,6 +321,8 @@ def main() -> None:
                     help="what pip installs BinderHub from into .cache/binderhub-venv (a requirement, "
                          "a source checkout or a wheel; default: %(default)s)")
     ap.add_argument("--no-binderhub", action="store_true", help="measure our launcher alone")
+    ap.add_argument("--spare-hub-users", type=int, default=20,
+                    help="ours' SPARE_HUB_USERS (0: every launch makes its Hub user; default: %(default)s)")
     args = ap.parse_args()
     scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
     unknown = [s for s in scenarios if s not in all_scenarios()]
@@ -328,7 +330,8 @@ def main() -> None:
         ap.error(f"unknown scenarios {unknown}; known: {','.join(all_scenarios())}")
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # `kill` still stops the Hub (finally blocks)
     try:
-        asyncio.run(run(args.launches, scenarios, args.warmup, None if args.no_binderhub else args.binderhub_source))
+        asyncio.run(run(args.launches, scenarios, args.warmup, None if args.no_binderhub else args.binderhub_source,
+                        args.spare_hub_users))
     except BaselineUnavailable as e:
         sys.exit(f"BinderHub, the baseline, is unavailable: {e}\n"
                  "(run with --no-binderhub to measure our launcher alone)")

@@ -112,6 +112,7 @@ class Settings:
     max_servers: int = 100
     max_servers_per_repo: int = 20
     launch_rate_per_minute: int = 30
+    spare_hub_users: int = 20  # Hub users made ahead for repositories launched lately (0: off)
     cors_allow_origin: str | None = None  # BinderHub's cors_allow_origin: the launch API, streams, badge
     # anonymous requests and GitHub's quota: lookups per client per minute, per installation per hour
     launch_github_calls_per_minute: int = 20
@@ -190,6 +191,7 @@ _ENV_FIELDS: dict[str, tuple[str, Any]] = {
     "MAX_SERVERS": ("max_servers", int),
     "MAX_SERVERS_PER_REPO": ("max_servers_per_repo", int),
     "LAUNCH_RATE_PER_MINUTE": ("launch_rate_per_minute", int),
+    "SPARE_HUB_USERS": ("spare_hub_users", int),
     "CORS_ALLOW_ORIGIN": ("cors_allow_origin", str),
     "LAUNCH_GITHUB_CALLS_PER_MINUTE": ("launch_github_calls_per_minute", int),
     "LAUNCH_GITHUB_CALLS_PER_HOUR": ("launch_github_calls_per_hour", int),

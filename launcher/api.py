@@ -22,7 +22,7 @@ from aiohttp import web
 from bot.appkeys import SERVICES
 from launcher import streams
 from launcher.build_page import build_paths
-from launcher.launches import Launch
+from launcher.launch import Launch
 from launcher.routes import Refused, count_outcome, launch_for, spec_from
 from launcher.setup import LauncherState, state_of
 from launcher.spec import RepoSpec, is_full_sha

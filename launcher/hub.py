@@ -230,6 +230,13 @@ class HubClient:
                     raise
                 await asyncio.sleep(1.0)
 
+    async def delete_idle_user(self, name: str) -> None:
+        """Delete a user that has no server (a spare never used); already gone is fine."""
+        try:
+            await self.request("DELETE", f"/users/{quote(name, safe='')}")
+        except HubNotFound:
+            pass
+
     async def stop_server(self, name: str, server_name: str = "") -> None:
         """Ask for the server to stop; no user, no server or already stopping is fine."""
         try:

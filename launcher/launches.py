@@ -1,28 +1,26 @@
 """Launches in progress: image ready -> start it; build running -> attach; missing -> build.
 
-One ``Launch`` per (browser, image): its events are kept (bounded) and numbered, so
-a client that reconnects (EventSource sends ``Last-Event-ID``) or reloads the page
-replays them and follows the same launch instead of starting a second build or a
-second server. The launch runs as a task of its own, independent of any connection.
+One ``Launch`` (launcher/launch.py) per (browser, image), so a client that reconnects or
+reloads follows the same launch instead of starting a second build or a second server.
+Each launch runs as a task of its own, independent of any connection.
 """
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import dataclasses
-import enum
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from bot.images import image_repository
 from bot.model import BuildRequest, BuildState, Phase, Trigger
-from launcher.hub import HubError, HubUnavailable
+from launcher.hub import HubError, HubNotFound, HubUnavailable
 from launcher.guard import QuotaRefused
-from launcher.resolve import Access, GitHubDown, NotServed, RefNotFound, RepoInfo, Resolver
+from launcher.resolve import GitHubDown, NotServed, RefNotFound, Resolver
+from launcher.launch import Launch, LaunchTarget, Outcome
 from launcher.spec import RepoSpec, new_launch_token, server_url, username_for
 from launcher.visibility import require_visible
 
@@ -31,104 +29,15 @@ if TYPE_CHECKING:
     from bot.scheduler import Scheduler
     from bot.store.builds import BuildRecord
     from launcher.quotas import ServerCounter
+    from launcher.spare_users import SpareUsers
 
 log = logging.getLogger(__name__)
 
-TERMINAL = frozenset({Phase.READY.value, Phase.FAILED.value, Phase.CANCELLED.value})
-HISTORY = 2000  # events kept per launch for replay
 # The request checked the repository's visibility just before it created the launch; a server
 # started later than this (after a build) checks it again, a prebuilt image's launch does not
 # read the same facts twice within a millisecond.
 VISIBILITY_RECHECK_AFTER = 1.0
-
-
-class Outcome(str, enum.Enum):
-    READY = "ready"
-    BUILT = "built"  # build_only: the image exists, no server was asked for
-    FAILED = "failed"  # the build failed, or the server did
-    TIMEOUT = "timeout"
-    CANCELLED = "cancelled"
-    NOT_BUILT = "not_built"
-    QUOTA = "quota"
-    HUB_DOWN = "hub_unavailable"
-    ERROR = "error"
-
-
-@dataclasses.dataclass(frozen=True)
-class LaunchTarget:
-    """Everything the request decided: what to launch and for whom."""
-
-    spec: RepoSpec
-    sha: str
-    image: str
-    access: Access
-    repo: RepoInfo | None  # None: taken from the build record, or fetched when a build is needed
-    launch_host: str  # BINDER_LAUNCH_HOST: our public URL, with a trailing slash
-    build_only: bool = False  # BinderHub's ``build_only=true``: build or find the image, start no server
-
-
-class Launch:
-    """A launch's numbered event history plus a wake-up for its followers."""
-
-    def __init__(self, launch_id: str, target: LaunchTarget, client: str | None) -> None:
-        self.id = launch_id
-        self.target = target
-        self.client = client
-        self.created = time.monotonic()
-        self.task: asyncio.Task[None] | None = None
-        self.outcome: Outcome | None = None
-        self._events: collections.deque[tuple[int, dict[str, Any]]] = collections.deque(maxlen=HISTORY)
-        self._seq = 0
-        self._changed = asyncio.Event()
-
-    @property
-    def started(self) -> bool:
-        return self.task is not None
-
-    @property
-    def finished(self) -> bool:
-        return self.outcome is not None
-
-    @property
-    def last_id(self) -> int:
-        return self._seq
-
-    def emit(self, phase: Phase | str, message: str = "", **extra: Any) -> None:
-        msg: dict[str, Any] = {"phase": phase.value if isinstance(phase, Phase) else phase, "message": message}
-        msg.update({k: v for k, v in extra.items() if v is not None})
-        self._seq += 1
-        self._events.append((self._seq, msg))
-        self._changed.set()
-        self._changed = asyncio.Event()
-
-    def history(self, after: int = 0) -> list[tuple[int, dict[str, Any]]]:
-        return [(i, m) for i, m in self._events if i > after]
-
-    async def follow(self, after: int = 0, keepalive: float = 15.0, first_wait: float | None = None
-                     ) -> AsyncIterator[list[tuple[int, dict[str, Any]]]]:
-        """Events after ``after`` (replayed, then live) up to a terminal one, in batches: everything
-        emitted since the last batch at once, so a stream writes it in one send; [] = keepalive time
-        (the first time after at most ``first_wait`` seconds, when given)."""
-        wait = keepalive if first_wait is None else min(first_wait, keepalive)
-        while True:
-            changed = self._changed
-            batch = self.history(after)
-            for n, (i, msg) in enumerate(batch):
-                if msg["phase"] in TERMINAL:
-                    yield batch[:n + 1]
-                    return
-            if batch:
-                after = batch[-1][0]
-                yield batch
-                wait = keepalive
-                if changed is not self._changed:  # more arrived while the batch was written
-                    continue
-            try:
-                async with asyncio.timeout(wait):  # not wait_for: no extra task per wake-up
-                    await changed.wait()
-            except TimeoutError:
-                yield []
-                wait = keepalive
+AFTER_READY = 0.05  # seconds: what a launch sets off waits until its ready event has been written
 
 
 def _progress_for(phase: Phase) -> float:
@@ -141,13 +50,14 @@ def _progress_for(phase: Phase) -> float:
 
 class LaunchManager:
     def __init__(self, services: "Core", scheduler: "Scheduler", resolver: Resolver,
-                 counter: "ServerCounter | None", *,
+                 counter: "ServerCounter | None", *, spares: "SpareUsers | None" = None,
                  keepalive: float = 15.0, keep_ready: float = 120.0, keep_failed: float = 60.0,
                  reserve_ttl: float = 600.0, status_poll: float = 30.0) -> None:
         self.services = services
         self.scheduler = scheduler
         self.resolver = resolver
         self.counter = counter
+        self.spares = spares
         self.keepalive = keepalive
         self.keep_ready = keep_ready
         self.keep_failed = keep_failed
@@ -157,6 +67,7 @@ class LaunchManager:
         self._by_client: dict[tuple[str, str], str] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._cleanups: set[asyncio.Task[None]] = set()
+        self._deferred: set[asyncio.TimerHandle] = set()
 
     # -- bookkeeping ------------------------------------------------------------
     def get(self, launch_id: str | None) -> Launch | None:
@@ -205,7 +116,7 @@ class LaunchManager:
         return sum(1 for launch in self._by_id.values() if launch.started and not launch.finished)
 
     async def close(self) -> None:
-        for handle in self._timers.values():
+        for handle in [*self._timers.values(), *self._deferred]:
             handle.cancel()
         tasks = [launch.task for launch in self._by_id.values() if launch.task and not launch.task.done()]
         tasks += list(self._cleanups)
@@ -214,6 +125,8 @@ class LaunchManager:
         for t in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
+        if self.spares is not None:
+            await self.spares.close()
 
     # -- the launch -------------------------------------------------------------
     def _finish(self, launch: Launch, outcome: Outcome) -> None:
@@ -390,10 +303,11 @@ class LaunchManager:
             if time.monotonic() - launch.created > VISIBILITY_RECHECK_AFTER:
                 # now, not as the record says: the launch waited (a build) since its request checked it
                 await require_visible(self.resolver, t.spec, t.access)
-        user = username_for(t.spec.owner, t.spec.repo)
+        spare = self.spares.take(t.spec.full_name) if self.spares is not None else None
+        user = spare.name if spare is not None else username_for(t.spec.owner, t.spec.repo)
         timeout = services.settings.launch_timeout
         launch.emit(Phase.LAUNCHING, "Launching a server for you.", progress=_progress_for(Phase.LAUNCHING))
-        created = False
+        created = False  # a Hub user this launch made or took: deleted unless the launch ends ready
         admitted = False
         try:
             s = services.settings
@@ -408,12 +322,21 @@ class LaunchManager:
                 admitted = True
             token = new_launch_token()
             async with asyncio.timeout(timeout):
-                await hub.create_user(user)
+                created = spare is not None
+                if spare is None:
+                    await hub.create_user(user)
                 created = True
                 options = self._user_options(launch, record, token, repo_url)
-                started = await hub.start_server(user, options)
-                self._background(services.bus.launched(t.spec.owner, t.spec.repo, t.image),  # e.g. the image puller
-                                 f"launched-{launch.id}")
+                try:
+                    started = await hub.start_server(user, options)
+                except HubNotFound:
+                    if spare is None:
+                        raise
+                    log.info("launch %s: spare user %s is gone (the idle culler?); making it again", launch.id, user)
+                    await hub.create_user(user)
+                    started = await hub.start_server(user, options)
+                self._after_ready(lambda: self._background(  # e.g. the image puller's launch log
+                    services.bus.launched(t.spec.owner, t.spec.repo, t.image), f"launched-{launch.id}"))
                 if started == "pending":  # 202: still spawning ("started", 201, and "running" mean up and routed)
                     await self._follow_spawn(launch, user, timeout)
             url = server_url(hub.public_url, user)
@@ -437,6 +360,11 @@ class LaunchManager:
         finally:
             if admitted and self.counter is not None:
                 self.counter.release(user, running=launch.outcome is Outcome.READY)
+            if spare is not None and not created:  # refused or failed before using it: the next launch may
+                self.spares.give_back(spare)  # type: ignore[union-attr]
+            if self.spares is not None and launch.outcome is Outcome.READY:
+                spares = self.spares  # the next launch's user, once this one's ready is out
+                self._after_ready(lambda: spares.refill(t.spec.owner, t.spec.repo))
             if created and launch.outcome is not Outcome.READY:
                 self._cleanup_user(user)
 
@@ -456,6 +384,18 @@ class LaunchManager:
                     if isinstance(hub_progress, (int, float)):
                         frac = 0.85 + 0.15 * max(0.0, min(100.0, float(hub_progress))) / 100
                     launch.emit(Phase.LAUNCHING, str(event["message"]), progress=frac)
+
+    def _after_ready(self, start: Callable[[], None]) -> None:
+        """Start ``start`` a moment later: work a launch sets off (listeners, a spare user) would
+        otherwise run on the loop between the ``ready`` event and its stream's write."""
+        handle: asyncio.TimerHandle | None = None
+
+        def run() -> None:
+            self._deferred.discard(handle)  # type: ignore[arg-type]
+            start()
+
+        handle = asyncio.get_running_loop().call_later(AFTER_READY, run)
+        self._deferred.add(handle)
 
     def _background(self, work: Coroutine[Any, Any, None], name: str) -> None:
         """Work the launch does not wait for (cancelled on close), e.g. launch listeners' bookkeeping."""

@@ -18,7 +18,7 @@ from launcher import sse, streams
 from launcher.client_ip import client_of
 from launcher.guard import QuotaRefused, acting_for
 from launcher.hub import HubError
-from launcher.launches import Launch, LaunchTarget
+from launcher.launch import Launch, LaunchTarget
 from launcher.pages import error_page, html
 from launcher.quotas import check_servers
 from launcher.resolve import GitHubDown, NotServed, RefNotFound

@@ -12,6 +12,7 @@ from launcher.launches import LaunchManager
 from launcher.pages import environment
 from launcher.quotas import RateLimiter, ServerCounter
 from launcher.resolve import Resolver
+from launcher.spare_users import SPARE_TTL, SpareUsers
 from launcher.state import LauncherState
 
 if TYPE_CHECKING:
@@ -49,8 +50,10 @@ async def attach(services: "Services", **options: Any) -> LauncherState:
     if counter is not None:
         counter.start()
     assert services.scheduler is not None  # bot/app.py makes it first
+    spares = SpareUsers(services.hub, s.spare_hub_users, ttl=options.get("spare_ttl", SPARE_TTL)) \
+        if services.hub is not None and s.spare_hub_users > 0 else None
     manager = LaunchManager(
-        services, services.scheduler, resolver, counter, keepalive=options.get("keepalive", 15.0),
+        services, services.scheduler, resolver, counter, spares=spares, keepalive=options.get("keepalive", 15.0),
         keep_ready=options.get("keep_ready", 120.0), status_poll=options.get("status_poll", 30.0))
     state = LauncherState(
         resolver=resolver,

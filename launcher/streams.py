@@ -15,7 +15,7 @@ from collections.abc import Callable
 from aiohttp import web
 
 from launcher import sse
-from launcher.launches import TERMINAL, Launch
+from launcher.launch import TERMINAL, Launch
 
 HEADERS_WAIT = 1.0  # seconds the headers may wait for the first events (then they go with a keepalive)
 STREAM_HEADERS = {"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache",

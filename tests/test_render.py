@@ -167,7 +167,8 @@ def test_merged_comment_says_merged():
 
 def test_statuses_and_conclusions_are_githubs_words():
     assert {s.value for s in CheckStatus} <= {"queued", "in_progress", "completed"}
-    assert {c.value for c in Conclusion} <= {"success", "failure", "cancelled", "skipped"}
+    assert {c.value for c in Conclusion} <= {"success", "failure", "neutral", "cancelled", "skipped", "timed_out",
+                                             "action_required", "stale"}
 
 
 def test_duration_words():

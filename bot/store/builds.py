@@ -169,7 +169,7 @@ class BuildStore:
         return _record(row) if row else None
 
     async def latest_for_sha(self, owner: str, repo: str, sha: str) -> BuildRecord | None:
-        row = await self.db.fetchone(
+        row = await self.db.fetchone_now(  # builds_by_repo_nocase: a point read, on every launch
             "SELECT * FROM builds WHERE owner=? COLLATE NOCASE AND repo=? COLLATE NOCASE AND sha=?"
             " ORDER BY created_at DESC, attempt DESC LIMIT 1",
             (owner, repo, sha),

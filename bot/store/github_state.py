@@ -1,8 +1,12 @@
 """What we keep about GitHub: installations, their repositories, PR comment ids, check run ids."""
 from __future__ import annotations
 
+import functools
 import time
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import cachetools
 
 from bot.store.db import Database
 
@@ -65,11 +69,36 @@ CREATE TABLE IF NOT EXISTS check_run_creates (
 )
 
 
+F = TypeVar("F", bound=Callable[..., Awaitable[None]])
+
+
+def _changes_installations(write: F) -> F:
+    """The cached installation lookups are dropped once ``write`` is done (done or failed)."""
+
+    @functools.wraps(write)
+    async def wrapper(self: "GitHubState", *args: Any, **kwargs: Any) -> None:
+        try:
+            await write(self, *args, **kwargs)
+        finally:
+            self._installations_changed()
+
+    return wrapper  # type: ignore[return-value]
+
+
 class GitHubState:
     def __init__(self, db: Database) -> None:
         self.db = db
+        # which installation serves a repository: read on every launch, changed only by the
+        # installation writes below (this process's own), which clear it
+        self._served: cachetools.LRUCache[str, int | None] = cachetools.LRUCache(4096)
+        self._generation = 0
+
+    def _installations_changed(self) -> None:
+        self._served.clear()
+        self._generation += 1
 
     # installations -------------------------------------------------------
+    @_changes_installations
     async def upsert_installation(self, inst_id: int, account: str, account_type: str | None = None,
                                   suspended: bool = False) -> None:
         await self.db.execute(
@@ -79,15 +108,18 @@ class GitHubState:
             (inst_id, account, account_type, int(suspended), time.time()),
         )
 
+    @_changes_installations
     async def set_suspended(self, inst_id: int, suspended: bool) -> None:
         await self.db.execute("UPDATE installations SET suspended=?, updated_at=? WHERE id=?",
                               (int(suspended), time.time(), inst_id))
 
+    @_changes_installations
     async def delete_installation(self, inst_id: int) -> None:
         async with self.db.transaction() as conn:
             await conn.execute("DELETE FROM installation_repos WHERE installation_id=?", (inst_id,))
             await conn.execute("DELETE FROM installations WHERE id=?", (inst_id,))
 
+    @_changes_installations
     async def add_repos(self, inst_id: int, repos: list[tuple[str, bool]]) -> None:
         async with self.db.transaction() as conn:
             for full_name, private in repos:
@@ -97,12 +129,14 @@ class GitHubState:
                     (inst_id, full_name, int(private)),
                 )
 
+    @_changes_installations
     async def remove_repos(self, inst_id: int, names: list[str]) -> None:
         async with self.db.transaction() as conn:
             for name in names:
                 await conn.execute(
                     "DELETE FROM installation_repos WHERE installation_id=? AND full_name=?", (inst_id, name))
 
+    @_changes_installations
     async def replace_repos(self, inst_id: int, repos: list[tuple[str, bool]]) -> None:
         async with self.db.transaction() as conn:
             await conn.execute("DELETE FROM installation_repos WHERE installation_id=?", (inst_id,))
@@ -114,12 +148,19 @@ class GitHubState:
 
     async def installation_for(self, full_name: str) -> int | None:
         """The active installation covering a repository, or None (not installed or suspended)."""
-        row = await self.db.fetchone(
+        key = full_name.lower()
+        if key in self._served:
+            return self._served[key]
+        generation = self._generation
+        row = await self.db.fetchone_now(
             "SELECT r.installation_id AS id FROM installation_repos r JOIN installations i"
             " ON i.id = r.installation_id WHERE r.full_name=? AND i.suspended=0",
             (full_name,),
         )
-        return int(row["id"]) if row else None
+        found = int(row["id"]) if row else None
+        if generation == self._generation:  # no installation write while it was read
+            self._served[key] = found
+        return found
 
     async def installations(self) -> list[dict[str, Any]]:
         rows = await self.db.fetchall(

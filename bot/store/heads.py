@@ -125,7 +125,8 @@ class HeadStore:
             await conn.execute("DELETE FROM repo_default_branches WHERE full_name=?", (full_name,))
 
     async def default_branch(self, full_name: str) -> str | None:
-        row = await self.db.fetchone("SELECT branch FROM repo_default_branches WHERE full_name=?", (full_name,))
+        row = await self.db.fetchone_now("SELECT branch FROM repo_default_branches WHERE full_name=?",
+                                         (full_name,))
         return str(row["branch"]) if row else None
 
     async def lookup(self, full_name: str, ref: str) -> Head | None:
@@ -143,7 +144,7 @@ class HeadStore:
             if ref.startswith(prefix):
                 kinds, name = [kind], ref[len(prefix):]
                 break
-        rows = await self.db.fetchall(
+        rows = await self.db.fetchall_now(
             "SELECT full_name, kind, name, sha, recorded_at FROM branch_heads WHERE full_name=? AND name=?",
             (full_name, name))
         found = {RefKind(r["kind"]): r for r in rows}

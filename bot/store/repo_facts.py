@@ -127,7 +127,7 @@ class RepoFactsStore:
         await self.db.execute("DELETE FROM repo_facts WHERE full_name=?", (full_name,))
 
     async def lookup(self, full_name: str) -> KnownFacts | None:
-        row = await self.db.fetchone(
+        row = await self.db.fetchone_now(
             "SELECT full_name, private, clone_url, html_url, default_branch, recorded_at FROM repo_facts"
             " WHERE full_name=?", (full_name,))
         if row is None:
