@@ -65,6 +65,29 @@ def test_jwt_claims(github_key):
     assert now < claims["exp"] <= now + 600
 
 
+def test_the_private_key_is_parsed_once_not_for_every_jwt(github_key, monkeypatch):
+    """Parsing the PEM checks the RSA key (~30 ms of the loop's CPU); signing with the parsed key is cheap."""
+    from bot.github import identity
+    from tests.fake_github import public_key_of
+
+    parsed = []
+    real = identity.load_signing_key
+    monkeypatch.setattr(identity, "load_signing_key", lambda pem: parsed.append(pem) or real(pem))
+    clock = Clock()
+    ident = AppIdentity("1", github_key, clock=clock)
+    tokens = []
+    for _ in range(3):
+        tokens.append(ident.jwt())
+        clock.now += identity.JWT_REUSE
+    ident.drop_jwt()
+    tokens.append(ident.jwt())
+    tokens.append(ident.fresh_jwt())  # a token request's JWT: the same parsed key
+    assert len(set(tokens[:4])) == 4 and len(parsed) == 1
+    for t in tokens:
+        jwt.decode(t, public_key_of(github_key), algorithms=["RS256"],
+                   options={"verify_exp": False, "verify_iat": False})
+
+
 def test_jwt_is_reused_briefly_then_renewed(github_key):
     clock = Clock()
     ident = AppIdentity("1", github_key, clock=clock)

@@ -33,7 +33,6 @@ from typing import TYPE_CHECKING, Any, Protocol
 import aiohttp
 import gidgethub
 import gidgethub.aiohttp
-from gidgethub import apps
 from gidgethub.abc import CACHE_TYPE
 
 from bot.github.identity import AppIdentity, TokenKey, token_key
@@ -181,11 +180,12 @@ class Auth(Protocol):
 
 
 class JWTAuth:
-    def __init__(self, identity: AppIdentity) -> None:
+    def __init__(self, identity: AppIdentity, *, fresh: bool = False) -> None:
         self.identity = identity
+        self.fresh = fresh  # a new JWT per request (token requests), not the reused one
 
     async def header(self) -> str:
-        return f"bearer {self.identity.jwt()}"
+        return f"bearer {self.identity.fresh_jwt() if self.fresh else self.identity.jwt()}"
 
     def invalidate(self, header: str) -> None:
         self.identity.drop_jwt()
@@ -370,19 +370,20 @@ class GitHubApp:
 
     async def _fetch_token(self, key: TokenKey) -> Mapping[str, Any]:
         installation_id, repos, perms = key
-        gh = self.app_client()
+        gh = self.client(JWTAuth(self.identity, fresh=True), "app", "app")
         log.info("installation %s: requesting an access token%s", installation_id,
                  f" for {list(repos)}" if repos is not None else "")
+        # our own JWT (its key parsed once), not gidgethub.apps' helper, which parses the PEM
+        # again for every token: ~30 ms of the loop's CPU each time
+        url = f"/app/installations/{installation_id}/access_tokens"
         if repos is None and perms is None:
-            return await apps.get_installation_access_token(
-                gh, installation_id=str(installation_id), app_id=self.identity.app_id,
-                private_key=self.identity.private_key)
+            return await gh.post(url, data=b"")  # no body, as gidgethub.apps sends it
         body: dict[str, Any] = {}
         if repos is not None:
             body["repositories"] = list(repos)
         if perms is not None:
             body["permissions"] = dict(perms)
-        return await gh.post(f"/app/installations/{installation_id}/access_tokens", data=body)
+        return await gh.post(url, data=body)
 
     async def app_info(self) -> dict[str, Any]:
         """GET /app (name, slug, html_url), cached for the process."""
