@@ -120,6 +120,7 @@ async def _start(services: Services, start_workers: bool, builder: Factory, imag
     s = services.settings
     if s.has_app_credentials:
         services.github = GitHubApp(services.session, s, metrics=services.metrics)
+        await services.github.identity.prepare()
     services.images = images(services)
     from bot.web.health import add_check
     add_check(services, "registry" if s.registry_url else "local images", services.images.health)

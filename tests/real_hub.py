@@ -438,6 +438,7 @@ async def make_harness(aiohttp_client: Any, fake: Any, data_dir: Path, *, hub: R
                         builds=BuildStore(db), gh_state=GitHubState(db), bus=EventBus())
     services.metrics = Metrics()
     services.github = GitHubApp(session, conf, metrics=services.metrics)
+    await services.github.identity.prepare()  # as bot/app.py does at startup
     images = FakeRegistry()
     registry_server = TestServer(images.app(), host="127.0.0.1")
     await registry_server.start_server()

@@ -88,6 +88,25 @@ def test_the_private_key_is_parsed_once_not_for_every_jwt(github_key, monkeypatc
                    options={"verify_exp": False, "verify_iat": False})
 
 
+async def test_the_key_is_parsed_at_startup_in_a_thread_not_on_the_first_request(github_key, monkeypatch):
+    import threading
+
+    from bot.github import identity
+
+    threads = []
+    real = identity.load_signing_key
+    monkeypatch.setattr(identity, "load_signing_key", lambda pem: threads.append(threading.current_thread()) or real(pem))
+    ident = AppIdentity("1", github_key)
+    await ident.prepare()
+    ident.jwt()
+    ident.fresh_jwt()
+    assert len(threads) == 1 and threads[0] is not threading.main_thread()
+    broken = AppIdentity("1", "not a key")
+    await broken.prepare()  # logged, not raised: the first use fails as before
+    with pytest.raises(ValueError):
+        broken.jwt()
+
+
 def test_jwt_is_reused_briefly_then_renewed(github_key):
     clock = Clock()
     ident = AppIdentity("1", github_key, clock=clock)

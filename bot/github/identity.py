@@ -115,17 +115,27 @@ class AppIdentity:
         """
         now = self._clock()
         if self._jwt is None or now - self._jwt[1] >= JWT_REUSE:
-            if self._signing_key is None:
-                self._signing_key = load_signing_key(self._private_key)
-            self._jwt = (make_jwt(self.app_id, self._signing_key, now=now), now)
+            self._jwt = (make_jwt(self.app_id, self.signing_key(), now=now), now)
         return self._jwt[0]
 
     def fresh_jwt(self) -> str:
         """A new JWT on the wall clock, for a token request (as gidgethub.apps made one per token),
         signed with the key parsed once."""
+        return make_jwt(self.app_id, self.signing_key())
+
+    def signing_key(self) -> Any:
+        """The private key, parsed on first use (``prepare`` does it at startup, off the loop)."""
         if self._signing_key is None:
             self._signing_key = load_signing_key(self._private_key)
-        return make_jwt(self.app_id, self._signing_key)
+        return self._signing_key
+
+    async def prepare(self) -> None:
+        """Parse the key in a thread at startup, so no request waits ~30 ms for it on the loop;
+        a key that cannot be read is logged here and fails at its first use, as before."""
+        try:
+            await asyncio.to_thread(self.signing_key)
+        except Exception as e:  # noqa: BLE001 - only logged: the first use raises it again
+            log.error("the GitHub App's private key cannot be read: %s", type(e).__name__)
 
     def drop_jwt(self) -> None:
         self._jwt = None
