@@ -322,10 +322,9 @@ class LaunchManager:
                 admitted = True
             token = new_launch_token()
             async with asyncio.timeout(timeout):
-                created = spare is not None
                 if spare is None:
                     await hub.create_user(user)
-                created = True
+                created = True  # a spare's user exists already: taken before any await
                 options = self._user_options(launch, record, token, repo_url)
                 try:
                     started = await hub.start_server(user, options)

@@ -57,6 +57,24 @@ class Transaction:
         return await self._db._submit(call)
 
 
+def _read_only(path: Path, *, busy_ms: int, any_thread: bool) -> sqlite3.Connection:
+    """A connection that can only read (rows by name), waiting at most ``busy_ms`` on a lock."""
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=not any_thread)
+    conn.row_factory = sqlite3.Row
+    conn.execute(f"PRAGMA busy_timeout={int(busy_ms)}")
+    conn.execute("PRAGMA query_only=ON")
+    return conn
+
+
+def _take(conn: sqlite3.Connection, sql: str, values: tuple[Any, ...], take: Callable[[sqlite3.Cursor], T]) -> T:
+    """``take(cursor)`` of one statement, the cursor closed on the same thread."""
+    cur = conn.execute(sql, values)
+    try:
+        return take(cur)
+    finally:
+        cur.close()
+
+
 class Database:
     """The writer serialises transactions (a lock, then one thread); the reader never blocks on them."""
 
@@ -87,20 +105,11 @@ class Database:
         await loop.run_in_executor(self._executor, connect, None)
         self._read_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-reader")
 
-        def connect_reader() -> sqlite3.Connection:
-            reader = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            reader.row_factory = sqlite3.Row
-            reader.execute("PRAGMA busy_timeout=5000")
-            reader.execute("PRAGMA query_only=ON")
-            return reader
-
-        self._reader = await loop.run_in_executor(self._read_executor, connect_reader)
-        # on the loop's own thread: point reads on the click's path (see fetchone_now)
-        inline = sqlite3.connect(self.path, isolation_level=None)
-        inline.row_factory = sqlite3.Row
-        inline.execute("PRAGMA busy_timeout=0")  # never wait on the loop: busy -> the reader's thread
-        inline.execute("PRAGMA query_only=ON")
-        self._inline = inline
+        self._reader = await loop.run_in_executor(
+            self._read_executor, lambda: _read_only(self.path, busy_ms=5000, any_thread=True))
+        # on the loop's own thread: point reads on the click's path (see fetchone_now); it never
+        # waits on the loop: busy -> the reader's thread
+        self._inline = _read_only(self.path, busy_ms=0, any_thread=False)
         return self
 
     async def close(self) -> None:
@@ -185,14 +194,7 @@ class Database:
         """``take(cursor)`` of one statement, on the reader's thread in one hop (the cursor closed there)."""
         values = tuple(params)
 
-        def read(conn: sqlite3.Connection) -> T:
-            cur = conn.execute(sql, values)
-            try:
-                return take(cur)
-            finally:
-                cur.close()
-
-        return await self._read(read)
+        return await self._read(lambda conn: _take(conn, sql, values, take))
 
     async def fetchall(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
         """Rows as last committed (the reader never sees an open transaction)."""
@@ -218,11 +220,7 @@ class Database:
         values = tuple(params)
         if self._inline is not None:
             try:
-                cur = self._inline.execute(sql, values)
-                try:
-                    return take(cur)
-                finally:
-                    cur.close()
+                return _take(self._inline, sql, values, take)
             except sqlite3.OperationalError as e:
                 if "locked" not in str(e) and "busy" not in str(e):
                     raise
